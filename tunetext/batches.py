@@ -1,0 +1,61 @@
+"""Tokenising once, and batching with as little padding as possible.
+
+Texts are tokenised once without padding. Training batches group texts of similar length (shuffled
+within large windows, then the batches shuffled), so each batch is padded only to its own longest text.
+Inference batches are simply sorted by length.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids for each text, truncated to `max_length`, unpadded."""
+    return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, window: int = 50) -> list[list[int]]:
+    """Shuffled batches of indices in which lengths are similar.
+
+    The indices are shuffled, cut into windows of `window` batches, each window sorted by length and cut
+    into batches, and the batches shuffled, so batch composition still varies from epoch to epoch.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    size = batch_size * window
+    batches = []
+    for start in range(0, len(order), size):
+        chunk = sorted(order[start:start + size], key=lambda i: -lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Batches for inference: longest texts first, so a memory problem shows at once."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(ids: list[list[int]], pad_id: int, labels: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest sequence (right padding) and build the attention mask."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, :len(seq)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": mask}
+    if labels is not None:
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+    return batch

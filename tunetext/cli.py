@@ -1,0 +1,253 @@
+"""The `tunetext` command: a thin table over the Python API.
+
+    tunetext train --data sms_spam --model minilm-l6 --output runs/spam
+    tunetext evaluate runs/spam
+    tunetext predict runs/spam "WINNER! claim your prize" "see you at 8?"
+    tunetext data show sms_spam
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tunetext import __version__
+
+EXAMPLES = {
+    "spam": "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
+    "ham": "Hey, just wanted to check if we're still on for dinner tonight? Let me know!",
+}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tunetext.config import ConfigError, load_config, parse_overrides
+    from tunetext.evaluate import format_metrics
+    from tunetext.runs import CONFIG
+    from tunetext.train import train
+
+    overrides: dict[str, Any] = {}
+    for key, value in (("data.source", args.data), ("model.name", args.model), ("train.epochs", args.epochs),
+                       ("train.strategy", args.strategy), ("data.text_column", args.text_column),
+                       ("data.label_column", args.label_column),
+                       ("data.max_train_samples", args.max_train_samples)):
+        if value is not None:
+            overrides[key] = value
+    config_file = args.config
+    if args.resume and config_file is None:
+        config_file = Path(args.output) / CONFIG
+    problems: list[str] = []
+    overrides.update(parse_overrides(args.overrides, problems))
+    if problems:
+        raise ConfigError(problems)
+    config = load_config(config_file, overrides)
+    run = train(config, args.output, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+
+    m = run.metrics
+    print(f"\nrun written to {run.run_dir}")
+    print(f"fine-tuning took {m['training']['train_seconds']:.1f} s ({m['training']['steps']} steps, "
+          f"{m['training']['trainable_parameters'] / 1e6:.1f}M trainable parameters)\n")
+    print(format_metrics(m["val"], "validation"))
+    print()
+    print(format_metrics(m["test"], "test"))
+    before = m["before_finetune"]["test"]
+    print("\nbefore vs after fine-tuning (test):")
+    print(f"  {'':<10}{'accuracy':>10}{'macro-F1':>10}")
+    print(f"  {'before':<10}{before['accuracy']:>10.4f}{before['macro_f1']:>10.4f}")
+    print(f"  {'after':<10}{m['test']['accuracy']:>10.4f}{m['test']['macro_f1']:>10.4f}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tunetext.evaluate import evaluate, format_metrics
+
+    metrics = evaluate(args.run_dir, args.data, args.split, args.text_column, args.label_column)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    for line in metrics["report"]:
+        print(f"data: {line}")
+    print(format_metrics(metrics, f"{args.run_dir} on {args.data or 'its own data'} ({metrics['split']})"))
+    return 0
+
+
+def _read_inputs(path: Path, text_column: str) -> list[str]:
+    from tunetext.data.sources import DataError
+
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if suffix in (".csv", ".tsv", ".jsonl", ".parquet"):
+        from tunetext.data.sources import read_file
+
+        # Reuse the readers; the label column is not needed, so point it at the text column.
+        split = read_file(path, text_column, text_column)
+        return [str(t) if t is not None else "" for t in split.texts]
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tunetext.predict import Classifier
+
+    texts = list(args.texts)
+    if args.input:
+        texts += _read_inputs(Path(args.input), args.text_column)
+    if not texts:
+        print("error: give texts to classify, or --input FILE", file=sys.stderr)
+        return 2
+    clf = Classifier.load(args.run_dir)
+    predictions = clf.predict(texts, batch_size=args.batch_size)
+    rows = [{"text": t, "label": p.label, "score": p.score, "probabilities": p.probabilities}
+            for t, p in zip(texts, predictions, strict=True)]
+    if args.output:
+        out = Path(args.output)
+        if out.suffix.lower() == ".csv":
+            with open(out, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["text", "label", "score"] + [f"p_{n}" for n in clf.label_names])
+                for r in rows:
+                    writer.writerow([r["text"], r["label"], f"{r['score']:.6f}"]
+                                    + [f"{r['probabilities'][n]:.6f}" for n in clf.label_names])
+        else:
+            out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        print(f"wrote {len(rows)} predictions to {out}", file=sys.stderr)
+    elif args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            text = r["text"] if len(r["text"]) <= 70 else r["text"][:67] + "..."
+            print(f"{r['label']:<12} {r['score']:.4f}  {text}")
+    return 0
+
+
+def _data_show(args: argparse.Namespace) -> int:
+    from tunetext.config import DataConfig
+    from tunetext.data import load_dataset
+
+    config = DataConfig(source=args.source, text_column=args.text_column, label_column=args.label_column)
+    dataset = load_dataset(config, args.seed)
+    print(f"{args.source}: {len(dataset.label_names)} labels: {', '.join(dataset.label_names)}")
+    for line in dataset.report:
+        print(f"  preparation: {line}")
+    for name, split in dataset.splits().items():
+        counts = Counter(split.labels)
+        lengths = sorted(len(t.split()) for t in split.texts)
+        per = ", ".join(f"{dataset.label_names[i]} {counts[i]}" for i in range(len(dataset.label_names)))
+        print(f"  {name:<5} {len(split):>6} examples ({per}); words per text: median "
+              f"{lengths[len(lengths) // 2]}, max {lengths[-1]}")
+    print(f"examples (up to {args.examples} per label, from train):")
+    shown: Counter[int] = Counter()
+    for text, label in zip(dataset.train.texts, dataset.train.labels, strict=True):
+        if shown[label] < args.examples:
+            shown[label] += 1
+            print(f"  [{dataset.label_names[label]}] {text[:100]}{'...' if len(text) > 100 else ''}")
+    return 0
+
+
+def _data_list(args: argparse.Namespace) -> int:
+    from tunetext.data import BUILTIN
+
+    for name, ds in BUILTIN.items():
+        print(f"{name:<16} {ds.description}")
+    return 0
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keep the libraries' load reports and per-file progress bars out of tunetext's output."""
+    import transformers
+
+    for noisy in ("transformers", "accelerate", "datasets", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+    transformers.logging.set_verbosity_warning() if verbose else transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunetext", description="Fine-tune, evaluate and use transformer "
+                                     "text classifiers.")
+    parser.add_argument("--version", action="version", version=f"tunetext {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune a model", description="Fine-tune a model. Settings come from "
+                       "the defaults, then --config, then the options and KEY=VALUE overrides here.")
+    p.add_argument("--data", help="built-in dataset name, a CSV/TSV/JSONL/Parquet file, or a Hugging Face "
+                   "dataset (default: sms_spam)")
+    p.add_argument("--model", help="catalogue name, local model folder or hub id (default: minilm-l6)")
+    p.add_argument("--output", required=True, help="run directory to write")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--strategy", choices=["full", "last_n"])
+    p.add_argument("--config", help="YAML file with data/model/train sections")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --output")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. train.learning_rate=5e-5 train.batch_size=16")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="score a finished run on data")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="data to evaluate on (default: the run's own data)")
+    p.add_argument("--split", choices=["train", "val", "test", "all"],
+                   help="default: test for the run's own data, all for other data")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="classify texts with a finished run")
+    p.add_argument("run_dir")
+    p.add_argument("texts", nargs="*", help="texts to classify")
+    p.add_argument("--input", help="file of texts: .txt (one per line), or CSV/TSV/JSONL/Parquet")
+    p.add_argument("--text-column", default="text", help="text column of --input tables")
+    p.add_argument("--output", help="write predictions to a .jsonl or .csv file")
+    p.add_argument("--json", action="store_true", help="print predictions as JSON")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("data", help="look at datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("show", help="sizes, label counts and examples of a dataset")
+    q.add_argument("source")
+    q.add_argument("--text-column", default="text")
+    q.add_argument("--label-column", default="label")
+    q.add_argument("--examples", type=int, default=2)
+    q.add_argument("--seed", type=int, default=42)
+    q.set_defaults(func=_data_show)
+    q = data_sub.add_parser("list", help="the built-in datasets")
+    q.set_defaults(func=_data_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tunetext.assets import FetchError
+    from tunetext.config import ConfigError
+    from tunetext.data.sources import DataError
+    from tunetext.models import ModelError
+    from tunetext.runs import RunError
+    from tunetext.train import TrainingInterrupted
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(message)s" if not args.verbose else "%(levelname)s %(name)s: %(message)s")
+    quiet_libraries(args.verbose)
+    try:
+        return args.func(args)
+    except TrainingInterrupted as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 130
+    except (ConfigError, DataError, ModelError, RunError, FetchError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

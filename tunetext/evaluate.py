@@ -1,0 +1,140 @@
+"""Metrics, batched inference and `tunetext.evaluate`."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tunetext.batches import collate, sorted_batches, tokenize
+
+
+def compute_metrics(labels: list[int] | np.ndarray, preds: list[int] | np.ndarray,
+                    label_names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro and weighted precision/recall/F1, per-class scores and the confusion matrix.
+
+    A class never predicted has precision 0 (and never present, recall 0), as scikit-learn's
+    `zero_division=0`.
+    """
+    k = len(label_names)
+    confusion = np.zeros((k, k), dtype=np.int64)  # rows: true label, columns: predicted
+    np.add.at(confusion, (np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)), 1)
+    return metrics_from_confusion(confusion, label_names)
+
+
+def metrics_from_confusion(confusion: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    tp = np.diag(confusion).astype(float)
+    support = confusion.sum(axis=1).astype(float)
+    predicted = confusion.sum(axis=0).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    n = int(confusion.sum())
+    weights = support / n if n else support
+    out: dict[str, Any] = {
+        "n": n,
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "weighted_precision": float((precision * weights).sum()),
+        "weighted_recall": float((recall * weights).sum()),
+        "weighted_f1": float((f1 * weights).sum()),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                   "support": int(support[i])}
+            for i, name in enumerate(label_names)
+        },
+        "confusion_matrix": confusion.tolist(),
+        "label_names": list(label_names),
+    }
+    return out
+
+
+def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
+    """A human-readable table: headline scores, per-class scores and the confusion matrix."""
+    names = metrics["label_names"]
+    width = max(9, *(len(n) for n in names)) + 1
+    lines = [title] if title else []
+    lines.append(f"  accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
+                 f"weighted-F1 {metrics['weighted_f1']:.4f}   (n={metrics['n']})")
+    lines.append(f"  {'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for name in names:
+        c = metrics["per_class"][name]
+        lines.append(f"  {name:<{width}}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}"
+                     f"{c['support']:>10d}")
+    lines.append("  confusion matrix (rows: true, columns: predicted)")
+    lines.append("  " + " " * width + "".join(f"{n[:9]:>10}" for n in names))
+    for name, row in zip(names, metrics["confusion_matrix"], strict=True):
+        lines.append(f"  {name:<{width}}" + "".join(f"{v:>10d}" for v in row))
+    return "\n".join(lines)
+
+
+def autocast(device: torch.device, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def predict_probabilities(model, ids: list[list[int]], pad_id: int, batch_size: int,
+                          device: torch.device | None = None, bf16: bool = False) -> np.ndarray:
+    """Class probabilities for tokenised texts, in input order, batched by length."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    num_labels = model.config.num_labels
+    probs = np.zeros((len(ids), num_labels), dtype=np.float32)
+    for batch_idx in sorted_batches([len(x) for x in ids], batch_size):
+        batch = collate([ids[i] for i in batch_idx], pad_id)
+        with autocast(device, bf16):
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        probs[batch_idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    model.train(was_training)
+    return probs
+
+
+def evaluate_split(model, tokenizer, texts: list[str], labels: list[int], label_names: list[str],
+                   max_length: int, batch_size: int, bf16: bool = False) -> dict[str, Any]:
+    ids = tokenize(tokenizer, texts, max_length)
+    probs = predict_probabilities(model, ids, tokenizer.pad_token_id, batch_size, bf16=bf16)
+    return compute_metrics(labels, probs.argmax(axis=1), label_names)
+
+
+def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = None,
+             text_column: str | None = None, label_column: str | None = None,
+             batch_size: int = 128) -> dict[str, Any]:
+    """Evaluate a finished run on a split of `data` (default: the data it was trained on).
+
+    The data goes through the run's own preparation (same seed, so the same split); `split` is
+    `train`, `val`, `test` or `all` (every usable row). By default: `test` for the run's own data,
+    `all` for other data.
+    """
+    from tunetext.data.prepare import load_all, load_dataset
+    from tunetext.predict import Classifier
+
+    clf = Classifier.load(run_dir)
+    data_config = clf.config.data.model_copy()
+    if data is not None:
+        data_config = data_config.model_copy(update={"source": data, "validation": None, "test": None})
+    if text_column:
+        data_config.text_column = text_column
+    if label_column:
+        data_config.label_column = label_column
+    split = split or ("test" if data is None else "all")
+    if split == "all":
+        examples, report = load_all(data_config, clf.label_names)
+    elif split in ("train", "val", "test"):
+        dataset = load_dataset(data_config, clf.config.train.seed, label_names=clf.label_names)
+        examples, report = dataset.splits()[split], dataset.report
+    else:
+        raise ValueError(f"split must be train, val, test or all; got {split!r}")
+    metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels, clf.label_names,
+                             clf.config.model.max_length, batch_size)
+    metrics["split"] = split
+    metrics["report"] = report
+    return metrics

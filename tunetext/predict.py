@@ -1,0 +1,68 @@
+"""`Classifier`: load a finished run and predict label names with per-label probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+import torch
+
+from tunetext.batches import tokenize
+from tunetext.config import RunConfig
+from tunetext.data.prepare import normalize_text
+from tunetext.evaluate import predict_probabilities
+from tunetext.models import load_classifier
+from tunetext.runs import read_run
+
+
+@dataclass
+class Prediction:
+    label: str
+    score: float  # probability of `label`
+    probabilities: dict[str, float]
+
+
+class Classifier:
+    """A fine-tuned classifier; `Classifier.load(run_dir).predict(texts)`."""
+
+    def __init__(self, model, tokenizer, config: RunConfig, metrics: dict | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.metrics = metrics or {}
+        self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:
+        config, metrics, _ = read_run(run_dir)
+        model, tokenizer, _ = load_classifier(str(run_dir), attention=config.model.attention,
+                                              device=torch.device(device))
+        return cls(model.to(device), tokenizer, config, metrics)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Probabilities, one row per text, columns in `self.label_names` order."""
+        clean = [normalize_text(t) if isinstance(t, str) else t for t in texts]
+        bad = [i for i, t in enumerate(clean) if not isinstance(t, str) or not t]
+        if bad:
+            raise ValueError(f"texts must be non-empty strings; got empty or non-string text at "
+                             f"position(s) {', '.join(map(str, bad[:10]))}")
+        ids = tokenize(self.tokenizer, clean, self.config.model.max_length)
+        return predict_probabilities(self.model, ids, self.tokenizer.pad_token_id, batch_size)
+
+    @overload
+    def predict(self, texts: str, batch_size: int = 64) -> Prediction: ...
+    @overload
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[Prediction]: ...
+
+    def predict(self, texts, batch_size=64):
+        """Label name, its probability and every label's probability, for one text or a list."""
+        single = isinstance(texts, str)
+        probs = self.predict_proba([texts] if single else list(texts), batch_size)
+        out = []
+        for row in probs:
+            best = int(row.argmax())
+            out.append(Prediction(self.label_names[best], float(row[best]),
+                                  {name: float(p) for name, p in zip(self.label_names, row, strict=True)}))
+        return out[0] if single else out
