@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny randomly initialised models of each family, built offline from a config."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+ASSETS = Path(__file__).parent / "assets"
+TINY_CSV = ASSETS / "tiny.csv"
+
+
+def tiny_texts() -> list[str]:
+    with open(TINY_CSV, newline="") as f:
+        return [row["text"] for row in csv.DictReader(f)]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never touch the user's cache or the network from a default test."""
+    monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def _words() -> list[str]:
+    import re
+
+    words = set()
+    for text in tiny_texts():
+        words.update(re.findall(r"\w+|[^\w\s]", text.lower()))
+    return sorted(words)
+
+
+def build_tiny_bert(path: Path) -> Path:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_words()]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    # Saved as a base model, as pretrained checkpoints are: the classification head is new at load time.
+    BertForSequenceClassification(config).bert.save_pretrained(path)
+    return path
+
+
+def build_tiny_gpt2(path: Path) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(tiny_texts(), trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>",
+                                        bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer.save_pretrained(path)  # no pad token, as GPT-2 ships
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=bpe.get_vocab_size(), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(params=["bert", "gpt2"])
+def tiny_model(request, tiny_bert, tiny_gpt2) -> Path:
+    """Each family in turn."""
+    return {"bert": tiny_bert, "gpt2": tiny_gpt2}[request.param]
+
+
+def tiny_config(model: Path, **train):
+    """A run config for the tiny data and a tiny model: a few seconds of training."""
+    from tunetext import load_config
+
+    overrides = {"data.source": str(TINY_CSV), "model.name": str(model), "model.max_length": 64,
+                 "train.epochs": 3, "train.batch_size": 8, "train.learning_rate": 1e-3,
+                 "train.precision": "fp32", "train.early_stopping_patience": None}
+    overrides.update({f"train.{k}": v for k, v in train.items()})
+    return load_config(overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_bert) -> Path:
+    """A finished run of the tiny BERT on the tiny data, shared by tests that only read it."""
+    from tunetext import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny-bert"
+    train(tiny_config(tiny_bert), out, progress=False)
+    return out
