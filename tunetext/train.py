@@ -198,8 +198,8 @@ def train(config: RunConfig, output_dir: str | Path, resume: bool = False, overw
                               config.model.max_length, tc.eval_batch_size, bf16=bf16)
 
     # --- optimizer and schedule -------------------------------------------------------------------------
-    per_process = len(train_ids) // accelerator.num_processes
-    micro_per_epoch = max(1, -(-per_process // tc.batch_size))
+    # Every process must run the same number of batches, or the gradient all-reduce waits forever.
+    micro_per_epoch = max(1, -(-len(train_ids) // tc.batch_size) // accelerator.num_processes)
     steps_per_epoch = max(1, -(-micro_per_epoch // tc.gradient_accumulation_steps))
     total_steps = steps_per_epoch * tc.epochs
     optimizer = _optimizer(model, config)
