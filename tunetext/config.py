@@ -7,6 +7,8 @@ what to do about it.
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,12 +117,13 @@ def _format_errors(err: ValidationError, raw: dict[str, Any]) -> list[str]:
     problems = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"])
+        value = _lookup(raw, e["loc"])
         if e["type"] == "extra_forbidden":
             section = str(e["loc"][0]) if len(e["loc"]) > 1 else None
             known = _known_keys(section)
-            problems.append(f"{where}: unknown key; known keys here are {', '.join(known)}")
+            problems.append(f"{where}: unknown key (value {value!r}){_did_you_mean(str(e['loc'][-1]))}; "
+                            f"known keys here are {', '.join(known)}")
             continue
-        value = _lookup(raw, e["loc"])
         problems.append(f"{where}: got {value!r}: {e['msg']}")
     return problems
 
@@ -129,6 +132,13 @@ def _known_keys(section: str | None) -> list[str]:
     if section in SECTIONS:
         return list(RunConfig.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
     return list(SECTIONS)
+
+
+def _did_you_mean(name: str) -> str:
+    """`"; did you mean train.epochs?"` for a misspelt or misplaced key, else `""`."""
+    dotted = {k: f"{s}.{k}" for s in SECTIONS for k in _known_keys(s)}
+    close = difflib.get_close_matches(name, list(dotted), n=1)
+    return f"; did you mean {dotted[close[0]]}?" if close else ""
 
 
 def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
@@ -140,17 +150,18 @@ def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
     return raw
 
 
+# Only the numbers YAML 1.1 misses; "nan" or "inf" stay strings, as YAML reads them.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_value(text: str) -> Any:
     """Parse a command-line value the way YAML would (`3` -> 3, `null` -> None, `1e-4` -> 0.0001)."""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str):
-        try:
-            return float(value)  # YAML 1.1 reads "1e-4" as a string
-        except ValueError:
-            return value
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
+        return float(value)  # YAML 1.1 reads "1e-4" as a string; YAML 1.2 and people read a number
     return value
 
 
@@ -173,11 +184,13 @@ def _set_override(tree: dict[str, Any], key: str, value: Any, problems: list[str
         if len(owners) != 1:
             hint = f"write {' or '.join(f'{s}.{key}' for s in owners)}" if owners else \
                 f"keys are SECTION.NAME with SECTION one of {', '.join(SECTIONS)}"
-            problems.append(f"{key}: {'ambiguous' if owners else 'unknown'} key; {hint}")
+            what = "ambiguous key" if owners else f"unknown key (value {value!r}){_did_you_mean(key)}"
+            problems.append(f"{key}: {what}; {hint}")
             return
         parts = [owners[0], key]
     if len(parts) != 2 or parts[0] not in SECTIONS:
-        problems.append(f"{key}: unknown key; keys are SECTION.NAME with SECTION one of {', '.join(SECTIONS)}")
+        problems.append(f"{key}: unknown key; keys are SECTION.NAME with SECTION one of "
+                        f"{', '.join(SECTIONS)}")
         return
     tree.setdefault(parts[0], {})
     if not isinstance(tree[parts[0]], dict):
