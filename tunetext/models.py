@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -125,11 +125,12 @@ def attention_kernel(choice: str, device: torch.device) -> str:
 
 
 def load_classifier(name_or_path: str, label_names: list[str] | None = None, attention: str = "auto",
-                    device: torch.device | None = None):
+                    device: torch.device | None = None, implementation: str = "transformers"):
     """Load `(model, tokenizer, family)` for sequence classification.
 
     From a pretrained base, pass `label_names` to get a fresh head of that size; from a fine-tuned run
-    (its config holds `id2label`), leave `label_names` as None.
+    (its config holds `id2label`), leave `label_names` as None. `implementation="scratch"` builds
+    `tunetext.gpt`'s readable GPT-2 instead of transformers' (GPT-2 checkpoints only).
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -145,12 +146,31 @@ def load_classifier(name_or_path: str, label_names: list[str] | None = None, att
         kwargs = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
                   "label2id": {n: i for i, n in enumerate(label_names)}}
     kernel = attention_kernel(attention, device or torch.device("cpu"))
+    if implementation == "scratch":
+        return _load_scratch_gpt2(path, config.model_type, kernel, tokenizer.pad_token_id, kwargs), \
+            tokenizer, family
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path, attn_implementation=kernel, pad_token_id=tokenizer.pad_token_id, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name_or_path, exc) from exc
     return model, tokenizer, family
+
+
+def _load_scratch_gpt2(path: str, model_type: str, kernel: str, pad_token_id: int, config_overrides: dict):
+    """`tunetext.gpt.GPT2Classifier`: same parameter names as transformers' GPT-2, so the rest of this
+    module (blocks, head, strategies) and the saved run treat it like the transformers model."""
+    from tunetext.gpt import GPT2Classifier
+
+    if model_type != "gpt2":
+        raise ModelError(f"model.implementation=scratch is tunetext's own GPT-2 and loads only GPT-2 "
+                         f"checkpoints; {path} is a {model_type!r} model. Use model.implementation="
+                         f"transformers, or a GPT-2 model")
+    try:
+        return GPT2Classifier.from_pretrained(path, attention=kernel, pad_token_id=pad_token_id,
+                                              **config_overrides)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"could not load {path} into tunetext's scratch GPT-2: {exc}") from exc
 
 
 def _get(module: nn.Module, dotted: str) -> nn.Module | None:
@@ -161,14 +181,14 @@ def _get(module: nn.Module, dotted: str) -> nn.Module | None:
     return module
 
 
-def blocks(model: nn.Module, family: Family) -> nn.ModuleList:
+def blocks(model: Any, family: Family) -> nn.ModuleList:
     found = _get(model.base_model, family.blocks)
     if not isinstance(found, nn.ModuleList):
         raise ModelError(f"{type(model).__name__} has no block list at '{family.blocks}'")
     return found
 
 
-def head_parameter_names(model: nn.Module, family: Family) -> set[str]:
+def head_parameter_names(model: Any, family: Family) -> set[str]:
     """Names of the classification head's parameters: everything outside the base model, plus
     the base-model parts the family counts as head (BERT's pooler)."""
     prefix = model.base_model_prefix + "."
@@ -180,7 +200,7 @@ def head_parameter_names(model: nn.Module, family: Family) -> set[str]:
     return names
 
 
-def trainable_parameter_names(model: nn.Module, family: Family, strategy: str, last_n: int) -> set[str]:
+def trainable_parameter_names(model: Any, family: Family, strategy: str, last_n: int) -> set[str]:
     """The parameters a strategy trains: all of them (`full`), or the last `last_n` blocks, the
     final norm and the head (`last_n`)."""
     all_names = {n for n, _ in model.named_parameters()}
@@ -200,7 +220,7 @@ def trainable_parameter_names(model: nn.Module, family: Family, strategy: str, l
     return names | head_parameter_names(model, family)
 
 
-def apply_strategy(model: nn.Module, family: Family, strategy: str, last_n: int) -> int:
+def apply_strategy(model: Any, family: Family, strategy: str, last_n: int) -> int:
     """Freeze what the strategy leaves alone; return the number of trainable parameters."""
     keep = trainable_parameter_names(model, family, strategy, last_n)
     trainable = 0

@@ -14,7 +14,7 @@ import resource
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,10 +70,8 @@ class _StopFlag:
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with suppress(ValueError):  # not the main thread: leave signals alone
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
         return self
 
     def _handle(self, signum, frame):
@@ -89,7 +87,8 @@ class _StopFlag:
 
 
 def _optimizer(model, config: RunConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for _name, param in model.named_parameters():
         if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)  # no decay on biases and norms
@@ -140,9 +139,16 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp.replace(path / "state.pt")
 
 
-def train(config: RunConfig, output_dir: str | Path, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> Run:
-    """Fine-tune `config.model.name` on `config.data` and write a finished run to `output_dir`.
+def default_output_dir(config: RunConfig) -> Path:
+    """`runs/<data>-<model>-<timestamp>` for runs started without an output directory."""
+    data, model = Path(config.data.source).stem, Path(config.model.name.rstrip("/")).name
+    return Path("runs") / f"{data}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False,
+          overwrite: bool = False, progress: bool = True) -> Run:
+    """Fine-tune `config.model.name` on `config.data` and write a finished run to `output_dir`
+    (default: a new folder under `runs/`, see `default_output_dir`).
 
     With `resume=True`, continue the interrupted run in `output_dir` from its checkpoint (the config
     must be the one it was started with). Ctrl-C or SIGTERM saves a checkpoint and raises
@@ -162,6 +168,10 @@ def train(config: RunConfig, output_dir: str | Path, resume: bool = False, overw
     device = accelerator.device
     main = accelerator.is_main_process
 
+    if output_dir is None:
+        if resume:
+            raise runs.RunError("resume=True needs the output_dir of the interrupted run")
+        output_dir = default_output_dir(config)
     run_dir = Path(output_dir)
     if main:
         runs.prepare_output(run_dir, resume, overwrite)
@@ -184,7 +194,8 @@ def train(config: RunConfig, output_dir: str | Path, resume: bool = False, overw
              len(dataset.train), len(dataset.val), len(dataset.test), ", ".join(labels))
 
     # --- model ------------------------------------------------------------------------------------------
-    model, tokenizer, family = load_classifier(config.model.name, labels, config.model.attention, device)
+    model, tokenizer, family = load_classifier(config.model.name, labels, config.model.attention, device,
+                                               config.model.implementation)
     trainable = apply_strategy(model, family, tc.strategy, tc.last_n)
     total_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s (%s, %s), %.1fM parameters, %.1fM trainable (%s)", config.model.name,
@@ -278,7 +289,8 @@ def train(config: RunConfig, output_dir: str | Path, resume: bool = False, overw
                                 [dataset.train.labels[i] for i in idx])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with nullcontext() if sync else accelerator.no_sync(model):
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+                    logits = model(**inputs).logits
                     loss = loss_fn(logits.float(), batch["labels"])
                     accelerator.backward(loss / tc.gradient_accumulation_steps)
                 window_loss += loss.item() * len(idx)

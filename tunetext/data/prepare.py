@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,9 +134,10 @@ def _dedupe(texts: list[str], labels: list[str | int], origin: str, report: list
 
 
 def label_order(values: set[str | int]) -> list[str]:
-    """Label names in a stable order: numeric labels numerically, others alphabetically."""
-    if all(isinstance(v, int) for v in values):
-        return [str(v) for v in sorted(values)]  # type: ignore[type-var]
+    """Label names in a stable order: numeric labels numerically (also as CSV gives them, strings such
+    as "10", so "2" comes before "10"), others alphabetically."""
+    if all(isinstance(v, int) or re.fullmatch(r"-?\d+", v) for v in values):
+        return [str(v) for v in sorted(values, key=int)]
     return sorted(str(v) for v in values)
 
 
@@ -218,7 +220,9 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
                 report.append(f"warning: {overlap} of {len(cleaned[name][0])} {name} texts also appear in "
                               "train; scores on that split will be optimistic")
     if label_names is None:
-        label_names = label_order(set(cleaned["train"][1]))
+        present = set(cleaned["train"][1])
+        declared = raw["train"].label_names  # a dataset's own names (ClassLabel) keep their order
+        label_names = [n for n in declared if n in present] if declared else label_order(present)
     whole = _encode(*cleaned["train"], label_names, raw["train"].origin, "train")
     test = _encode(*cleaned["test"], label_names, raw["test"].origin, "test") if "test" in cleaned else None
     val = (_encode(*cleaned["validation"], label_names, raw["validation"].origin, "validation")
