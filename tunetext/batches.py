@@ -17,7 +17,8 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, window: int = 50) -> list[list[int]]:
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int,
+                           window: int = 50) -> list[list[int]]:
     """Shuffled batches of indices in which lengths are similar.
 
     The indices are shuffled, cut into windows of `window` batches, each window sorted by length and cut
