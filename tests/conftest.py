@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,22 @@ TINY_CSV = ASSETS / "tiny.csv"
 def tiny_texts() -> list[str]:
     with open(TINY_CSV, newline="") as f:
         return [row["text"] for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_hub():
+    """huggingface_hub reads HF_HUB_OFFLINE once, when imported, and session fixtures (the tiny models)
+    import it before `_isolated_cache` sets the variable: without this, an unknown model name waits on
+    network timeouts. Set it for the whole session, and patch the constant if it was read already."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        import huggingface_hub.constants
+
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        if "datasets.config" in sys.modules:
+            mp.setattr(sys.modules["datasets.config"], "HF_HUB_OFFLINE", True)
+        yield
 
 
 @pytest.fixture(autouse=True)
