@@ -80,29 +80,118 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+CHUNK = 4096  # texts tokenised and length-sorted at a time, so memory stays flat for any set size
+ECE_BINS = 15
+
+
 @torch.no_grad()
-def predict_probabilities(model, ids: list[list[int]], pad_id: int, batch_size: int,
-                          device: torch.device | None = None, bf16: bool = False) -> np.ndarray:
-    """Class probabilities for tokenised texts, in input order, batched by length."""
+def predict_log_probs(model, ids: list[list[int]], pad_id: int, batch_size: int,
+                      device: torch.device | None = None, bf16: bool = False) -> np.ndarray:
+    """Log class probabilities for tokenised texts, in input order, batched by length."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    num_labels = model.config.num_labels
-    probs = np.zeros((len(ids), num_labels), dtype=np.float32)
+    out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
     for batch_idx in sorted_batches([len(x) for x in ids], batch_size):
         batch = collate([ids[i] for i in batch_idx], pad_id)
         with autocast(device, bf16):
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        probs[batch_idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        out[batch_idx] = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
     model.train(was_training)
-    return probs
+    return out
+
+
+def predict_probabilities(model, ids: list[list[int]], pad_id: int, batch_size: int,
+                          device: torch.device | None = None, bf16: bool = False,
+                          temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities for tokenised texts, in input order, with temperature scaling."""
+    return softmax_with_temperature(predict_log_probs(model, ids, pad_id, batch_size, device, bf16),
+                                    temperature)
+
+
+def softmax_with_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    scaled = log_probs / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    e = np.exp(scaled)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def iter_log_probs(model, tokenizer, texts: list[str], max_length: int, batch_size: int,
+                   bf16: bool = False):
+    """Yield `(start, log_probs)` for consecutive chunks of `texts`: tokenised, scored, released."""
+    for start in range(0, len(texts), CHUNK):
+        ids = tokenize(tokenizer, texts[start:start + CHUNK], max_length)
+        yield start, predict_log_probs(model, ids, tokenizer.pad_token_id, batch_size, bf16=bf16)
+
+
+class MetricAccumulator:
+    """Streaming metrics: a confusion matrix and calibration bins, updated batch by batch."""
+
+    def __init__(self, label_names: list[str], temperature: float = 1.0):
+        self.label_names = label_names
+        self.temperature = temperature
+        k = len(label_names)
+        self.confusion = np.zeros((k, k), dtype=np.int64)
+        self.nll = 0.0
+        # per temperature (1.0 and `temperature`): examples, summed confidence, summed correctness per bin
+        self.bins = np.zeros((2, 3, ECE_BINS))
+
+    def update(self, log_probs: np.ndarray, labels: np.ndarray | list[int]) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        preds = log_probs.argmax(axis=1)
+        np.add.at(self.confusion, (labels, preds), 1)
+        for row, temperature in enumerate((1.0, self.temperature)):
+            probs = softmax_with_temperature(log_probs, temperature)
+            if row == 1:
+                self.nll -= float(np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12)).sum())
+            confidence = probs.max(axis=1)
+            which = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+            np.add.at(self.bins[row, 0], which, 1)
+            np.add.at(self.bins[row, 1], which, confidence)
+            np.add.at(self.bins[row, 2], which, preds == labels)
+
+    def _ece(self, row: int) -> float:
+        count, confidence, correct = self.bins[row]
+        n = count.sum()
+        return float(np.abs(correct - confidence).sum() / n) if n else 0.0
+
+    def result(self) -> dict[str, Any]:
+        metrics = metrics_from_confusion(self.confusion, self.label_names)
+        n = max(1, metrics["n"])
+        metrics.update(ece=self._ece(1), ece_uncalibrated=self._ece(0), log_loss=self.nll / n,
+                       temperature=self.temperature,
+                       reliability={"bins": ECE_BINS, "count": self.bins[1, 0].tolist(),
+                                    "confidence": self.bins[1, 1].tolist(),
+                                    "correct": self.bins[1, 2].tolist()})
+        return metrics
+
+
+def fit_temperature(log_probs: np.ndarray, labels: list[int] | np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of `labels` (temperature scaling,
+    Guo et al. 2017), fitted on validation scores."""
+    scores = torch.tensor(log_probs, dtype=torch.float64)
+    target = torch.tensor(np.asarray(labels), dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(scores / log_t.exp(), target)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def evaluate_split(model, tokenizer, texts: list[str], labels: list[int], label_names: list[str],
-                   max_length: int, batch_size: int, bf16: bool = False) -> dict[str, Any]:
-    ids = tokenize(tokenizer, texts, max_length)
-    probs = predict_probabilities(model, ids, tokenizer.pad_token_id, batch_size, bf16=bf16)
-    return compute_metrics(labels, probs.argmax(axis=1), label_names)
+                   max_length: int, batch_size: int, bf16: bool = False,
+                   temperature: float = 1.0) -> dict[str, Any]:
+    """Metrics of `model` on labelled texts, streamed chunk by chunk (memory does not grow with the set)."""
+    acc = MetricAccumulator(label_names, temperature)
+    for start, log_probs in iter_log_probs(model, tokenizer, texts, max_length, batch_size, bf16):
+        acc.update(log_probs, labels[start:start + len(log_probs)])
+    return acc.result()
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = None,
@@ -133,8 +222,9 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
         examples, report = dataset.splits()[split], dataset.report
     else:
         raise ValueError(f"split must be train, val, test or all; got {split!r}")
-    metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels, clf.label_names,
-                             clf.config.model.max_length, batch_size)
+    metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels,
+                             clf.label_names, clf.config.model.max_length, batch_size,
+                             temperature=clf.temperature)
     metrics["split"] = split
     metrics["report"] = report
     return metrics

@@ -33,6 +33,8 @@ class Classifier:
         self.config = config
         self.metrics = metrics or {}
         self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        # Temperature scaling fitted on validation when the run finished; 1.0 leaves scores as they are.
+        self.temperature = float(self.metrics.get("calibration", {}).get("temperature", 1.0))
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:
@@ -42,14 +44,15 @@ class Classifier:
         return cls(model.to(device), tokenizer, config, metrics)
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Probabilities, one row per text, columns in `self.label_names` order."""
+        """Calibrated probabilities, one row per text, columns in `self.label_names` order."""
         clean = [normalize_text(t) if isinstance(t, str) else t for t in texts]
         bad = [i for i, t in enumerate(clean) if not isinstance(t, str) or not t]
         if bad:
             raise ValueError(f"texts must be non-empty strings; got empty or non-string text at "
                              f"position(s) {', '.join(map(str, bad[:10]))}")
         ids = tokenize(self.tokenizer, clean, self.config.model.max_length)
-        return predict_probabilities(self.model, ids, self.tokenizer.pad_token_id, batch_size)
+        return predict_probabilities(self.model, ids, self.tokenizer.pad_token_id, batch_size,
+                                     temperature=self.temperature)
 
     @overload
     def predict(self, texts: str, batch_size: int = 64) -> Prediction: ...

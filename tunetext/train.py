@@ -27,7 +27,7 @@ from tunetext import __version__, runs
 from tunetext.batches import collate, length_grouped_batches, shuffled_batches, tokenize
 from tunetext.config import RunConfig, dump_config, load_config
 from tunetext.data import load_dataset
-from tunetext.evaluate import evaluate_split
+from tunetext.evaluate import MetricAccumulator, evaluate_split, fit_temperature, iter_log_probs
 from tunetext.models import apply_strategy, load_classifier
 
 log = logging.getLogger(__name__)
@@ -340,13 +340,20 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if best_weights is not None:
         model.load_state_dict(best_weights)
-    # Final scores in fp32, as `Classifier.predict` computes them.
+    # Final scores in fp32, as `Classifier.predict` computes them, with the temperature that calibrates
+    # the probabilities on validation (argmax, and so accuracy and F1, are unchanged by it).
+    val_log_probs = np.concatenate([lp for _, lp in iter_log_probs(
+        model, tokenizer, dataset.val.texts, config.model.max_length, tc.eval_batch_size)])
+    temperature = fit_temperature(val_log_probs, dataset.val.labels)
+
+    val_scores = MetricAccumulator(labels, temperature)
+    val_scores.update(val_log_probs, dataset.val.labels)
     metrics = {
-        "val": evaluate_split(model, tokenizer, dataset.val.texts, dataset.val.labels, labels,
-                              config.model.max_length, tc.eval_batch_size),
+        "val": val_scores.result(),
         "test": evaluate_split(model, tokenizer, dataset.test.texts, dataset.test.labels, labels,
-                               config.model.max_length, tc.eval_batch_size),
+                               config.model.max_length, tc.eval_batch_size, temperature=temperature),
         "before_finetune": state["before_finetune"],
+        "calibration": {"temperature": temperature},
         "training": {
             "train_seconds": state["train_seconds"], "total_seconds": time.perf_counter() - started,
             "steps": state["step"], "epochs_completed": state["epoch"], "best_step": state["best_step"],
