@@ -62,6 +62,9 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
     lines = [title] if title else []
     lines.append(f"  accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
                  f"weighted-F1 {metrics['weighted_f1']:.4f}   (n={metrics['n']})")
+    if "ece" in metrics:
+        lines.append(f"  calibration error (ECE) {metrics['ece']:.4f} at temperature "
+                     f"{metrics['temperature']:.2f}, {metrics['ece_uncalibrated']:.4f} without")
     lines.append(f"  {'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
     for name in names:
         c = metrics["per_class"][name]
