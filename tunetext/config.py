@@ -46,6 +46,8 @@ class DataConfig(_Section):
                                  "split is given.")
     max_train_samples: int | None = Field(None, gt=0, description="Stratified subsample of the training "
                                           "split, for quick runs.")
+    seed: int = Field(42, description="Seed for splitting and subsampling; kept apart from train.seed so "
+                      "runs with different training seeds share one test split.")
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -66,6 +68,10 @@ class ModelConfig(_Section):
     attention: Literal["auto", "eager", "sdpa"] = Field(
         "auto", description="Attention kernel. `auto` picks eager on CPU, where PyTorch's fused attention "
         "backward is slower for short texts, and sdpa on GPU.")
+    implementation: Literal["transformers", "scratch"] = Field(
+        "transformers", description="`scratch` builds tunetext.gpt's readable from-scratch GPT-2 (same "
+        "outputs and saved format as transformers'); only for GPT-2 checkpoints, any other model type is "
+        "an error naming it.")
 
 
 class TrainConfig(_Section):
@@ -97,7 +103,7 @@ class TrainConfig(_Section):
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="`auto` uses bf16 autocast where the hardware runs it fast, else fp32.")
     group_by_length: bool = Field(True, description="Batch texts of similar length to cut padding.")
-    seed: int = Field(42, description="Seed for splits, sampling, initialisation and dropout.")
+    seed: int = Field(42, description="Seed for initialisation, batch order and dropout.")
     checkpoint_every_epoch: bool = Field(True, description="Keep a resumable checkpoint after each epoch.")
     num_threads: int | None = Field(None, ge=1, description="Torch CPU threads; null uses all cores.")
 

@@ -221,7 +221,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
     if split == "all":
         examples, report = load_all(data_config, clf.label_names)
     elif split in ("train", "val", "test"):
-        dataset = load_dataset(data_config, clf.config.train.seed, label_names=clf.label_names)
+        dataset = load_dataset(data_config, label_names=clf.label_names)
         examples, report = dataset.splits()[split], dataset.report
     else:
         raise ValueError(f"split must be train, val, test or all; got {split!r}")

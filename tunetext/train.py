@@ -186,7 +186,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     _seed_everything(tc.seed)
 
     # --- data -------------------------------------------------------------------------------------------
-    dataset = load_dataset(config.data, tc.seed)
+    dataset = load_dataset(config.data)
     for line in dataset.report:
         log.info("data: %s", line)
     labels = dataset.label_names
@@ -378,3 +378,22 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
                               "label_names": labels, "config_yaml": dump_config(config)})
     accelerator.wait_for_everyone()
     return Run(run_dir, config, metrics, labels)
+
+
+def train_seeds(config: RunConfig, output_dir: str | Path, seeds: int | list[int], overwrite: bool = False,
+                progress: bool = True) -> tuple[list[Run], dict[str, Any]]:
+    """Train once per seed into `output_dir/seed-S` (the data split stays that of `data.seed`), and write
+    `output_dir/seeds.json` with the mean and standard deviation of every headline metric."""
+    from tunetext.compare import aggregate_seeds
+
+    seed_list = list(range(config.train.seed, config.train.seed + seeds)) if isinstance(seeds, int) else seeds
+    if not seed_list:
+        raise ValueError("seeds must name at least one seed")
+    out = Path(output_dir)
+    results = []
+    for seed in seed_list:
+        seeded = config.model_copy(update={"train": config.train.model_copy(update={"seed": seed})})
+        results.append(train(seeded, out / f"seed-{seed}", overwrite=overwrite, progress=progress))
+    summary = {"seeds": seed_list, **aggregate_seeds([r.metrics for r in results])}
+    runs.write_json(out / "seeds.json", summary)
+    return results, summary

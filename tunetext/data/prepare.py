@@ -274,8 +274,9 @@ def load_all(config: DataConfig, label_names: list[str]) -> tuple[Split, list[st
     return Split(texts, labels), report
 
 
-def load_dataset(config: DataConfig, seed: int, label_names: list[str] | None = None) -> Dataset:
-    """Read `config.source` (and any separate validation/test files) and prepare it."""
+def load_dataset(config: DataConfig, seed: int | None = None, label_names: list[str] | None = None) -> Dataset:
+    """Read `config.source` (and any separate validation/test files) and prepare it, splitting with
+    `seed` (default `config.seed`)."""
     raw = read_source(config.source, config.text_column, config.label_column,
                       config.validation, config.test)
-    return prepare(raw, config, seed, label_names)
+    return prepare(raw, config, config.seed if seed is None else seed, label_names)
