@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow lint bench docs clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_speed.py
+
+docs: setup
+	$(BIN)/python -c "from tunetext.data.builtin import cards_markdown; print(cards_markdown(), end='')" > docs/datasets.md
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -131,10 +131,13 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _data_show(args: argparse.Namespace) -> int:
     from tunetext.config import DataConfig
-    from tunetext.data import load_dataset
+    from tunetext.data import BUILTIN, load_dataset
 
     config = DataConfig(source=args.source, text_column=args.text_column, label_column=args.label_column)
     dataset = load_dataset(config, args.seed)
+    card = BUILTIN[args.source].card if args.source in BUILTIN else None
+    for line in card.lines() if card is not None else []:
+        print(line)
     print(f"{args.source}: {len(dataset.label_names)} labels: {', '.join(dataset.label_names)}")
     for line in dataset.report:
         print(f"  preparation: {line}")
@@ -156,8 +159,9 @@ def _data_show(args: argparse.Namespace) -> int:
 def _data_list(args: argparse.Namespace) -> int:
     from tunetext.data import BUILTIN
 
+    width = max(map(len, BUILTIN))
     for name, ds in BUILTIN.items():
-        print(f"{name:<16} {ds.description}")
+        print(f"{name:<{width}}  {ds.description}")
     return 0
 
 

