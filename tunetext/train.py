@@ -14,6 +14,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,13 +147,16 @@ def default_output_dir(config: RunConfig) -> Path:
 
 
 def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False,
-          overwrite: bool = False, progress: bool = True) -> Run:
+          overwrite: bool = False, progress: bool = True,
+          on_evaluate: Callable[[dict[str, Any]], None] | None = None) -> Run:
     """Fine-tune `config.model.name` on `config.data` and write a finished run to `output_dir`
     (default: a new folder under `runs/`, see `default_output_dir`).
 
     With `resume=True`, continue the interrupted run in `output_dir` from its checkpoint (the config
     must be the one it was started with). Ctrl-C or SIGTERM saves a checkpoint and raises
-    `TrainingInterrupted`.
+    `TrainingInterrupted`. `on_evaluate`, if given, sees every validation result (`step`, `epoch`,
+    `val_accuracy`, `val_macro_f1`, `val_<metric>`); an exception it raises (such as a hyperparameter
+    search pruning the trial) ends training there.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -260,6 +264,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
                  "val_macro_f1": metrics["macro_f1"], f"val_{tc.metric}": score}
         state["evals"].append(entry)
         write_log({"event": "eval", **entry})
+        if on_evaluate is not None:
+            on_evaluate(entry)
         bar.write(f"step {state['step']} epoch {state['epoch'] + 1}: val accuracy {metrics['accuracy']:.4f}, "
                   f"macro-F1 {metrics['macro_f1']:.4f}")
         if score > state["best_score"]:
