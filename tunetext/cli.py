@@ -26,10 +26,11 @@ EXAMPLES = {
 
 
 def _train(args: argparse.Namespace) -> int:
+    from tunetext.compare import compare, format_table
     from tunetext.config import ConfigError, load_config, parse_overrides
     from tunetext.evaluate import format_metrics
     from tunetext.runs import CONFIG
-    from tunetext.train import train
+    from tunetext.train import train, train_seeds
 
     overrides: dict[str, Any] = {}
     for key, value in (("data.source", args.data), ("model.name", args.model), ("train.epochs", args.epochs),
@@ -46,6 +47,17 @@ def _train(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems)
     config = load_config(config_file, overrides)
+    if args.seeds is not None:
+        if args.resume:
+            raise ConfigError(["--seeds and --resume: resume one seed's run with --output DIR/seed-N"])
+        results, summary = train_seeds(config, args.output, args.seeds, overwrite=args.overwrite,
+                                       progress=not args.quiet)
+        print(f"\n{len(results)} runs under {args.output}; mean and std in {args.output}/seeds.json\n")
+        print(format_table(compare([r.run_dir for r in results])))
+        print(f"\n{'test':<10}{'mean':>10}{'std':>10}")
+        for key, value in summary["test"].items():
+            print(f"{key:<16}{value['mean']:>10.4f}{value['std']:>10.4f}")
+        return 0
     run = train(config, args.output, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     from accelerate import PartialState
 
@@ -129,6 +141,14 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from tunetext.compare import compare, format_table
+
+    rows = compare(args.run_dirs)
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0
+
+
 def _data_show(args: argparse.Namespace) -> int:
     from tunetext.config import DataConfig
     from tunetext.data import BUILTIN, load_dataset
@@ -196,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
+    p.add_argument("--seeds", type=int, help="train N times with seeds train.seed, train.seed+1, ... into "
+                   "OUTPUT/seed-S and report mean and std of every metric (same data split)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. train.learning_rate=5e-5 train.batch_size=16")
@@ -221,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_predict)
 
+    p = sub.add_parser("compare", help="one table of finished runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print rows as JSON")
+    p.set_defaults(func=_compare)
+
     p = sub.add_parser("data", help="look at datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("show", help="sizes, label counts and examples of a dataset")
@@ -228,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--text-column", default="text")
     q.add_argument("--label-column", default="label")
     q.add_argument("--examples", type=int, default=2)
-    q.add_argument("--seed", type=int, default=42)
+    q.add_argument("--seed", type=int, help="split seed (default: data.seed's default, 42)")
     q.set_defaults(func=_data_show)
     q = data_sub.add_parser("list", help="the built-in datasets")
     q.set_defaults(func=_data_list)

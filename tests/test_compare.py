@@ -1,0 +1,51 @@
+"""Several seeds and the comparison table."""
+
+import json
+
+import pytest
+
+from conftest import tiny_config
+from tunetext.cli import main
+from tunetext.compare import aggregate_seeds, compare, format_table, mean_std
+from tunetext.train import train_seeds
+
+
+def test_mean_std_is_the_sample_statistic():
+    assert mean_std([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3}
+    assert mean_std([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1}
+
+
+def test_aggregate_seeds_covers_val_test_and_time():
+    metrics = [{"val": {"accuracy": a, "macro_f1": a}, "test": {"accuracy": a, "macro_f1": a / 2},
+                "training": {"train_seconds": 10 * a}} for a in (0.8, 0.9, 1.0)]
+    summary = aggregate_seeds(metrics)
+    assert summary["test"]["macro_f1"]["mean"] == pytest.approx(0.45)
+    assert summary["val"]["accuracy"]["std"] == pytest.approx(0.1)
+    assert summary["train_seconds"]["mean"] == pytest.approx(9.0)
+
+
+def test_train_seeds_shares_the_split_and_varies_the_seed(tmp_path, tiny_bert):
+    config = tiny_config(tiny_bert, epochs=1)
+    results, summary = train_seeds(config, tmp_path / "seeds", 2, progress=False)
+    assert [r.config.train.seed for r in results] == [42, 43]
+    fingerprints = {json.loads((r.run_dir / "data.json").read_text())["test"]["sha256"] for r in results}
+    assert len(fingerprints) == 1
+    saved = json.loads((tmp_path / "seeds" / "seeds.json").read_text())
+    assert saved["seeds"] == [42, 43] and saved["test"]["accuracy"]["n"] == 2
+    accs = [r.metrics["test"]["accuracy"] for r in results]
+    assert saved["test"]["accuracy"]["mean"] == pytest.approx(sum(accs) / 2)
+
+    rows = compare([r.run_dir for r in results])
+    assert [row["test_accuracy"] for row in rows] == accs
+    table = format_table(rows)
+    assert "test_accuracy" in table and str(results[0].run_dir) in table
+
+
+def test_compare_cli_and_unfinished_run_error(trained_run, tmp_path, capsys):
+    assert main(["compare", str(trained_run), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["model"].endswith("tiny-bert0") or rows[0]["model"]
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "tunetext.yaml").write_text("{}")
+    assert main(["compare", str(tmp_path / "half")]) == 2
+    assert "not a finished tunetext run" in capsys.readouterr().err
