@@ -124,7 +124,7 @@ def test_train_with_scratch_gpt2_then_load_with_transformers(tiny_gpt2, tmp_path
 
     from tunetext import Classifier, train
 
-    config = tiny_config(tiny_gpt2, strategy="last_n", epochs=2)
+    config = tiny_config(tiny_gpt2, strategy="last_n", epochs=1)
     config.model.implementation = "scratch"
     run = train(config, tmp_path / "run", progress=False)
 
