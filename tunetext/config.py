@@ -48,6 +48,23 @@ class DataConfig(_Section):
                                           "split, for quick runs.")
     seed: int = Field(42, description="Seed for splitting and subsampling; kept apart from train.seed so "
                       "runs with different training seeds share one test split.")
+    lowercase: bool = Field(False, description="Lowercase every text, in every split and at prediction "
+                            "time; texts that then coincide are de-duplicated.")
+    strip_urls: bool = Field(False, description="Remove URLs (http://, https://, ftp://, www.) from every "
+                             "text, in every split and at prediction time.")
+    strip_markup: bool = Field(False, description="Remove HTML tags, comments and script/style blocks and "
+                               "decode entities (`&amp;` -> `&`), in every split and at prediction time.")
+    balance: Literal["none", "undersample"] = Field(
+        "none", description="`undersample` drops training examples of the larger classes (seeded) until "
+        "every class has as many as the smallest; validation and test are untouched. For loss weights "
+        "instead see train.class_weights.")
+    augment: int = Field(0, ge=0, le=20, description="Extra augmented copies of every training text (0: "
+                         "none); validation and test are never augmented.")
+    augment_ops: list[Literal["swap", "delete", "insert"]] = Field(
+        ["swap", "delete", "insert"], min_length=1, description="Operations each augmented copy draws one "
+        "of: `swap` two words, `delete` words, `insert` a copy of a word of the text at a random place.")
+    augment_prob: float = Field(0.1, gt=0, le=0.5, description="Share of a text's words an augmentation "
+                                "touches (at least one).")
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:

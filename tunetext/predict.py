@@ -11,7 +11,7 @@ import torch
 
 from tunetext.batches import tokenize
 from tunetext.config import RunConfig
-from tunetext.data.prepare import normalize_text
+from tunetext.data.prepare import clean_text
 from tunetext.evaluate import predict_probabilities
 from tunetext.models import load_classifier
 from tunetext.runs import read_run
@@ -44,15 +44,24 @@ class Classifier:
         return cls(model.to(device), tokenizer, config, metrics)
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Calibrated probabilities, one row per text, columns in `self.label_names` order."""
-        clean = [normalize_text(t) if isinstance(t, str) else t for t in texts]
+        """Calibrated probabilities, one row per text, columns in `self.label_names` order. Texts are
+        cleaned as the training data was (`clean_text` with the run's data config)."""
+        clean = self.clean(texts)
         bad = [i for i, t in enumerate(clean) if not isinstance(t, str) or not t]
         if bad:
+            emptied = [i for i in bad if isinstance(texts[i], str) and texts[i].strip()]
+            why = (f"; position(s) {', '.join(map(str, emptied[:10]))} only became empty by this run's "
+                   "text cleaning (data.strip_urls/strip_markup)" if emptied else "")
             raise ValueError(f"texts must be non-empty strings; got empty or non-string text at "
-                             f"position(s) {', '.join(map(str, bad[:10]))}")
+                             f"position(s) {', '.join(map(str, bad[:10]))}{why}")
         ids = tokenize(self.tokenizer, clean, self.config.model.max_length)
         return predict_probabilities(self.model, ids, self.tokenizer.pad_token_id, batch_size,
                                      temperature=self.temperature)
+
+    def clean(self, texts: list[str]) -> list[str]:
+        """`texts` as the model sees them: cleaned exactly as this run's training data (non-strings are
+        passed through, for the caller to reject)."""
+        return [clean_text(t, self.config.data) if isinstance(t, str) else t for t in texts]
 
     @overload
     def predict(self, texts: str, batch_size: int = 64) -> Prediction: ...

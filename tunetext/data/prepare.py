@@ -6,10 +6,12 @@ Every step that drops or changes data says so in the report: counts and row numb
 from __future__ import annotations
 
 import hashlib
+import html
 import math
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,60 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
+# --- optional cleaning (DataConfig.strip_markup, strip_urls, lowercase) -------------------------------------
+
+_BLOCK = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+# A tag starts with a letter (or /letter, !DOCTYPE): "a < b", "x <3 y" and "<= 5" are left alone.
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<![A-Za-z][^<>]*>")
+_ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
+# A URL does not end in the punctuation of the sentence around it ("see www.x.org.").
+_URL = re.compile(r"\b(?:(?:https?|ftp)://|www\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]}]", re.IGNORECASE)
+
+
+def _strip_markup(text: str) -> tuple[str, int]:
+    """Tags, comments and script/style blocks become a space; entities are decoded. Returns the text and
+    how many of them were removed or decoded."""
+    n = 0
+    for pattern in (_BLOCK, _COMMENT, _TAG):
+        text, k = pattern.subn(" ", text)
+        n += k
+    entities = len(_ENTITY.findall(text))
+    return (html.unescape(text) if entities else text), n + entities
+
+
+def _strip_urls(text: str) -> tuple[str, int]:
+    return _URL.subn(" ", text)
+
+
+def _lowercase(text: str) -> tuple[str, int]:
+    lower = text.lower()
+    return lower, int(lower != text)
+
+
+# In this order: markup first, so a URL inside a tag's attributes goes with the tag.
+_CLEANING: tuple[tuple[str, Callable[[str], tuple[str, int]], str], ...] = (
+    ("strip_markup", _strip_markup, "HTML tags/entities"),
+    ("strip_urls", _strip_urls, "URLs"),
+    ("lowercase", _lowercase, ""),
+)
+
+
+def _cleaning_steps(config: DataConfig | None) -> list[tuple[str, Callable[[str], tuple[str, int]], str]]:
+    if config is None:
+        return []
+    return [step for step in _CLEANING if getattr(config, step[0])]
+
+
+def clean_text(text: str, config: DataConfig | None = None) -> str:
+    """The one definition of how a text is cleaned, for training data and for prediction alike: the
+    optional steps `config` turns on (strip markup, strip URLs, lowercase), then whitespace
+    normalisation. With no config (or every option off) only whitespace is normalised."""
+    for _, step, _ in _cleaning_steps(config):
+        text = step(text)[0]
+    return normalize_text(text)
+
+
 def _label_key(value: Any) -> str | int | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -84,12 +140,19 @@ def _rows(rows: list[int], unit: str) -> str:
     return f"{unit}s {shown}{more}"
 
 
-def _clean(raw: RawSplit, report: list[str]) -> tuple[list[str], list[str | int]]:
-    """Normalise texts and labels; drop and report empty texts and missing labels."""
+def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None,
+           ) -> tuple[list[str], list[str | int], list[str]]:
+    """Clean texts (`clean_text`) and normalise labels; drop and report empty texts and missing labels.
+    Also returns each kept text with only its whitespace normalised, to tell cleaning-made duplicates."""
     texts: list[str] = []
+    plain: list[str] = []
     labels: list[str | int] = []
     empty: list[int] = []
+    emptied: list[int] = []  # non-empty before the optional cleaning, empty after it
     unlabeled: list[int] = []
+    steps = _cleaning_steps(config)
+    changed = Counter[str]()  # texts each step changed
+    removed = Counter[str]()  # items (URLs, tags) each step removed
     for text, label, row in zip(raw.texts, raw.labels, raw.rows, strict=True):
         key = _label_key(label)
         if raw.label_names is not None and isinstance(key, int):
@@ -97,38 +160,66 @@ def _clean(raw: RawSplit, report: list[str]) -> tuple[list[str], list[str | int]
                 raise DataError(f"{raw.origin}, {raw.row_unit} {row}: label index {key} is outside the "
                                 f"dataset's {len(raw.label_names)} label names")
             key = raw.label_names[key]
-        clean = normalize_text(str(text)) if text is not None else ""
+        original = normalize_text(str(text)) if text is not None else ""
+        clean = str(text) if text is not None else ""
+        if key is not None and original:
+            for name, step, _ in steps:
+                clean, n = step(clean)
+                changed[name] += n > 0
+                removed[name] += n
+        clean = normalize_text(clean)  # as clean_text: the optional steps, then whitespace
         if key is None:
             unlabeled.append(row)
         elif not clean:
-            empty.append(row)
+            (emptied if original else empty).append(row)
         else:
             texts.append(clean)
+            plain.append(original)
             labels.append(key)
+    total = len(texts) + len(emptied)
+    for name, _, what in steps:
+        if name == "lowercase":
+            report.append(f"{raw.origin}: lowercase changed {changed[name]} of {total} texts")
+        else:
+            report.append(f"{raw.origin}: {name} removed {removed[name]} {what} from {changed[name]} of "
+                          f"{total} texts")
+    if emptied:
+        report.append(f"{raw.origin}: dropped {len(emptied)} texts left empty by cleaning "
+                      f"({_rows(emptied, raw.row_unit)})")
     if empty:
         report.append(f"{raw.origin}: dropped {len(empty)} empty texts ({_rows(empty, raw.row_unit)})")
     if unlabeled:
         report.append(f"{raw.origin}: dropped {len(unlabeled)} rows without a label "
                       f"({_rows(unlabeled, raw.row_unit)})")
-    return texts, labels
+    return texts, labels, plain
 
 
-def _dedupe(texts: list[str], labels: list[str | int], origin: str, report: list[str]):
-    first_label: dict[str, str | int] = {}
-    conflicts = 0
+def _dedupe(texts: list[str], labels: list[str | int], origin: str, report: list[str],
+            plain: list[str] | None = None):
+    """Keep the first copy of every text. `plain` (the texts before the optional cleaning) tells how many
+    duplicates only cleaning made."""
+    first: dict[str, tuple[str | int, str]] = {}
+    conflicts = made_by_cleaning = 0
     out_t, out_l = [], []
-    for text, label in zip(texts, labels, strict=True):
-        if text in first_label:
-            conflicts += first_label[text] != label
+    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        before = plain[i] if plain is not None else text
+        if text in first:
+            conflicts += first[text][0] != label
+            made_by_cleaning += first[text][1] != before
             continue
-        first_label[text] = label
+        first[text] = (label, before)
         out_t.append(text)
         out_l.append(label)
     removed = len(texts) - len(out_t)
     if removed:
         msg = f"{origin}: removed {removed} exact duplicate texts, kept {len(out_t)}"
+        notes = []
+        if made_by_cleaning:
+            notes.append(f"{made_by_cleaning} of them differed from the kept copy before cleaning")
         if conflicts:
-            msg += f" ({conflicts} duplicates had a different label than the first copy, which was kept)"
+            notes.append(f"{conflicts} duplicates had a different label than the first copy, which was kept")
+        if notes:
+            msg += f" ({'; '.join(notes)})"
         report.append(msg)
     return out_t, out_l
 
@@ -180,14 +271,92 @@ def subsample(split: Split, n: int, seed: int) -> Split:
     return Split([split.texts[i] for i in keep], [split.labels[i] for i in keep])
 
 
-def _clean_all(raw: dict[str, RawSplit], report: list[str]) -> dict[str, tuple[list[str], list]]:
+def _clean_all(raw: dict[str, RawSplit], report: list[str],
+               config: DataConfig | None = None) -> dict[str, tuple[list[str], list]]:
     cleaned = {}
     for name, split in raw.items():
-        texts, labels = _clean(split, report)
+        texts, labels, plain = _clean(split, report, config)
         if not texts:
             raise DataError(f"{split.origin}: no usable rows (every text was empty or unlabeled)")
-        cleaned[name] = _dedupe(texts, labels, split.origin, report)
+        cleaned[name] = _dedupe(texts, labels, split.origin, report, plain)
     return cleaned
+
+
+# --- training-split options (DataConfig.balance, augment) ------------------------------------------------
+
+
+def _counts(split: Split, label_names: list[str]) -> str:
+    counts = Counter(split.labels)
+    return ", ".join(f"{name} {counts.get(i, 0)}" for i, name in enumerate(label_names))
+
+
+def undersample(split: Split, label_names: list[str], seed: int, report: list[str]) -> Split:
+    """Drop examples of the larger classes (seeded) until every class has as many as the smallest; the
+    kept examples stay in their original order."""
+    rng = random.Random(f"{seed}:undersample")
+    by_label: dict[int, list[int]] = {}
+    for i, label in enumerate(split.labels):
+        by_label.setdefault(label, []).append(i)
+    size = min(len(idx) for idx in by_label.values())
+    keep = sorted(i for label in sorted(by_label) for i in rng.sample(by_label[label], size))
+    out = Split([split.texts[i] for i in keep], [split.labels[i] for i in keep])
+    report.append(f"balanced train by undersampling to {size} per class: {len(split)} -> {len(out)} "
+                  f"examples (was {_counts(split, label_names)})")
+    return out
+
+
+def augment_text(text: str, op: str, prob: float, rng: random.Random) -> str:
+    """One augmented version of `text` (EDA, Wei and Zou 2019, without synonyms): `swap` two words,
+    `delete` words (each with probability `prob`, at least one word is kept), or `insert` a copy of one
+    of the text's words at a random position; `swap` and `insert` act on `prob` of the words, at least
+    one."""
+    words = text.split()
+    n = max(1, round(prob * len(words)))
+    if op == "swap":
+        for _ in range(n if len(words) > 1 else 0):
+            i, j = rng.sample(range(len(words)), 2)
+            words[i], words[j] = words[j], words[i]
+    elif op == "delete":
+        kept = [w for w in words if rng.random() >= prob]
+        words = kept or [rng.choice(words)]
+    elif op == "insert":
+        for _ in range(n):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(words))
+    else:
+        raise ValueError(f"unknown augmentation {op!r}; use swap, delete or insert")
+    return " ".join(words)
+
+
+def augment(split: Split, config: DataConfig, seed: int, report: list[str],
+            held_out: set[str] | frozenset[str] = frozenset()) -> Split:
+    """Append `config.augment` augmented copies of every training text, each made by one operation drawn
+    from `config.augment_ops`. A copy equal to a text already in train, or to a validation/test text in
+    `held_out` (which would leak it), is skipped and counted."""
+    rng = random.Random(f"{seed}:augment")
+    seen = set(split.texts)
+    texts, labels = list(split.texts), list(split.labels)
+    made = Counter[str]()
+    duplicate = leaked = 0
+    for text, label in zip(split.texts, split.labels, strict=True):
+        for _ in range(config.augment):
+            op = rng.choice(config.augment_ops)
+            new = augment_text(text, op, config.augment_prob, rng)
+            if new in held_out:
+                leaked += 1
+            elif new in seen:
+                duplicate += 1
+            else:
+                seen.add(new)
+                texts.append(new)
+                labels.append(label)
+                made[op] += 1
+    ops = ", ".join(f"{op} {made[op]}" for op in config.augment_ops)
+    skipped = f"; skipped {duplicate} that repeated a training text" if duplicate else ""
+    if leaked:
+        skipped += f" and {leaked} equal to a validation/test text"
+    report.append(f"augmented train: added {sum(made.values())} copies ({ops}) of {len(split)} texts"
+                  f"{skipped}; train now {len(texts)} examples")
+    return Split(texts, labels)
 
 
 def _encode(texts: list[str], labels: list, label_names: list[str], origin: str, split_name: str) -> Split:
@@ -211,7 +380,7 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
     the label set (as when evaluating a trained run); a label outside it is an error.
     """
     report: list[str] = []
-    cleaned = _clean_all(raw, report)
+    cleaned = _clean_all(raw, report, config)
     train_texts = set(cleaned["train"][0])
     for name in ("validation", "test"):
         if name in cleaned:
@@ -249,6 +418,8 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
         before = len(train)
         train = subsample(train, config.max_train_samples, seed)
         report.append(f"subsampled train from {before} to {len(train)} examples (stratified)")
+    if config.balance == "undersample":
+        train = undersample(train, label_names, seed, report)
     missing = set(label_names) - {label_names[i] for i in train.labels}
     for name, split in (("val", val), ("test", test)):
         absent = sorted({label_names[i] for i in split.labels} & missing)
@@ -257,6 +428,8 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
                             "add training examples for them or drop them")
     if not len(val) or not len(test):
         raise DataError(f"too little data: {len(train)} train, {len(val)} val, {len(test)} test examples")
+    if config.augment:
+        train = augment(train, config, seed, report, held_out=set(val.texts) | set(test.texts))
     return Dataset(train, val, test, label_names, report)
 
 
@@ -267,14 +440,15 @@ def load_all(config: DataConfig, label_names: list[str]) -> tuple[Split, list[st
     report: list[str] = []
     texts: list[str] = []
     labels: list[int] = []
-    for name, (t, lbl) in _clean_all(raw, report).items():
+    for name, (t, lbl) in _clean_all(raw, report, config).items():
         part = _encode(t, lbl, label_names, raw[name].origin, name)
         texts += part.texts
         labels += part.labels
     return Split(texts, labels), report
 
 
-def load_dataset(config: DataConfig, seed: int | None = None, label_names: list[str] | None = None) -> Dataset:
+def load_dataset(config: DataConfig, seed: int | None = None,
+                 label_names: list[str] | None = None) -> Dataset:
     """Read `config.source` (and any separate validation/test files) and prepare it, splitting with
     `seed` (default `config.seed`)."""
     raw = read_source(config.source, config.text_column, config.label_column,
