@@ -1,0 +1,64 @@
+"""Serve a finished run over HTTP: `tunetext serve RUN_DIR`, or `create_app(run_dir)` for any ASGI server.
+
+    from tunetext.serve import create_app
+    app = create_app("runs/spam")          # then: uvicorn module:app, or TestClient(app)
+
+Endpoints: POST /predict, GET /health, /ready, /info, /metrics, /docs, and a small page at /.
+See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from tunetext.serve.app import ServeSettings, create_app
+
+__all__ = ["ServeSettings", "create_app", "serve"]
+
+log = logging.getLogger(__name__)
+
+_RUN_DIR_ENV = "TUNETEXT_SERVE_RUN_DIR"
+_SETTINGS_ENV = "TUNETEXT_SERVE_SETTINGS"
+
+
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          threads: int | None = None, max_batch_size: int | None = None, max_wait_ms: float | None = None,
+          max_texts: int | None = None, max_body_bytes: int | None = None, log_level: str = "info") -> None:
+    """Run the service until interrupted. Binds to loopback unless `host` says otherwise.
+
+    Each of `workers` processes loads the model and uses `threads` torch threads (default: cores //
+    workers). Limits left as None take the `ServeSettings` defaults. The API key, if any, comes from
+    $TUNETEXT_API_KEY.
+    """
+    import uvicorn
+
+    from tunetext.runs import read_run
+
+    given = {"workers": workers, "threads": threads, "max_batch_size": max_batch_size,
+             "max_wait_ms": max_wait_ms, "max_texts": max_texts, "max_body_bytes": max_body_bytes}
+    settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
+    read_run(run_dir)  # fail before starting any process
+    # The Rust tokenizer would start a thread pool of its own in every worker; the batch is small.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    log.info("serving %s on http://%s:%d with %d worker(s), %d torch thread(s) each%s", run_dir, host, port,
+             workers, settings.torch_threads(), ", API key required" if settings.api_key else "")
+    if workers == 1:
+        uvicorn.run(create_app(run_dir, settings), host=host, port=port, log_level=log_level)
+        return
+    # Several processes: uvicorn imports the app in each, so pass what it needs through the environment,
+    # and give prometheus_client a directory where the workers' metrics add up.
+    with tempfile.TemporaryDirectory(prefix="tunetext-metrics-") as metrics_dir:
+        os.environ[_RUN_DIR_ENV] = str(Path(run_dir).resolve())
+        os.environ[_SETTINGS_ENV] = settings.model_dump_json(exclude={"api_key"})
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run("tunetext.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level)
+
+
+def app_from_env():
+    """The app of one worker process started by `serve(..., workers=N)`."""
+    settings = ServeSettings.model_validate_json(os.environ[_SETTINGS_ENV])
+    return create_app(os.environ[_RUN_DIR_ENV], settings)

@@ -1,0 +1,341 @@
+"""The HTTP service: `create_app(run_dir)` builds a FastAPI app that serves one finished run.
+
+Nothing is loaded at import or in `create_app` but the run's config (so a bad directory fails at once);
+the model is loaded and warmed up in the app's lifespan, and `/ready` says when that is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from tunetext import __version__
+from tunetext.predict import Classifier
+from tunetext.runs import read_run
+from tunetext.serve.batching import Batcher, BusyError, Engine, StoppedError, TextResult
+from tunetext.serve.guard import OPEN_PATHS, Guard, Metrics
+
+API_KEY_ENV = "TUNETEXT_API_KEY"
+EXAMPLE = "I loved the movie, it was fantastic!"
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects affinity masks, e.g. `docker --cpuset-cpus`)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class ServeSettings(BaseModel):
+    """How the service batches, what it accepts, and how many threads it uses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most texts in one forward pass.")
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Longest a batch waits for more texts once "
+                               "it has one; 0 runs whatever is waiting at once.")
+    max_texts: int = Field(64, ge=1, description="Most texts in one request; more is answered 413.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; larger is 413.")
+    max_queue: int = Field(4096, ge=1, description="Most texts waiting for the model; beyond it, 503.")
+    workers: int = Field(1, ge=1, description="Worker processes (each loads the model).")
+    threads: int | None = Field(None, ge=1, description="Torch threads per worker; default: cores // "
+                                "workers, so workers do not fight over cores.")
+    api_key: SecretStr | None = Field(default_factory=lambda: SecretStr(os.environ[API_KEY_ENV])
+                                      if os.environ.get(API_KEY_ENV) else None,
+                                      description=f"Bearer key required on all but the open paths; "
+                                      f"default: ${API_KEY_ENV}.")
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> ServeSettings:
+        if self.max_queue < self.max_texts:
+            raise ValueError(f"max_queue ({self.max_queue}) must be at least max_texts ({self.max_texts})")
+        return self
+
+    def torch_threads(self) -> int:
+        return self.threads or max(1, cpu_count() // self.workers)
+
+
+# ---- request and response bodies ------------------------------------------------------------------
+
+def _check_text(text: str) -> str:
+    if not text.strip():
+        raise PydanticCustomError("blank_text", "must not be empty or only whitespace")
+    return text
+
+
+# The schema says "string with a non-space character" so that fuzzers and clients know what is valid.
+Text = Annotated[StrictStr, AfterValidator(_check_text), Field(json_schema_extra={"pattern": r"\S"})]
+
+
+def _request_schema(schema: dict[str, Any]) -> None:
+    for prop in schema["properties"].values():
+        prop.pop("default", None)  # absent means absent; null is not accepted
+    schema["oneOf"] = [{"required": ["text"]}, {"required": ["texts"]}]
+    schema["examples"] = [{"text": EXAMPLE}, {"texts": [EXAMPLE, "Dull and far too long."], "top_k": 1}]
+
+
+class PredictRequest(BaseModel):
+    """One text (`text`) or a list (`texts`), and optionally how many labels to return."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_request_schema)
+
+    text: Text = Field(None, description="A text to classify; the answer is one prediction.")  # type: ignore[assignment]
+    texts: list[Text] = Field(None, min_length=1, description="Texts to classify; the answer is a list "  # type: ignore[arg-type]
+                              "of predictions in the same order.")
+    top_k: StrictInt = Field(None, ge=1, description="Return only the k most probable labels, "  # type: ignore[assignment]
+                             "most probable first (default: every label, in the model's order).")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PredictRequest:
+        if (self.text is None) == (self.texts is None):
+            raise PydanticCustomError("text_or_texts", "give exactly one of `text` (a string) or `texts` "
+                                      "(a list of strings)")
+        return self
+
+
+class PredictionOut(BaseModel):
+    label: str = Field(description="The most probable label.")
+    score: float = Field(description="Its probability.")
+    probabilities: dict[str, float] = Field(description="Probability per label.")
+    truncated: bool = Field(description="True when the text was longer than the model's window "
+                            "(`max_length` tokens, see /info) and only its start was classified.")
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ValidationErrorOut(BaseModel):
+    detail: str = Field(description="Every problem, each naming its field.")
+    errors: list[FieldError]
+
+
+class InfoOut(BaseModel):
+    run: str
+    model: str
+    labels: list[str]
+    max_length: int
+    tunetext_version: str
+    metrics: dict[str, Any] = Field(description="The run's test-set metrics (empty if it has none).")
+    serving: dict[str, Any]
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorOut, "description": "Too many texts, or a body over the size limit."},
+    422: {"model": ValidationErrorOut, "description": "Malformed JSON, or a field missing, empty or of "
+          "the wrong type."},
+    503: {"model": ErrorOut, "description": "The model is not loaded yet, or the queue is full."},
+}
+
+
+# ---- the app ----------------------------------------------------------------------------------------
+
+@dataclass
+class _State:
+    settings: ServeSettings
+    metrics: Metrics
+    classifier: Classifier | None = None
+    batcher: Batcher | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    ready: bool = False
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    """("texts", 3) -> "texts[3]"; the body as a whole is "body"."""
+    name = ""
+    for part in loc:
+        name += f"[{part}]" if isinstance(part, int) else f"{'.' if name else ''}{part}"
+    return name or "body"
+
+
+def _unprocessable(errors: list[Any]) -> JSONResponse:
+    """422 naming the field of each problem."""
+    problems = []
+    for error in errors:
+        kind, message = error["type"], error["msg"]
+        if kind == "json_invalid":
+            message = f"malformed JSON ({message.removeprefix('Invalid JSON: ')}); send an object like " \
+                      '{"text": "..."}'
+        elif kind == "extra_forbidden":
+            message = "unknown field; /predict takes `text` or `texts`, and `top_k`"
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            message = 'must be a JSON object like {"text": "..."}'
+        problems.append((_field_name(error["loc"]), message))
+    return JSONResponse(status_code=422, content={
+        "detail": "; ".join(f"{f}: {m}" for f, m in problems),
+        "errors": [{"field": f, "message": m} for f, m in problems]})
+
+
+def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> FastAPI:
+    """The service for one finished run. The model loads when the app starts (its lifespan)."""
+    settings = settings or ServeSettings()
+    run_dir = Path(run_dir)
+    config, run_metrics, _ = read_run(run_dir)  # a bad directory fails here, before any port is opened
+    state = _State(settings, Metrics())
+    page = (resources.files("tunetext") / "static" / "index.html").read_text(encoding="utf-8")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        threads = settings.torch_threads()
+        torch.set_num_threads(threads)
+        clf = await asyncio.to_thread(Classifier.load, run_dir)
+        engine = Engine(clf)
+        state.classifier = clf
+        # torch's thread count is per thread: set it on the thread that runs the model.
+        state.batcher = Batcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.max_queue,
+                                on_batch=state.metrics.observe_batch,
+                                thread_init=partial(torch.set_num_threads, threads))
+        state.batcher.start()
+        # Warm up there, at the sizes that will be used: one text and a full batch.
+        await state.batcher.run_on_thread(engine, [EXAMPLE])
+        await state.batcher.run_on_thread(engine, [EXAMPLE] * settings.max_batch_size)
+        state.info = {
+            "run": run_dir.name, "model": config.model.name, "labels": clf.label_names,
+            "max_length": config.model.max_length, "tunetext_version": __version__,
+            "metrics": run_metrics.get("test", {}),
+            "serving": {**settings.model_dump(exclude={"api_key"}), "threads": settings.torch_threads(),
+                        "api_key_required": settings.api_key is not None},
+        }
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            await state.batcher.stop()
+
+    app = FastAPI(title="tunetext", version=__version__, lifespan=lifespan,
+                  description=f"Predictions from the tunetext run `{run_dir.name}` ({config.model.name}).")
+    app.state.tunetext = state
+
+    def _ready_or_503() -> tuple[Classifier, Batcher]:
+        if not state.ready or state.classifier is None or state.batcher is None or not state.batcher.running:
+            raise HTTPException(503, "the model is not loaded yet; try again when /ready answers 200")
+        return state.classifier, state.batcher
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health", summary="Liveness: the process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Readiness: the model is loaded and warmed up", response_model=ReadyOut,
+             responses={503: {"model": ReadyOut, "description": "Not ready (loading or shutting down)."}})
+    async def ready() -> JSONResponse:
+        ok = state.ready and state.batcher is not None and state.batcher.running
+        return JSONResponse(status_code=200 if ok else 503, content={
+            "ready": ok, "detail": "model loaded and warmed up" if ok else "the model is not loaded"})
+
+    @app.get("/info", summary="The model, its labels and test metrics, and the serving settings",
+             response_model=InfoOut, responses={503: ERRORS[503]})
+    async def info() -> dict[str, Any]:
+        _ready_or_503()
+        return state.info
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    async def metrics() -> Response:
+        return Response(state.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # The body is parsed here rather than by FastAPI, so that every way a body can be wrong (not UTF-8, not
+    # JSON, not an object, wrong fields) ends as one kind of answer: 422 naming the field.
+    @app.post("/predict", summary="Classify one text or a list of texts",
+              response_model=PredictionOut | list[PredictionOut], responses=ERRORS,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
+    async def predict(request: Request) -> Response:
+        try:
+            body = PredictRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _unprocessable(exc.errors())
+        clf, batcher = _ready_or_503()
+        single = body.text is not None
+        texts = [body.text] if single else body.texts
+        if len(texts) > settings.max_texts:
+            raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {settings.max_texts} "
+                                "(max_texts): split the list into several requests")
+        try:
+            results = await batcher.submit(texts)
+        except BusyError as exc:
+            raise HTTPException(503, f"the server is busy ({exc}); retry shortly",
+                                headers={"Retry-After": "1"}) from None
+        except StoppedError as exc:
+            raise HTTPException(503, str(exc)) from None
+        failed = [{"type": "no_tokens", "loc": ("text",) if single else ("texts", i), "msg": r.error}
+                  for i, r in enumerate(results) if r.error]
+        if failed:
+            return _unprocessable(failed)
+        answers = [_answer(r, clf.label_names, body.top_k) for r in results]
+        state.metrics.truncated.inc(sum(a["truncated"] for a in answers))
+        # Built by hand, not through `response_model`: the schema is the same, without a validation pass
+        # over every answer.
+        return Response(json.dumps(answers[0] if single else answers), media_type="application/json")
+
+    _document(app, settings)
+    app.add_middleware(Guard, metrics=state.metrics, max_body_bytes=settings.max_body_bytes,
+                       api_key=settings.api_key.get_secret_value() if settings.api_key else None)
+    return app
+
+
+def _answer(result: TextResult, labels: list[str], top_k: int | None) -> dict[str, Any]:
+    assert result.probabilities is not None
+    probs = [float(p) for p in result.probabilities]
+    best = max(range(len(probs)), key=probs.__getitem__)
+    order = sorted(range(len(probs)), key=lambda i: -probs[i])[:top_k] if top_k else range(len(probs))
+    return {"label": labels[best], "score": probs[best],
+            "probabilities": {labels[i]: probs[i] for i in order}, "truncated": result.truncated}
+
+
+def _document(app: FastAPI, settings: ServeSettings) -> None:
+    """Put the per-app limits and the API key into the OpenAPI schema, so docs and fuzzers know them."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema["components"]["schemas"]["PredictRequest"] = PredictRequest.model_json_schema()
+            schema["components"]["schemas"]["PredictRequest"]["properties"]["texts"]["maxItems"] = \
+                settings.max_texts
+            if settings.api_key is not None:
+                schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                for path, ops in schema["paths"].items():
+                    if path not in OPEN_PATHS:
+                        for op in ops.values():
+                            op["security"] = [{"bearer": []}]
+                            op["responses"]["401"] = {"description": "No or wrong API key.", "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,174 @@
+"""Dynamic batching: texts from concurrent requests share one forward pass, run off the event loop.
+
+Requests put texts on a queue and await a future each. One task gathers the queue into batches: it takes
+whatever is waiting, and if that is fewer than `max_batch_size` texts it waits at most `max_wait_ms` for
+more. The batch is tokenised and run on a single dedicated thread (torch uses its own intra-op threads
+inside it), so the event loop keeps accepting and parsing requests while the model computes; the next
+batch collects meanwhile. Answers equal unbatched ones up to float rounding: the model sees the same token
+ids with right padding and an attention mask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from tunetext.data.prepare import normalize_text
+from tunetext.predict import Classifier
+
+T = TypeVar("T")
+
+
+class BusyError(RuntimeError):
+    """More texts are waiting than the queue holds; the client should retry later."""
+
+
+class StoppedError(RuntimeError):
+    """The batcher is not running (not started yet, or shutting down)."""
+
+
+@dataclass
+class TextResult:
+    """The answer for one text: probabilities in label order, or why the text cannot be classified."""
+
+    probabilities: np.ndarray | None
+    truncated: bool = False
+    error: str | None = None
+
+
+class Engine:
+    """Classify a batch of validated texts with `Classifier.predict_proba` (one forward pass), and say
+    which texts were longer than the model's window."""
+
+    def __init__(self, classifier: Classifier):
+        self.classifier = classifier
+        self.max_length = classifier.config.model.max_length
+
+    def __call__(self, texts: list[str]) -> list[TextResult]:
+        clf = self.classifier
+        # Token counts untruncated, to report truncation; the Classifier tokenises again, truncating, so its
+        # own `predict_proba` stays the one definition of a prediction.
+        ids = clf.tokenizer([normalize_text(t) for t in texts], truncation=False, padding=False,
+                            verbose=False)["input_ids"]
+        results = [TextResult(None, error="the tokenizer turns this text into no tokens at all; send text "
+                                          "with letters, digits or punctuation") for _ in texts]
+        usable = [i for i, seq in enumerate(ids) if seq]
+        if usable:
+            probs = clf.predict_proba([texts[i] for i in usable], batch_size=len(usable))
+            for row, i in enumerate(usable):
+                results[i] = TextResult(probs[row], truncated=len(ids[i]) > self.max_length)
+        return results
+
+
+@dataclass
+class _Pending:
+    text: str
+    future: asyncio.Future[TextResult]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """Gathers texts from concurrent requests into bounded batches for `engine`.
+
+    `on_batch(size, seconds)` is called after every forward pass (for metrics).
+    """
+
+    def __init__(self, engine: Callable[[list[str]], list[TextResult]], max_batch_size: int,
+                 max_wait_ms: float, max_queue: int,
+                 on_batch: Callable[[int, float], None] | None = None,
+                 thread_init: Callable[[], object] | None = None):
+        self.engine = engine
+        self.thread_init = thread_init  # runs first on the inference thread (e.g. torch.set_num_threads)
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._arrived: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunetext-inference",
+                                            initializer=self.thread_init)
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="tunetext-batcher")
+
+    async def run_on_thread(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(*args)` on the inference thread, between batches (warm-up, checks)."""
+        assert self._executor is not None, "start() the batcher first"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._pending:
+            pending = self._pending.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(StoppedError("the server is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str]) -> list[TextResult]:
+        """Queue texts and wait for their answers, in order."""
+        if not self.running or self._arrived is None:
+            raise StoppedError("the model is not loaded yet, or the server is shutting down")
+        if len(self._pending) + len(texts) > self.max_queue:
+            raise BusyError(f"{len(self._pending)} texts are already waiting (max_queue={self.max_queue})")
+        loop = asyncio.get_running_loop()
+        items = [_Pending(t, loop.create_future()) for t in texts]
+        self._pending.extend(items)
+        self._arrived.set()
+        return list(await asyncio.gather(*(p.future for p in items)))
+
+    async def _loop(self) -> None:
+        assert self._arrived is not None and self._executor is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            deadline = loop.time() + self.max_wait
+            while len(self._pending) < self.max_batch_size:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch: list[_Pending] = []
+            while self._pending and len(batch) < self.max_batch_size:
+                pending = self._pending.popleft()
+                if not pending.future.done():  # done: the request was cancelled while waiting
+                    batch.append(pending)
+            if not batch:
+                continue
+            start = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self.engine, [p.text for p in batch])
+            except Exception as exc:  # a failure of the model, not of one request: every caller hears it
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                continue
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - start)
+            for pending, result in zip(batch, results, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(result)
