@@ -4,10 +4,7 @@
     tunetext evaluate runs/spam
     tunetext predict runs/spam "WINNER! claim your prize" "see you at 8?"
     tunetext data show sms_spam
-    tunetext report runs/spam
-    tunetext prompt-eval --model smollm2-135m --data sms_spam --template "SMS: {text}" --shots 4
     tunetext serve runs/spam --port 8000
-    tunetext search --config configs/search_sms_spam.yaml --output runs/search --trials 10
 """
 
 from __future__ import annotations
@@ -40,7 +37,7 @@ def _train(args: argparse.Namespace) -> int:
     for key, value in (("data.source", args.data), ("model.name", args.model), ("train.epochs", args.epochs),
                        ("train.strategy", args.strategy), ("data.text_column", args.text_column),
                        ("data.label_column", args.label_column),
-                       ("data.max_train_samples", args.max_train_samples), ("data.template", args.template)):
+                       ("data.max_train_samples", args.max_train_samples)):
         if value is not None:
             overrides[key] = value
     config_file = args.config
@@ -81,39 +78,6 @@ def _train(args: argparse.Namespace) -> int:
     print(f"  {'before':<10}{before['accuracy']:>10.4f}{before['macro_f1']:>10.4f}")
     print(f"  {'after':<10}{m['test']['accuracy']:>10.4f}{m['test']['macro_f1']:>10.4f}")
     return 0
-
-
-def _search(args: argparse.Namespace) -> int:
-    import optuna
-
-    from tunetext.config import load_config
-    from tunetext.search import search
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # tunetext logs each trial itself
-    config = load_config(args.config, args.overrides)
-    result = search(config, args.output, trials=args.trials, timeout=args.timeout, storage=args.storage)
-    keys = list(config.search.space)
-    print(f"\n{'trial':>5}  {'state':<8}{'val ' + result.metric:>14}{'seconds':>9}  params")
-    for t in result.trials:
-        value = f"{t['value']:.4f}" if t["value"] is not None else "-"
-        seconds = f"{t['duration_s']:.0f}" if t["duration_s"] is not None else "-"
-        params = ", ".join(f"{k.split('.')[-1]}={_short(t['params'][k])}" for k in keys if k in t["params"])
-        mark = " (config as written)" if t["default"] else ""
-        print(f"{t['number']:>5}  {t['state']:<8}{value:>14}{seconds:>9}  {params}{mark}")
-    default = f"{result.default_value:.4f}" if result.default_value is not None else "did not complete"
-    print(f"\n{result.complete} complete, {result.pruned} pruned, {result.failed} failed")
-    print(f"best: trial {result.best_trial}, val {result.metric} {result.best_value:.4f} "
-          f"(the config as written: {default})")
-    for key, value in result.best_params.items():
-        print(f"  {key} = {_short(value)}")
-    print(f"best config: {result.best_config_path}  (its trial run: {result.best_run_dir})")
-    print(f"train it: tunetext train --config {result.best_config_path} --output "
-          f"{Path(args.output) / 'best'}")
-    return 0
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -187,71 +151,11 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_labels(text: str | None) -> dict[str, str] | None:
-    """`"ham=ham,spam=junk mail"` -> `{"ham": "ham", "spam": "junk mail"}`."""
-    if text is None:
-        return None
-    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
-    bad = [name + sep + value for name, sep, value in pairs if not sep or not name.strip()]
-    if bad:
-        raise ValueError(f"--labels takes NAME=WORDS pairs separated by commas, e.g. ham=ham,spam=spam; "
-                         f"got {', '.join(map(repr, bad))}")
-    return {name.strip(): value for name, _, value in pairs}
-
-
-def _prompt_eval(args: argparse.Namespace) -> int:
-    from tunetext.config import DataConfig
-    from tunetext.evaluate import format_metrics
-    from tunetext.prompting import format_story, prompt_eval, prompt_story
-    from tunetext.runs import read_run
-
-    labels = _parse_labels(args.labels)
-    options = {"labels": labels, "seed": args.seed, "max_examples": args.max_examples, "score": args.score,
-               "batch_size": args.batch_size, "progress": not args.json}
-    if args.run is not None:
-        source = read_run(args.run)[0].data.source
-        if args.data is not None and args.data != source:
-            raise ValueError(f"{args.run} was trained on {source!r}, not {args.data!r}; the story compares "
-                             "on one test split, so leave out --data or give the run's own")
-        if args.split != "test":
-            raise ValueError("--run compares test scores; leave out --split")
-        story = prompt_story(args.run, args.model, args.template, shots=args.shots, **options)
-        if args.json:
-            print(json.dumps(story, indent=2))
-            return 0
-        for key in ("zero_shot", "few_shot"):
-            if key in story:
-                m = story[key]
-                print(format_metrics(m, f"{m['prompt']['shots']}-shot prompt, {args.model} on {source} "
-                                        f"(test)"))
-                print()
-        print(f"zero-shot -> few-shot -> fine-tuned, on the test split of {source} (stored in "
-              f"{Path(args.run) / 'metrics.json'} under prompt_baselines):")
-        print(format_story(story))
-        return 0
-    if args.data is None:
-        raise ValueError("give --data (a dataset), or --run RUN_DIR to use a fine-tuned run's data")
-    data = DataConfig(source=args.data, text_column=args.text_column, label_column=args.label_column)
-    metrics = prompt_eval(args.model, data, args.template, shots=args.shots, split=args.split, **options)
-    if args.json:
-        print(json.dumps(metrics, indent=2))
-        return 0
-    print(format_metrics(metrics, f"{args.shots}-shot prompt, {args.model} on {args.data} ({args.split})"))
-    return 0
-
-
 def _compare(args: argparse.Namespace) -> int:
     from tunetext.compare import compare, format_table
 
     rows = compare(args.run_dirs)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from tunetext.report import report
-
-    print(f"report written to {report(args.run_dir, args.output)}")
     return 0
 
 
@@ -320,8 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--max-train-samples", type=int)
-    p.add_argument("--template", help="prompt template with {text} where the text goes, applied in training, "
-                   "evaluation and prediction (data.template)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
     p.add_argument("--seeds", type=int, help="train N times with seeds train.seed, train.seed+1, ... into "
@@ -330,21 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. train.learning_rate=5e-5 train.batch_size=16")
     p.set_defaults(func=_train)
-
-    p = sub.add_parser("search", help="search hyperparameters with Optuna", description="Search the "
-                       "config's search.space with Optuna (TPE sampling, median pruning per epoch); the "
-                       "first trial is the config as written. Writes OUTPUT/best_config.yaml, "
-                       "OUTPUT/search.json and one run per trial under OUTPUT/trials. See docs/search.md.")
-    p.add_argument("--config", required=True, help="YAML file with data/model/train/search sections")
-    p.add_argument("--output", required=True, help="folder for the trials, the study and the best config")
-    p.add_argument("--trials", type=int, help="finished trials wanted in the study in all, counting those "
-                   "already in it (default: search.trials)")
-    p.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
-    p.add_argument("--storage", help="Optuna storage URL shared by several workers, e.g. "
-                   "postgresql://user@host/db (default: search.storage, else sqlite:///OUTPUT/study.db)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides, e.g. search.study_name=lr-sweep train.epochs=1")
-    p.set_defaults(func=_search)
 
     p = sub.add_parser("evaluate", help="score a finished run on data")
     p.add_argument("run_dir")
@@ -383,44 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("prompt-eval", help="zero- or few-shot prompt classification with a decoder",
-                       description="Classify by prompting a decoder: each label is scored by the "
-                       "log-likelihood of its verbalizer after the prompt (as the assistant's reply for "
-                       "chat models). With --run, also score zero-shot, and print zero-shot -> few-shot -> "
-                       "fine-tuned on the run's test split, storing the prompt scores in its metrics.json. "
-                       "See docs/prompting.md.")
-    p.add_argument("--model", required=True, help="decoder: catalogue name (smollm2-135m), folder or hub id")
-    p.add_argument("--data", help="dataset, as for train (default with --run: the run's own)")
-    p.add_argument("--template", required=True, help="prompt with {text} where the text goes")
-    p.add_argument("--labels", help="verbalizers, NAME=WORDS separated by commas, e.g. ham=ham,spam=spam "
-                   "(default: the label names)")
-    p.add_argument("--shots", type=int, default=0, help="training examples shown before each text")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test")
-    p.add_argument("--max-examples", type=int, help="score a stratified subsample of this many texts")
-    p.add_argument("--score", choices=["sum", "mean"], default="sum", help="a verbalizer's summed or "
-                   "per-token mean log-likelihood")
-    p.add_argument("--seed", type=int, default=42, help="picks the few-shot examples and the subsample")
-    p.add_argument("--batch-size", type=int, default=8, help="texts per forward pass")
-    p.add_argument("--run", help="a fine-tuned run on the same data: print the story table and store the "
-                   "prompt scores in its metrics.json")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
-    p.add_argument("--json", action="store_true", help="print metrics as JSON")
-    p.set_defaults(func=_prompt_eval)
-
     p = sub.add_parser("compare", help="one table of finished runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print rows as JSON")
     p.set_defaults(func=_compare)
-
-    p = sub.add_parser("report", help="an HTML report of a finished run", description="Write a "
-                       "self-contained HTML report of a finished run (figures inline, also saved as PNGs "
-                       "next to it): learning curves, confusion matrix, per-class scores, calibration, the "
-                       "most confident mistakes, before vs after fine-tuning, and the data. See "
-                       "docs/report.md.")
-    p.add_argument("run_dir")
-    p.add_argument("--output", help="HTML file to write (default: RUN_DIR/report/report.html)")
-    p.set_defaults(func=_report)
 
     p = sub.add_parser("data", help="look at datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)
