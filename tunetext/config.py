@@ -98,6 +98,12 @@ class TrainConfig(_Section):
         "full", description="`full` trains every weight; `last_n` freezes all but the last N blocks, "
         "the final norm and the head.")
     last_n: int = Field(1, ge=1, description="Blocks left trainable with strategy `last_n`.")
+    cache_frozen: Literal["auto", "on", "off"] = Field(
+        "auto", description="With strategy `last_n`, compute the frozen prefix's output (embeddings and "
+        "frozen blocks, run without dropout) once per training text and train the top blocks from that "
+        "cache every epoch: same results, a fraction of the time. `auto` caches when the model family "
+        "supports it (BERT, GPT-2, Llama), training runs in one process and the cache fits in half the free "
+        "memory; `on` insists (an error where it cannot); `off` runs the whole model every step.")
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(32, ge=1, description="Examples per optimizer step (per process), before "
                             "gradient accumulation.")
@@ -123,6 +129,21 @@ class TrainConfig(_Section):
     seed: int = Field(42, description="Seed for initialisation, batch order and dropout.")
     checkpoint_every_epoch: bool = Field(True, description="Keep a resumable checkpoint after each epoch.")
     num_threads: int | None = Field(None, ge=1, description="Torch CPU threads; null uses all cores.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cache_frozen_from_yaml_bool(cls, data: Any) -> Any:
+        # YAML 1.1 (PyYAML, and so command-line values) reads a bare on/off as true/false.
+        if isinstance(data, dict) and isinstance(data.get("cache_frozen"), bool):
+            data = {**data, "cache_frozen": "on" if data["cache_frozen"] else "off"}
+        return data
+
+    @model_validator(mode="after")
+    def _cache_frozen_needs_last_n(self) -> TrainConfig:
+        if self.cache_frozen == "on" and self.strategy != "last_n":
+            raise ValueError(f"cache_frozen=on caches the frozen prefix of strategy last_n, but strategy is "
+                             f"{self.strategy!r}; set train.strategy=last_n or train.cache_frozen=auto")
+        return self
 
 
 class RunConfig(_Section):

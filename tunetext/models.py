@@ -228,3 +228,159 @@ def apply_strategy(model: Any, family: Family, strategy: str, last_n: int) -> in
         param.requires_grad_(name in keep)
         trainable += param.numel() if name in keep else 0
     return trainable
+
+
+# --- running a model in two parts: a frozen prefix, whose output can be cached, and the top ---------------
+#
+# Under `last_n` the embeddings and the first `n_frozen` blocks never change and run in eval mode (see
+# `train_mode`), so their output for a text is a fixed function of that text. `encode_prefix` computes it;
+# `forward_top` runs the rest of the model from it and returns the logits the whole model would.
+# Each pair mirrors the `forward` of one transformers class, mask construction and pooling included, so
+# they are keyed by that class rather than by model type (tunetext's scratch GPT-2 is model type gpt2
+# too, and has no split here). The block calls follow transformers 5, where a layer returns a tensor.
+
+
+class PrefixCacheUnsupported(ModelError):
+    """This model has no prefix/top split; training runs the whole model every step instead."""
+
+
+def frozen_prefix_modules(model: Any, family: Family, n_frozen: int) -> list[nn.Module]:
+    """The modules that run before block `n_frozen`: the base model's embedding side (every child that
+    is not the block list, the final norm or part of the head) and the first `n_frozen` blocks."""
+    skip = {family.blocks.split(".")[0], family.final_norm, *family.head_in_base}
+    embedding_side = [m for name, m in model.base_model.named_children() if name not in skip]
+    return embedding_side + list(blocks(model, family))[:n_frozen]
+
+
+def train_mode(model: Any, family: Family, strategy: str, last_n: int) -> None:
+    """`model.train()`, except that under `last_n` the frozen prefix (embeddings and frozen blocks) stays
+    in eval mode: no dropout where nothing learns. Dropout there would only add noise to the features the
+    top blocks learn from, and without it the prefix is deterministic, which is what makes caching its
+    output (`train.cache_frozen`) exact. Call it wherever `model.train()` would be called."""
+    model.train()
+    if strategy == "last_n":
+        for module in frozen_prefix_modules(model, family, len(blocks(model, family)) - last_n):
+            module.eval()
+
+
+def _bert_blocks(base: Any, hidden: torch.Tensor, attention_mask: torch.Tensor, layers) -> torch.Tensor:
+    from transformers.masking_utils import create_bidirectional_mask
+
+    mask = create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    for layer in layers:
+        hidden = layer(hidden, mask)
+    return hidden
+
+
+def _bert_prefix(model, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
+    base = model.base_model
+    return _bert_blocks(base, base.embeddings(input_ids=input_ids), attention_mask,
+                        base.encoder.layer[:n_frozen])
+
+
+def _bert_top(model, hidden, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
+    base = model.base_model
+    hidden = _bert_blocks(base, hidden, attention_mask, base.encoder.layer[n_frozen:])
+    return model.classifier(model.dropout(base.pooler(hidden)))  # [CLS] -> pooler -> dropout -> head
+
+
+def _last_non_pad(model, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Each row's logits at its rightmost non-pad token, found exactly as transformers' decoders find it."""
+    pad = model.config.get_text_config().pad_token_id
+    if pad is None:
+        if input_ids.shape[0] != 1:
+            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined.")
+        return logits[:, -1]
+    non_pad = (input_ids != pad).to(logits.device, torch.int32)
+    positions = torch.arange(input_ids.shape[-1], device=logits.device, dtype=torch.int32)
+    return logits[torch.arange(input_ids.shape[0], device=logits.device), (positions * non_pad).argmax(-1)]
+
+
+def _gpt2_blocks(base, hidden, attention_mask, layers) -> torch.Tensor:
+    from transformers.masking_utils import create_causal_mask
+
+    positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    mask = create_causal_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                              past_key_values=None, position_ids=positions)
+    for block in layers:
+        hidden = block(hidden, None, mask, None, use_cache=False, position_ids=positions)
+    return hidden
+
+
+def _gpt2_prefix(model, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
+    base = model.base_model
+    # Positions 0..T-1: with right padding those of each unpadded text, as in GPT2Model.
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+    hidden = base.drop(base.wte(input_ids) + base.wpe(positions))
+    return _gpt2_blocks(base, hidden, attention_mask, base.h[:n_frozen])
+
+
+def _gpt2_top(model, hidden, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
+    base = model.base_model
+    hidden = base.ln_f(_gpt2_blocks(base, hidden, attention_mask, base.h[n_frozen:]))
+    return _last_non_pad(model, model.score(hidden), input_ids)
+
+
+def _llama_blocks(base, hidden, attention_mask, layers) -> torch.Tensor:
+    from transformers.masking_utils import create_causal_mask
+
+    # Rotary positions 0..T-1 for every row: with right padding, those of each unpadded text.
+    positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    mask = create_causal_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                              past_key_values=None, position_ids=positions)
+    rotary = base.rotary_emb(hidden, position_ids=positions)
+    for layer in layers:
+        hidden = layer(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions)
+    return hidden
+
+
+def _llama_prefix(model, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
+    base = model.base_model
+    return _llama_blocks(base, base.embed_tokens(input_ids), attention_mask, base.layers[:n_frozen])
+
+
+def _llama_top(model, hidden, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
+    base = model.base_model
+    layers = base.layers[:base.config.num_hidden_layers][n_frozen:]
+    hidden = base.norm(_llama_blocks(base, hidden, attention_mask, layers))
+    return _last_non_pad(model, model.score(hidden), input_ids)
+
+
+_PREFIX_SPLITS = {
+    "BertForSequenceClassification": (_bert_prefix, _bert_top),
+    "GPT2ForSequenceClassification": (_gpt2_prefix, _gpt2_top),
+    "LlamaForSequenceClassification": (_llama_prefix, _llama_top),
+}
+
+
+def prefix_split(model: Any):
+    """`(encode, top)` for this model's class; `PrefixCacheUnsupported` says why there is none."""
+    name = type(model).__name__
+    split = _PREFIX_SPLITS.get(name)
+    if split is None:
+        raise PrefixCacheUnsupported(
+            f"{name} cannot run from cached hidden states yet (supported: {', '.join(_PREFIX_SPLITS)}), so "
+            f"the frozen prefix runs at every step, uncached")
+    if getattr(model.config, "is_decoder", False) and name == "BertForSequenceClassification":
+        raise PrefixCacheUnsupported("a BERT configured as a causal decoder (is_decoder=true) cannot run "
+                                     "from cached hidden states, so the frozen prefix runs at every step")
+    return split
+
+
+def encode_prefix(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  n_frozen: int) -> torch.Tensor:
+    """Hidden states after the embeddings and the first `n_frozen` blocks, `[batch, length, hidden]`.
+    Run it under `torch.no_grad()` with the prefix in eval mode (`train_mode`) to get what the whole
+    model computes there."""
+    return prefix_split(model)[0](model, input_ids, attention_mask, n_frozen)
+
+
+def forward_top(model: Any, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                n_frozen: int) -> torch.Tensor:
+    """Logits from `hidden`, the output of `encode_prefix`: blocks `n_frozen:`, final norm, pooling, head.
+
+    `input_ids` only locate the padding (decoders pool the last non-pad token, as transformers does).
+    Hidden states at padded positions may hold any finite values, zeros included: no real token reads
+    them (encoders mask them as keys; decoders are causal and padded on the right).
+    """
+    return prefix_split(model)[1](model, hidden, input_ids, attention_mask, n_frozen)

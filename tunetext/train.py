@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tunetext import __version__, runs
+from tunetext import __version__, prefix_cache, runs
 from tunetext.batches import collate, length_grouped_batches, shuffled_batches, tokenize
 from tunetext.config import RunConfig, dump_config, load_config
 from tunetext.data import load_dataset
 from tunetext.evaluate import MetricAccumulator, evaluate_split, fit_temperature, iter_log_probs
-from tunetext.models import apply_strategy, load_classifier
+from tunetext.models import apply_strategy, blocks, forward_top, load_classifier, train_mode
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         """Score validation, keep the best weights, and say whether to stop early."""
         nonlocal best_weights
         metrics = evaluate_on(dataset.val, inner)
+        train_mode(inner, family, tc.strategy, tc.last_n)  # evaluation put the whole model in train mode
         score = metrics[tc.metric]
         entry = {"step": state["step"], "epoch": state["epoch"] + 1, "val_accuracy": metrics["accuracy"],
                  "val_macro_f1": metrics["macro_f1"], f"val_{tc.metric}": score}
@@ -275,8 +276,33 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         state["bad_evals"] += 1
         return tc.early_stopping_patience is not None and state["bad_evals"] >= tc.early_stopping_patience
 
+    # --- the forward pass: the whole model, or the top blocks from the frozen prefix's cached output -----
+    # Under last_n the frozen prefix runs in eval mode (no dropout) cached or not, so caching is exact.
+    train_mode(inner, family, tc.strategy, tc.last_n)
+    cached, why = prefix_cache.decide(tc.cache_frozen, tc.strategy, inner, accelerator.num_processes,
+                                      train_lengths, device)
+    log.info("frozen-prefix cache: %s", why)
+    n_frozen = len(blocks(inner, family)) - tc.last_n
+    hidden_cache: list[torch.Tensor] | None = None
+    cache_seconds = 0.0
+    if cached:  # recomputed on resume: one pass of the frozen layers over the training set
+        cache_start = time.perf_counter()
+        with accelerator.autocast():
+            hidden_cache = prefix_cache.build(inner, family, train_ids, tokenizer.pad_token_id, n_frozen,
+                                              tc.eval_batch_size, device)
+        cache_seconds = time.perf_counter() - cache_start
+        state["train_seconds"] += cache_seconds  # a cost of training, like the uncached path's prefix passes
+
+    def full_forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def cached_forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with accelerator.autocast():
+            return forward_top(inner, batch["hidden"], batch["input_ids"], batch["attention_mask"], n_frozen)
+
+    forward = full_forward if hidden_cache is None else cached_forward
+
     # --- the loop ---------------------------------------------------------------------------------------
-    model.train()
     bar = tqdm(total=total_steps, initial=state["step"], desc="fine-tuning", unit="step",
                disable=not (progress and main), dynamic_ncols=True)
     window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
@@ -293,10 +319,11 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
                 sync = (b + 1) % tc.gradient_accumulation_steps == 0 or b + 1 == len(batches)
                 batch = collate([train_ids[i] for i in idx], tokenizer.pad_token_id,
                                 [dataset.train.labels[i] for i in idx])
+                if hidden_cache is not None:
+                    batch["hidden"] = prefix_cache.collate_hidden([hidden_cache[i] for i in idx])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with nullcontext() if sync else accelerator.no_sync(model):
-                    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-                    logits = model(**inputs).logits
+                    logits = forward(batch)
                     loss = loss_fn(logits.float(), batch["labels"])
                     accelerator.backward(loss / tc.gradient_accumulation_steps)
                 window_loss += loss.item() * len(idx)
@@ -366,6 +393,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
             "stopped_early": state["stopped_early"], "best_val_" + tc.metric: state["best_score"],
             "trainable_parameters": trainable, "total_parameters": total_params,
             "bf16": bf16, "processes": accelerator.num_processes,
+            "prefix_cached": hidden_cache is not None, "cache_seconds": cache_seconds,
             "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         },
     }
