@@ -80,6 +80,7 @@ def test_top_k_keeps_the_most_probable_labels_first(client, clf):
     assert list(answer["probabilities"]) == [answer["label"]]
     full = clf.predict(TEXTS[0])
     assert answer["label"] == full.label
+    assert client.post("/predict", json={"text": TEXTS[0], "top_k": 1.0}).json() == answer  # JSON's integer
     answers = client.post("/predict", json={"texts": TEXTS[:2], "top_k": 5}).json()  # more than there are
     for answer in answers:
         probs = list(answer["probabilities"].values())
@@ -129,6 +130,7 @@ BAD = [  # (body, the field the message must name)
     (b'{"texts": ["fine", 7]}', "texts[1]"),
     (b'{"text": "a", "top_k": 0}', "top_k"),
     (b'{"text": "a", "top_k": "3"}', "top_k"),
+    (b'{"text": "a", "top_k": 1.5}', "top_k"),
     (b'{"text": "a", "top_k": true}', "top_k"),
     (b'{"text": "\\ud800 lone surrogate"}', "body"),  # not valid Unicode, so not valid JSON
     (b'{}', "body"),  # the message names `text` and `texts`

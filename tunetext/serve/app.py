@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -86,6 +87,9 @@ def _check_text(text: str) -> str:
 
 # The schema says "string with a non-space character" so that fuzzers and clients know what is valid.
 Text = Annotated[StrictStr, AfterValidator(_check_text), Field(json_schema_extra={"pattern": r"\S"})]
+# An integer as JSON Schema has it: 3 and 3.0, but not 3.5, "3" or true.
+Integer = Annotated[StrictInt, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer()
+                                               else v)]
 
 
 def _request_schema(schema: dict[str, Any]) -> None:
@@ -103,7 +107,7 @@ class PredictRequest(BaseModel):
     text: Text = Field(None, description="A text to classify; the answer is one prediction.")  # type: ignore[assignment]
     texts: list[Text] = Field(None, min_length=1, description="Texts to classify; the answer is a list "  # type: ignore[arg-type]
                               "of predictions in the same order.")
-    top_k: StrictInt = Field(None, ge=1, description="Return only the k most probable labels, "  # type: ignore[assignment]
+    top_k: Integer = Field(None, ge=1, description="Return only the k most probable labels, "  # type: ignore[assignment]
                              "most probable first (default: every label, in the model's order).")
 
     @model_validator(mode="after")
