@@ -123,11 +123,12 @@ def _classify(driver, text: str) -> dict:
     box.send_keys(text)
     driver.find_element(By.ID, "classify").click()
     _wait(driver, lambda d: d.find_element(By.ID, "label").text)
-    bars = driver.find_elements(By.CSS_SELECTOR, "#bars .bar")
-    return {"label": driver.find_element(By.ID, "label").text,
-            "bars": {b.get_attribute("data-label"): (float(b.get_attribute("data-probability")),
-                                                     b.size["width"] / b.find_element(By.XPATH, "..").size["width"])
-                     for b in bars}}
+    bars = {}
+    for bar in driver.find_elements(By.CSS_SELECTOR, "#bars .bar"):
+        track = bar.find_element(By.XPATH, "..")
+        bars[bar.get_attribute("data-label")] = (float(bar.get_attribute("data-probability")),
+                                                 bar.size["width"] / track.size["width"])
+    return {"label": driver.find_element(By.ID, "label").text, "bars": bars}
 
 
 def _expected(base_url: str, text: str, key: str | None = None) -> dict:
