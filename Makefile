@@ -17,6 +17,7 @@ demo: setup
 	$(BIN)/tunetext predict runs/demo "You are a winner you have been specially selected to receive $$1000 cash or a $$2000 award." "Hey, just wanted to check if we're still on for dinner tonight? Let me know!"
 
 test: setup
+	[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)  # the serve page's browser test
 	$(BIN)/pytest
 
 test-slow: setup
