@@ -4,6 +4,7 @@
     tunetext evaluate runs/spam
     tunetext predict runs/spam "WINNER! claim your prize" "see you at 8?"
     tunetext data show sms_spam
+    tunetext report runs/spam
     tunetext serve runs/spam --port 8000
 """
 
@@ -159,6 +160,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from tunetext.report import report
+
+    print(f"report written to {report(args.run_dir, args.output)}")
+    return 0
+
+
 def _data_show(args: argparse.Namespace) -> int:
     from tunetext.config import DataConfig
     from tunetext.data import BUILTIN, load_dataset
@@ -274,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print rows as JSON")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("report", help="an HTML report of a finished run", description="Write a "
+                       "self-contained HTML report of a finished run (figures inline, also saved as PNGs "
+                       "next to it): learning curves, confusion matrix, per-class scores, calibration, the "
+                       "most confident mistakes, before vs after fine-tuning, and the data. See "
+                       "docs/report.md.")
+    p.add_argument("run_dir")
+    p.add_argument("--output", help="HTML file to write (default: RUN_DIR/report/report.html)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("data", help="look at datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)

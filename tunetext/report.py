@@ -1,0 +1,549 @@
+"""`tunetext report RUN_DIR`: one self-contained HTML page about a finished run, and its figures as PNGs.
+
+The page shows the headline numbers, learning curves, the test confusion matrix, per-class scores, a
+reliability diagram before and after temperature scaling, the most confident test mistakes with their
+texts, before vs after fine-tuning (and prompt baselines when the run has them), and the data. Images are
+inline (base64 data URIs) and the CSS is inline: the file can be mailed or attached as it is.
+
+Figures use matplotlib's object API (`Figure`, rendered by Agg): no display, no pyplot global state.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunetext import __version__, runs
+from tunetext.config import RunConfig
+from tunetext.evaluate import ECE_BINS, MetricAccumulator, iter_log_probs, softmax_with_temperature
+
+log = logging.getLogger(__name__)
+
+MAX_MISTAKES = 10  # rows in the table of most confident mistakes
+SECTIONS = (("learning-curves", "Learning curves"), ("confusion-matrix", "Confusion matrix"),
+            ("per-class", "Per-class scores"), ("calibration", "Calibration"),
+            ("mistakes", "Most confident mistakes"), ("before-after", "Before vs after fine-tuning"),
+            ("data", "Data"))
+BLUE, ORANGE, GREY, RED, GREEN = "#2563eb", "#ea580c", "#9ca3af", "#dc2626", "#16a34a"
+STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.titleweight": "bold", "axes.labelsize": 11,
+         "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 10, "legend.frameon": False,
+         "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+         "axes.axisbelow": True, "font.family": "DejaVu Sans"}
+
+
+@dataclass
+class TestScores:
+    """Per-example scores on the run's test split, reloaded and re-scored."""
+
+    texts: list[str]
+    labels: np.ndarray
+    log_probs: np.ndarray
+    temperature: float
+    matches_run: bool  # the reloaded split has the fingerprint recorded in data.json
+
+
+def report(run_dir: str | Path, output: str | Path | None = None, batch_size: int = 128) -> Path:
+    """Write an HTML report of the finished run in `run_dir` and return its path.
+
+    `output` is the HTML file (default `RUN_DIR/report/report.html`); the figures are also written as
+    PNG files next to it. The test split is reloaded from the run's data config (same preparation and
+    seed, so the same split) and scored again for the mistakes and the reliability diagram; if the data
+    cannot be read, those parts say why and the rest of the report is still written.
+    """
+    import matplotlib
+
+    run_dir = Path(run_dir)
+    config, metrics, info = runs.read_run(run_dir)
+    out = Path(output) if output is not None else run_dir / "report" / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data_info = _read_json(run_dir / runs.DATA)
+    scores, problem = _score_test(run_dir, config, data_info, batch_size)
+    figures = _Figures(out.parent)
+    with matplotlib.rc_context(STYLE):
+        body = [
+            _header(run_dir, config, metrics, info),
+            _learning_curves(figures, _read_log(run_dir / runs.LOG), metrics, config),
+            _confusion(figures, metrics["test"]),
+            _per_class(figures, metrics["test"]),
+            _calibration(figures, metrics, scores, problem),
+            _mistakes(scores, metrics["test"]["label_names"], problem),
+            _before_after(figures, metrics),
+            _data(figures, config, data_info, scores),
+        ]
+    page = PAGE.format(title=_e(f"tunetext report: {run_dir.name}"), css=CSS, body="\n".join(body),
+                       footer=_e(f"tunetext {__version__} · tunetext report {run_dir}"))
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+# --- inputs -----------------------------------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    """The training log; a resumed run may log a step twice, and the later entry wins."""
+    if not path.is_file():
+        return []
+    entries: dict[tuple[str, int], dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            entries[(entry.get("event", ""), entry.get("step", 0))] = entry
+    return sorted(entries.values(), key=lambda e: e.get("step", 0))
+
+
+def _score_test(run_dir: Path, config: RunConfig, data_info: dict[str, Any],
+                batch_size: int) -> tuple[TestScores | None, str | None]:
+    """Reload the run's test split and score it; `(None, why)` if the data cannot be read."""
+    from tunetext.assets import FetchError
+    from tunetext.data import DataError, load_dataset
+    from tunetext.predict import Classifier
+
+    clf = Classifier.load(run_dir)
+    try:
+        dataset = load_dataset(config.data, label_names=clf.label_names)
+    except (DataError, FetchError, OSError) as exc:
+        log.warning("report: cannot reload the test data (%s); leaving out the mistakes and the "
+                    "uncalibrated reliability diagram", exc)
+        return None, f"The run's data could not be read again ({exc}), so this part is missing."
+    test = dataset.test
+    log_probs = np.concatenate([lp for _, lp in iter_log_probs(
+        clf.model, clf.tokenizer, test.texts, config.model.max_length, batch_size)])
+    matches = data_info.get("test", {}).get("sha256") in (None, test.fingerprint())
+    return TestScores(test.texts, np.asarray(test.labels), log_probs, clf.temperature, matches), None
+
+
+# --- figures ----------------------------------------------------------------------------------------------
+
+class _Figures:
+    """Writes each figure as `<name>.png` next to the HTML and returns an inline <img> for it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __call__(self, fig, name: str, alt: str) -> str:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=150, facecolor="white")  # constrained layout already fits
+        png = buf.getvalue()
+        (self.folder / f"{name}.png").write_bytes(png)
+        width = round(fig.get_figwidth() * 96)  # CSS pixels at the size it was laid out for
+        data = base64.b64encode(png).decode("ascii")
+        return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}" '
+                f'style="width:{width}px"></figure>')
+
+
+def _figure(width: float, height: float, **kw):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained", **kw)
+
+
+def _short(name: str, n: int = 24) -> str:
+    return name if len(name) <= n else name[:n - 1] + "…"
+
+
+# --- sections ---------------------------------------------------------------------------------------------
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _section(sid: str, intro: str, *parts: str) -> str:
+    title = dict(SECTIONS)[sid]
+    return (f'<section id="{sid}"><h2>{title}</h2>' + (f'<p class="intro">{intro}</p>' if intro else "")
+            + "".join(parts) + "</section>")
+
+
+def _name(metric: str) -> str:
+    return {"macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}.get(metric, metric)
+
+
+def _count(n: int) -> str:
+    """22.7M, 118.4k, 9,216: parameter counts as people say them."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e4, "k")):
+        if n >= scale:
+            return f"{n / (scale if suffix != 'k' else 1e3):.1f}{suffix}"
+    return f"{n:,}"
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def _header(run_dir: Path, config: RunConfig, metrics: dict[str, Any], info: dict[str, Any]) -> str:
+    test, before = metrics["test"], metrics.get("before_finetune", {}).get("test")
+    training = metrics.get("training", {})
+    tc = config.train
+    strategy = f"last {tc.last_n} block{'s' if tc.last_n > 1 else ''}" if tc.strategy == "last_n" else "full"
+    facts = [("model", config.model.name), ("data", config.data.source), ("fine-tuning", strategy),
+             ("labels", ", ".join(test["label_names"]))]
+    if training:
+        t = training
+        facts.append(("training", f"{t['steps']} steps in {t['epochs_completed']} epochs, "
+                      f"{t['train_seconds']:.0f} s; {_count(t['trainable_parameters'])} of "
+                      f"{_count(t['total_parameters'])} parameters trained"))
+    if "finished" in info:
+        facts.append(("finished", info["finished"].replace("T", " ")))
+
+    def card(label: str, value: str, note: str = "") -> str:
+        return (f'<div class="card"><div class="label">{label}</div><div class="value">{value}</div>'
+                f'<div class="note">{note}</div></div>')
+
+    def delta(key: str) -> str:
+        if not before:
+            return ""
+        d = test[key] - before[key]
+        return f'<span class="{"up" if d >= 0 else "down"}">{_signed(d)}</span> vs before fine-tuning'
+
+    cards = [card("test accuracy", f"{test['accuracy']:.3f}", delta("accuracy")),
+             card("test macro-F1", f"{test['macro_f1']:.3f}", delta("macro_f1"))]
+    if "ece" in test:
+        cards.append(card("calibration error (ECE)", f"{test['ece']:.3f}",
+                          f"{test['ece_uncalibrated']:.3f} before temperature scaling"))
+    cards.append(card("test examples", f"{test['n']:,}", f"{len(test['label_names'])} labels"))
+    nav = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in SECTIONS)
+    rows = "".join(f"<tr><th>{k}</th><td>{_e(v)}</td></tr>" for k, v in facts)
+    return (f'<header><div class="kicker">tunetext run report</div><h1>{_e(run_dir.name)}</h1>'
+            f'<table class="facts">{rows}</table><div class="cards">{"".join(cards)}</div>'
+            f'<nav>{nav}</nav></header>')
+
+
+def _learning_curves(fig_out: _Figures, entries: list[dict[str, Any]], metrics: dict[str, Any],
+                     config: RunConfig) -> str:
+    train = [e for e in entries if e.get("event") == "train"]
+    evals = [e for e in entries if e.get("event") == "eval"]
+    if not train and not evals:
+        return _section("learning-curves", "This run has no training log (train_log.jsonl).")
+    metric = config.train.metric
+    fig = _figure(10, 3.6)
+    ax_loss, ax_val = fig.subplots(1, 2)
+    if train:
+        ax_loss.plot([e["step"] for e in train], [e["loss"] for e in train], color=BLUE, marker="o",
+                     markersize=3, linewidth=1.8)
+    ax_loss.set(title="Training loss", xlabel="optimizer step", ylabel="cross-entropy loss")
+    before = metrics.get("before_finetune", {}).get("val", {})
+    for key, colour, label in (("val_accuracy", GREY, "accuracy"), (f"val_{metric}", ORANGE, _name(metric))):
+        points = [(0, before[key[4:]])] if key[4:] in before else []
+        points += [(e["step"], e[key]) for e in evals if key in e]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax_val.plot(xs, ys, color=colour, marker="o", markersize=4, linewidth=1.8, label=label)
+        if key == f"val_{metric}" == "val_accuracy":
+            break
+    best = metrics.get("training", {}).get("best_step")
+    best_score = metrics.get("training", {}).get(f"best_val_{metric}")
+    if best is not None and best_score is not None:
+        ax_val.scatter([best], [best_score], s=140, marker="*", color=ORANGE, edgecolor="black", zorder=5,
+                       label=f"best ({best_score:.3f}, step {best})")
+    ax_val.set(title="Validation", xlabel="optimizer step (0: before fine-tuning)", ylabel="score")
+    ax_val.set_ylim(min(0.0, ax_val.get_ylim()[0]), 1.02)
+    ax_val.legend(loc="lower right")
+    stopped = " Training stopped early." if metrics.get("training", {}).get("stopped_early") else ""
+    intro = (f"Loss on training batches (averaged between log lines) and validation scores after each "
+             f"evaluation; the weights kept are those with the best validation "
+             f"{_name(metric)}.{stopped}")
+    return _section("learning-curves", intro, fig_out(fig, "learning_curves", "learning curves"))
+
+
+def _confusion(fig_out: _Figures, test: dict[str, Any]) -> str:
+    names = test["label_names"]
+    matrix = np.asarray(test["confusion_matrix"])
+    k = len(names)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    side = min(14.0, max(3.8, 0.5 * k + 2.4))
+    fig = _figure(side + 1.2, side)
+    ax = fig.subplots()
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.grid(False)
+    ax.spines[:].set_visible(False)
+    ticks = [_short(n) for n in names]
+    ax.set_xticks(range(k), ticks, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
+    ax.set_yticks(range(k), ticks)
+    ax.set(xlabel="predicted label", ylabel="true label", title=f"Test set (n={test['n']:,})")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{matrix[i, j]:,}\n{rates[i, j]:.0%}" if k <= 8 else f"{matrix[i, j]}",
+                        ha="center", va="center", fontsize=11 if k <= 8 else 8,
+                        color="white" if rates[i, j] > 0.55 else "black")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true label's examples")
+    intro = ("Rows are the true labels, columns the predictions; each cell shows the count and its share "
+             "of the row, so the diagonal is each label's recall.")
+    return _section("confusion-matrix", intro, fig_out(fig, "confusion_matrix", "confusion matrix"))
+
+
+def _per_class(fig_out: _Figures, test: dict[str, Any]) -> str:
+    names = test["label_names"]
+    per = test["per_class"]
+    k = len(names)
+    fig = _figure(9, min(30.0, max(2.6, 0.55 * k + 1.2)))
+    ax = fig.subplots()
+    y = np.arange(k)
+    height = 0.26
+    for offset, key, colour in ((-height, "precision", BLUE), (0, "recall", ORANGE), (height, "f1", GREEN)):
+        bars = ax.barh(y + offset, [per[n][key] for n in names], height, color=colour,
+                       label=key.replace("f1", "F1"))
+        if k <= 12:
+            ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=9)
+    ax.set_yticks(y, [f"{_short(n)} (n={per[n]['support']})" for n in names])
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1.08), xlabel="score on the test set")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
+    rows = "".join(f"<tr><td>{_e(n)}</td>"
+                   + "".join(f"<td>{per[n][c]:.3f}</td>" for c in ("precision", "recall", "f1"))
+                   + f"<td>{per[n]['support']:,}</td></tr>" for n in names)
+    table = ("<table><thead><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th>"
+             f"</tr></thead><tbody>{rows}</tbody><tfoot><tr><td>macro average</td>"
+             f"<td>{test['macro_precision']:.3f}</td><td>{test['macro_recall']:.3f}</td>"
+             f"<td>{test['macro_f1']:.3f}</td><td>{test['n']:,}</td></tr></tfoot></table>")
+    return _section("per-class", "", fig_out(fig, "per_class", "per-class scores"), table)
+
+
+def _reliability_panel(ax_bar, ax_hist, count, confidence, correct, title: str, num_labels: int) -> None:
+    bins = len(count)
+    low = np.floor(bins / num_labels) / bins  # no prediction is less confident than 1 / labels
+    edges = np.linspace(0, 1, bins + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    used = count > 0
+    accuracy = np.where(used, correct / np.maximum(count, 1), 0)
+    mean_conf = np.where(used, confidence / np.maximum(count, 1), 0)
+    ax_bar.bar(centers[used], accuracy[used], width=1 / bins, color=BLUE, edgecolor="white",
+               label="accuracy in the bin")
+    # The gap is hatched, not filled, so where it overlaps an accuracy bar both stay readable.
+    ax_bar.bar(centers[used], (mean_conf - accuracy)[used], bottom=accuracy[used], width=1 / bins,
+               fill=False, edgecolor=RED, hatch="///", linewidth=1, label="gap to the mean confidence")
+    ax_bar.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1, label="perfect calibration")
+    ax_bar.set(xlim=(low, 1), ylim=(0, 1.02), ylabel="accuracy", title=title)
+    ax_hist.bar(centers, count / max(count.sum(), 1), width=1 / bins, color=GREY, edgecolor="white")
+    ax_hist.set(xlim=(low, 1), ylim=(0, 1), xlabel="confidence (probability of the predicted label)",
+                ylabel="share")
+
+
+def _calibration(fig_out: _Figures, metrics: dict[str, Any], scores: TestScores | None,
+                 problem: str | None) -> str:
+    test = metrics["test"]
+    temperature = metrics.get("calibration", {}).get("temperature", test.get("temperature", 1.0))
+    if scores is not None:
+        acc = MetricAccumulator(test["label_names"], scores.temperature)
+        acc.update(scores.log_probs, scores.labels)
+        result = acc.result()
+        panels = [(acc.bins[0], f"Before: temperature 1 (ECE {result['ece_uncalibrated']:.3f})"),
+                  (acc.bins[1], f"After: temperature {scores.temperature:.2f} (ECE {result['ece']:.3f})")]
+        note = (f"<p>On the {len(scores.texts):,} test texts the ECE is {result['ece_uncalibrated']:.3f} at "
+                f"temperature 1 and {result['ece']:.3f} at temperature {scores.temperature:.2f}; log loss "
+                f"{result['log_loss']:.3f} after scaling.</p>")
+    elif "reliability" in test:
+        r = test["reliability"]
+        panels = [(np.array([r["count"], r["confidence"], r["correct"]]),
+                   f"After: temperature {temperature:.2f} (ECE {test['ece']:.3f})")]
+        note = f'<p class="warn">{_e(problem)} Only the calibrated diagram, from metrics.json, is shown.</p>'
+    else:
+        return _section("calibration", "This run's metrics have no calibration data.")
+    fig = _figure(5 * len(panels), 5.4)
+    grid = fig.subplots(2, len(panels), height_ratios=[3, 1], sharex="col", squeeze=False)
+    for col, (bins, title) in enumerate(panels):
+        _reliability_panel(grid[0, col], grid[1, col], *np.asarray(bins), title, len(test["label_names"]))
+    fig.legend(*grid[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=3)
+    intro = (f"How far the model's confidence is from its accuracy on the test set, in {ECE_BINS} "
+             f"confidence bins (the lower plots show where the examples fall). Temperature scaling divides "
+             f"the logits by T = {temperature:.2f}, fitted on validation; it changes the probabilities "
+             "but never the predicted label. The expected calibration error (ECE) is the average gap, "
+             "weighted by examples.")
+    return _section("calibration", intro, note, fig_out(fig, "calibration", "reliability diagrams"))
+
+
+def mistakes_table(texts: list[str], labels: np.ndarray, log_probs: np.ndarray, temperature: float,
+                   label_names: list[str], limit: int = MAX_MISTAKES) -> tuple[str, int]:
+    """The HTML table of the `limit` most confident mistakes (by calibrated probability) and how many
+    mistakes there are in all. Texts and labels are HTML-escaped."""
+    calibrated = softmax_with_temperature(log_probs, temperature)
+    raw = softmax_with_temperature(log_probs, 1.0)
+    preds = log_probs.argmax(axis=1)
+    wrong = np.flatnonzero(preds != labels)
+    order = wrong[np.argsort(-calibrated[wrong, preds[wrong]], kind="stable")][:limit]
+    rows = "".join(
+        f'<tr><td class="num">{calibrated[i, preds[i]]:.3f}</td><td class="num">{raw[i, preds[i]]:.3f}</td>'
+        f'<td><span class="pill pred">{_e(label_names[preds[i]])}</span></td>'
+        f'<td><span class="pill true">{_e(label_names[labels[i]])}</span></td>'
+        f'<td class="text">{_e(texts[i])}</td></tr>' for i in order)
+    table = ('<table class="mistakes"><thead><tr><th>confidence</th><th>raw (T = 1)</th><th>predicted</th>'
+             f"<th>true</th><th>text</th></tr></thead><tbody>{rows}</tbody></table>")
+    return table, len(wrong)
+
+
+def _mistakes(scores: TestScores | None, label_names: list[str], problem: str | None) -> str:
+    if scores is None:
+        return _section("mistakes", "", f'<p class="warn">{_e(problem)}</p>')
+    table, n_wrong = mistakes_table(scores.texts, scores.labels, scores.log_probs, scores.temperature,
+                                    label_names)
+    n = len(scores.texts)
+    if not n_wrong:
+        return _section("mistakes", f"No mistakes: every one of the {n:,} test texts is classified right.")
+    shown = min(n_wrong, MAX_MISTAKES)
+    intro = (f"{n_wrong:,} of {n:,} test texts are misclassified; the {shown} the model was surest about are "
+             "below, with the calibrated probability of the wrong label (and the raw one, temperature 1). "
+             "Confident mistakes are often label noise, or a pattern the model has latched on to.")
+    return _section("mistakes", intro, table)
+
+
+def _before_after(fig_out: _Figures, metrics: dict[str, Any]) -> str:
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if "test" in metrics.get("before_finetune", {}):
+        rows.append(("before fine-tuning (new head)", metrics["before_finetune"]["test"]))
+    for key, result in (metrics.get("prompt_baselines") or {}).items():
+        if isinstance(result, dict) and "accuracy" in result:
+            prompt = result.get("prompt", {})
+            shots = prompt.get("shots")
+            what = "zero-shot prompt" if shots == 0 or (shots is None and key == "zero_shot") else \
+                f"{shots}-shot prompt" if shots else key.replace("_", "-") + " prompt"
+            rows.append((f"{what} ({prompt['model']})" if prompt.get("model") else what, result))
+    rows.append(("after fine-tuning", metrics["test"]))
+    cells = "".join(
+        f'<tr class="{"final" if i == len(rows) - 1 else ""}"><td>{_e(name)}</td><td>{m["accuracy"]:.3f}</td>'
+        f'<td>{m["macro_f1"]:.3f}</td><td>{m["weighted_f1"]:.3f}</td><td>{m["n"]:,}</td></tr>'
+        for i, (name, m) in enumerate(rows))
+    table = ("<table><thead><tr><th></th><th>accuracy</th><th>macro-F1</th><th>weighted-F1</th><th>n</th>"
+             f"</tr></thead><tbody>{cells}</tbody></table>")
+    fig = _figure(9, 0.55 * len(rows) * 2 + 1.0)
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    for offset, key, colour in ((-0.2, "accuracy", BLUE), (0.2, "macro_f1", ORANGE)):
+        values = [m[key] for _, m in rows]
+        bars = ax.barh(y + offset, values, 0.38, color=colour, label=key.replace("macro_f1", "macro-F1"))
+        ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=9)
+    ax.set_yticks(y, [_short(name, 40) for name, _ in rows])
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1.1), xlabel="score on the test set")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
+    sizes = {m.get("n") for _, m in rows}
+    note = ('<p class="note">Prompt scores are on a stratified subsample of the test split.</p>'
+            if len(sizes) > 1 else "")
+    intro = ("The same test split scored by the pretrained model with a freshly initialised head (before), "
+             + ("by prompting a language model, " if len(rows) > 2 else "")
+             + "and by the fine-tuned model (after).")
+    return _section("before-after", intro, fig_out(fig, "before_after", "before vs after fine-tuning"),
+                    table, note)
+
+
+def _data(fig_out: _Figures, config: RunConfig, data_info: dict[str, Any], scores: TestScores | None) -> str:
+    splits = [s for s in ("train", "val", "test") if s in data_info]
+    if not splits:
+        return _section("data", "This run has no data.json.")
+    names = data_info["label_names"]
+    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    body = "".join(
+        f"<tr><td>{s}</td><td>{data_info[s]['size']:,}</td>"
+        + "".join(f"<td>{data_info[s]['label_counts'].get(n, 0):,}</td>" for n in names)
+        + f'<td class="hash">{data_info[s]["sha256"][:12]}</td></tr>' for s in splits)
+    table = (f"<table><thead><tr><th>split</th><th>examples</th>{head}<th>sha256</th></tr></thead>"
+             f"<tbody>{body}</tbody></table>")
+    k = len(names)
+    fig = _figure(9, min(30.0, max(2.4, 0.5 * k + 1.2)))
+    ax = fig.subplots()
+    y = np.arange(k)
+    for offset, split, colour in zip((-0.27, 0, 0.27), splits, (BLUE, ORANGE, GREEN), strict=False):
+        size = max(data_info[split]["size"], 1)
+        counts = [data_info[split]["label_counts"].get(n, 0) for n in names]
+        bars = ax.barh(y + offset, [c / size for c in counts], 0.26, color=colour,
+                       label=f"{split} ({data_info[split]['size']:,})")
+        if k <= 12:
+            ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=3, fontsize=9)
+    ax.set_yticks(y, [_short(n) for n in names])
+    ax.invert_yaxis()
+    ax.set(xlabel="share of the split (bars labelled with counts)", xlim=(0, 1.05))
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
+    steps = data_info.get("preparation", [])
+    prep = ("<h3>What preparation changed</h3><ul class=\"prep\">"
+            + "".join(f"<li>{_e(line)}</li>" for line in steps) + "</ul>" if steps else
+            "<p>Preparation changed nothing beyond whitespace normalisation.</p>")
+    options = [name for name in ("lowercase", "strip_urls", "strip_markup") if getattr(config.data, name)]
+    if config.data.balance != "none":
+        options.append(f"balance={config.data.balance}")
+    if config.data.augment:
+        options.append(f"augment={config.data.augment}")
+    settings = (f"<p>Source <code>{_e(config.data.source)}</code>, split seed {config.data.seed}"
+                + (f", options: {_e(', '.join(options))}" if options else "") + ".</p>")
+    extra = ""
+    if scores is not None:
+        words = sorted(len(t.split()) for t in scores.texts)
+        extra = (f"<p>Test texts have a median of {words[len(words) // 2]} words (longest {words[-1]}).</p>")
+        if not scores.matches_run:
+            extra += ('<p class="warn">The data read now does not match the fingerprint recorded when the '
+                      "run was trained: it changed since, so the mistakes and the reliability diagram above "
+                      "are for the data as it is now.</p>")
+    return _section("data", "", settings, table, fig_out(fig, "data", "label distribution per split"),
+                    extra, prep)
+
+
+CSS = """
+:root { --ink: #111827; --muted: #6b7280; --line: #e5e7eb; --bg: #f8fafc; --blue: #2563eb; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+       color: var(--ink); background: var(--bg); }
+main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 48px; }
+header, section { background: white; border: 1px solid var(--line); border-radius: 12px; padding: 22px 26px;
+                  margin-bottom: 20px; }
+.kicker { text-transform: uppercase; letter-spacing: .08em; font-size: 12px; color: var(--blue);
+          font-weight: 600; }
+h1 { margin: 2px 0 12px; font-size: 28px; }
+h2 { margin: 0 0 8px; font-size: 20px; }
+h3 { margin: 18px 0 6px; font-size: 15px; }
+.intro, .note { color: var(--muted); margin: 0 0 12px; max-width: 860px; }
+.warn { background: #fef3c7; border: 1px solid #f59e0b; border-radius: 8px; padding: 8px 12px; }
+table { border-collapse: collapse; margin: 10px 0; font-variant-numeric: tabular-nums; }
+th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
+thead th { font-size: 13px; color: var(--muted); font-weight: 600; }
+tfoot td { font-weight: 600; }
+tr.final td { font-weight: 700; background: #eff6ff; }
+table.facts th { color: var(--muted); font-weight: 500; padding: 2px 16px 2px 0; border: 0; }
+table.facts td { padding: 2px 0; border: 0; word-break: break-all; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 12px;
+         margin: 16px 0; }
+.card { border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; background: var(--bg); }
+.card .label { font-size: 13px; color: var(--muted); }
+.card .value { font-size: 30px; font-weight: 700; }
+.card .note { font-size: 13px; color: var(--muted); }
+.up { color: #15803d; font-weight: 600; } .down { color: #b91c1c; font-weight: 600; }
+nav { display: flex; flex-wrap: wrap; gap: 8px; }
+nav a { font-size: 13px; color: var(--blue); text-decoration: none; border: 1px solid #bfdbfe;
+        border-radius: 999px; padding: 3px 10px; background: #eff6ff; }
+figure { margin: 8px 0; }
+figure img { max-width: 100%; height: auto; display: block; }
+table.mistakes td.text { max-width: 620px; word-wrap: break-word; }
+td.num { font-variant-numeric: tabular-nums; }
+td.hash { font-family: ui-monospace, monospace; color: var(--muted); font-size: 12px; }
+.pill { border-radius: 999px; padding: 1px 8px; font-size: 13px; white-space: nowrap; }
+.pill.pred { background: #fee2e2; color: #991b1b; } .pill.true { background: #dcfce7; color: #166534; }
+ul.prep { margin: 4px 0; padding-left: 20px; color: #374151; }
+footer { color: var(--muted); font-size: 12px; text-align: center; }
+"""
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+<main>
+{body}
+<footer>{footer}</footer>
+</main>
+</body>
+</html>
+"""
