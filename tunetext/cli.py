@@ -46,9 +46,12 @@ def _train(args: argparse.Namespace) -> int:
         config_file = Path(args.output) / CONFIG
     problems: list[str] = []
     overrides.update(parse_overrides(args.overrides, problems))
+    try:
+        config = load_config(config_file, overrides)
+    except ConfigError as exc:  # report malformed items with every other problem, not first and alone
+        raise ConfigError(problems + exc.problems) from None
     if problems:
         raise ConfigError(problems)
-    config = load_config(config_file, overrides)
     if args.seeds is not None:
         if args.resume:
             raise ConfigError(["--seeds and --resume: resume one seed's run with --output DIR/seed-N"])
@@ -95,14 +98,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _read_inputs(path: Path, text_column: str) -> list[str]:
-    from tunetext.data.sources import DataError
+    from tunetext.data.sources import FILE_SUFFIXES, DataError, read_file
 
     suffix = path.suffix.lower()
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    if suffix in (".csv", ".tsv", ".jsonl", ".parquet"):
-        from tunetext.data.sources import read_file
-
+    if suffix in FILE_SUFFIXES and suffix != ".txt":  # the formats training reads (.json is JSON lines)
         # Reuse the readers; the label column is not needed, so point it at the text column.
         split = read_file(path, text_column, text_column)
         return [str(t) if t is not None else "" for t in split.texts]

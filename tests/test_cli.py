@@ -1,0 +1,179 @@
+"""The `tunetext` command, called in-process through `tunetext.cli.main`."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import TINY_CSV
+
+import tunetext
+from tunetext import Classifier, load_config
+from tunetext.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert tunetext.__version__ in capsys.readouterr().out
+
+
+def test_train_with_config_file_and_overrides(tmp_path, tiny_bert, capsys):
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(
+        f"data:\n  source: {TINY_CSV}\nmodel:\n  name: {tiny_bert}\n  max_length: 64\n"
+        "train:\n  epochs: 3\n  batch_size: 8\n  learning_rate: 1.0e-3\n  precision: fp32\n"
+    )
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", "--config", config_file, "--output", out, "--quiet",
+                              "epochs=1", "train.seed=3", "train.warmup_ratio=0")
+    assert code == 0
+    config = load_config(out / "tunetext.yaml")
+    assert config.train.epochs == 1 and config.train.seed == 3 and config.train.warmup_ratio == 0  # overrides
+    assert config.train.batch_size == 8 and config.model.max_length == 64  # from the file
+    assert config.train.weight_decay == 0.01  # a default neither touched
+    assert f"run written to {out}" in stdout
+    assert "confusion matrix" in stdout and "before vs after fine-tuning (test)" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["steps"] == 5
+    assert f"{metrics['test']['accuracy']:.4f}" in stdout
+
+
+def test_train_bad_override_exits_2_and_names_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, stderr = run_cli(capsys, "train", "--output", out, "epochz=2", "train.batch_size=0",
+                                   "novalue")
+    assert code == 2
+    assert stdout == ""
+    assert "error: invalid configuration" in stderr
+    assert "epochz" in stderr and "train.epochs" in stderr  # the unknown key and the likely one
+    assert "train.batch_size: got 0" in stderr
+    assert "'novalue': overrides are written key=value" in stderr
+    assert not out.exists()  # nothing started
+
+
+def test_train_missing_text_column_exits_2_listing_the_columns(tmp_path, tiny_bert, capsys):
+    code, _, stderr = run_cli(capsys, "train", "--data", TINY_CSV, "--model", tiny_bert, "--output",
+                              tmp_path / "run", "--text-column", "body", "--quiet")
+    assert code == 2
+    assert "no column 'body'" in stderr and "'text', 'label'" in stderr
+
+
+def test_evaluate_json_matches_the_stored_test_scores(trained_run, capsys):
+    code, stdout, _ = run_cli(capsys, "evaluate", trained_run, "--json")
+    assert code == 0
+    metrics = json.loads(stdout)
+    stored = json.loads((trained_run / "metrics.json").read_text())["test"]
+    assert metrics["split"] == "test"
+    assert metrics["accuracy"] == pytest.approx(stored["accuracy"])
+    assert metrics["confusion_matrix"] == stored["confusion_matrix"]
+
+
+def test_evaluate_table_and_other_data(trained_run, tmp_path, capsys):
+    code, stdout, _ = run_cli(capsys, "evaluate", trained_run)
+    assert code == 0
+    assert "(test)" in stdout and "confusion matrix" in stdout
+    other = tmp_path / "other.csv"
+    other.write_text("body,category\nfree prize call now,spam\nsee you at 6,ham\nwin cash today,spam\n")
+    code, stdout, _ = run_cli(capsys, "evaluate", trained_run, "--data", other, "--text-column", "body",
+                              "--label-column", "category", "--json")
+    assert code == 0
+    metrics = json.loads(stdout)
+    assert metrics["split"] == "all" and metrics["n"] == 3
+
+
+def test_evaluate_unfinished_directory_exits_2(tmp_path, capsys):
+    code, _, stderr = run_cli(capsys, "evaluate", tmp_path)
+    assert code == 2 and "not a finished tunetext run" in stderr
+
+
+def test_predict_texts_plain_and_json(trained_run, capsys):
+    texts = ["WINNER! claim your 1000 prize", "see you at 7pm"]
+    expected = Classifier.load(trained_run).predict(texts)
+    code, stdout, _ = run_cli(capsys, "predict", trained_run, *texts)
+    assert code == 0
+    lines = stdout.splitlines()
+    assert len(lines) == 2
+    for line, text, p in zip(lines, texts, expected, strict=True):
+        assert line.split()[0] == p.label and line.split()[1] == f"{p.score:.4f}" and line.endswith(text)
+
+    code, stdout, _ = run_cli(capsys, "predict", trained_run, *texts, "--json")
+    rows = json.loads(stdout)
+    assert [r["text"] for r in rows] == texts
+    for row, p in zip(rows, expected, strict=True):
+        assert row["label"] == p.label
+        assert row["probabilities"] == pytest.approx(p.probabilities)
+        assert sum(row["probabilities"].values()) == pytest.approx(1)
+
+
+def test_predict_txt_input_to_jsonl_output(trained_run, tmp_path, capsys):
+    source = tmp_path / "texts.txt"
+    source.write_text("free entry to win\nare we still on for lunch\ncall 0800 now\n")
+    out = tmp_path / "preds.jsonl"
+    code, stdout, stderr = run_cli(capsys, "predict", trained_run, "--input", source, "--output", out)
+    assert code == 0 and stdout == ""
+    assert f"wrote 3 predictions to {out}" in stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in rows] == source.read_text().splitlines()
+    assert all(r["label"] in ("ham", "spam") for r in rows)
+
+
+def test_predict_csv_input_to_csv_output(trained_run, tmp_path, capsys):
+    source = tmp_path / "in.csv"
+    source.write_text('id,body\n1,"free entry, to win"\n2,lunch later?\n')
+    out = tmp_path / "preds.csv"
+    code, _, _ = run_cli(capsys, "predict", trained_run, "--input", source, "--text-column", "body",
+                         "--output", out)
+    assert code == 0
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["text", "label", "score", "p_ham", "p_spam"]
+    assert [r["text"] for r in rows] == ["free entry, to win", "lunch later?"]
+    for r in rows:
+        assert float(r["p_ham"]) + float(r["p_spam"]) == pytest.approx(1, abs=1e-5)
+        assert float(r["score"]) == pytest.approx(float(r[f"p_{r['label']}"]))
+
+
+def test_predict_json_lines_input_with_json_suffix(trained_run, tmp_path, capsys):
+    # .json is read as JSON lines for training data, so also for prediction input
+    source = tmp_path / "in.json"
+    source.write_text('{"text": "free entry to win"}\n{"text": "lunch later?"}\n')
+    code, stdout, _ = run_cli(capsys, "predict", trained_run, "--input", source, "--json")
+    assert code == 0
+    assert [r["text"] for r in json.loads(stdout)] == ["free entry to win", "lunch later?"]
+
+
+def test_predict_without_texts_exits_2(trained_run, capsys):
+    code, _, stderr = run_cli(capsys, "predict", trained_run)
+    assert code == 2 and "give texts" in stderr
+
+
+def test_data_show(capsys):
+    code, stdout, _ = run_cli(capsys, "data", "show", TINY_CSV)
+    assert code == 0
+    assert "2 labels: ham, spam" in stdout
+    assert "train     36 examples (ham 19, spam 17)" in stdout
+    assert "val        5 examples (ham 3, spam 2)" in stdout
+    assert "test      11 examples (ham 6, spam 5)" in stdout
+    assert stdout.count("  [ham] ") == 2 and stdout.count("  [spam] ") == 2
+
+
+def test_data_show_missing_column_exits_2(capsys):
+    code, _, stderr = run_cli(capsys, "data", "show", TINY_CSV, "--label-column", "category")
+    assert code == 2
+    assert "no column 'category'" in stderr and "'text', 'label'" in stderr
+
+
+def test_data_list(capsys):
+    code, stdout, _ = run_cli(capsys, "data", "list")
+    assert code == 0
+    line = next(line for line in stdout.splitlines() if line.startswith("sms_spam "))
+    assert "5,574" in line
