@@ -11,10 +11,27 @@ import random
 
 import torch
 
+from tunetext.config import TEXT_FIELD
 
-def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids for each text, truncated to `max_length`, unpadded."""
-    return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+
+def format_inputs(texts: list[str], template: str | None) -> list[str]:
+    """The texts as the model sees them: put into `template` at `{text}` (`data.template`), or as they are.
+
+    Plain replacement, not `str.format`, so other braces in a template (JSON, code) stay literal.
+    """
+    if template is None:
+        return list(texts)
+    return [template.replace(TEXT_FIELD, text) for text in texts]
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int, template: str | None = None) -> list[list[int]]:
+    """Token ids for each text, put into `template` if given, truncated to `max_length`, unpadded.
+
+    The one place where a run's texts become model inputs: training, evaluation and `Classifier.predict`
+    (and so serving) all come through here, so a template applies to all of them alike.
+    """
+    return tokenizer(format_inputs(texts, template), truncation=True, max_length=max_length,
+                     padding=False)["input_ids"]
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int,

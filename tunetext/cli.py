@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
     for key, value in (("data.source", args.data), ("model.name", args.model), ("train.epochs", args.epochs),
                        ("train.strategy", args.strategy), ("data.text_column", args.text_column),
                        ("data.label_column", args.label_column),
-                       ("data.max_train_samples", args.max_train_samples)):
+                       ("data.max_train_samples", args.max_train_samples), ("data.template", args.template)):
         if value is not None:
             overrides[key] = value
     config_file = args.config
@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--template", help="prompt template with {text} where the text goes, applied in training, "
+                   "evaluation and prediction (data.template)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
     p.add_argument("--seeds", type=int, help="train N times with seeds train.seed, train.seed+1, ... into "

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.functional_validators import field_validator
 
 
 class ConfigError(ValueError):
@@ -22,6 +23,17 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+TEXT_FIELD = "{text}"  # where a prompt template puts the text
+
+
+def check_template(template: str) -> str:
+    """`template` if it has a `{text}` field, else a ValueError saying how to write one."""
+    if TEXT_FIELD not in template:
+        raise ValueError(f"a template must contain {TEXT_FIELD} where the text goes, e.g. "
+                         f"\"Classify the sentiment of the following movie review: '{TEXT_FIELD}'\"")
+    return template
 
 
 class _Section(BaseModel):
@@ -40,6 +52,10 @@ class DataConfig(_Section):
     test: str | None = Field(None, description="Optional separate test file.")
     text_column: str = Field("text", description="Column holding the text.")
     label_column: str = Field("label", description="Column holding the label (string or integer).")
+    template: str | None = Field(
+        None, description="Prompt template the model sees instead of the bare text, with `{text}` where the "
+        "text goes, e.g. \"Classify the sentiment of the following movie review: '{text}'\". Applied in "
+        "training, evaluation and prediction alike (`tunetext.batches.format_inputs`).")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the data for validation when "
                                 "no validation split is given.")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the data for test when no test "
@@ -65,6 +81,11 @@ class DataConfig(_Section):
         "of: `swap` two words, `delete` words, `insert` a copy of a word of the text at a random place.")
     augment_prob: float = Field(0.1, gt=0, le=0.5, description="Share of a text's words an augmentation "
                                 "touches (at least one).")
+
+    @field_validator("template")
+    @classmethod
+    def _template_has_text(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:

@@ -120,10 +120,11 @@ def softmax_with_temperature(log_probs: np.ndarray, temperature: float) -> np.nd
 
 
 def iter_log_probs(model, tokenizer, texts: list[str], max_length: int, batch_size: int,
-                   bf16: bool = False):
-    """Yield `(start, log_probs)` for consecutive chunks of `texts`: tokenised, scored, released."""
+                   bf16: bool = False, template: str | None = None):
+    """Yield `(start, log_probs)` for consecutive chunks of `texts`: put into `template` if given,
+    tokenised, scored, released."""
     for start in range(0, len(texts), CHUNK):
-        ids = tokenize(tokenizer, texts[start:start + CHUNK], max_length)
+        ids = tokenize(tokenizer, texts[start:start + CHUNK], max_length, template)
         yield start, predict_log_probs(model, ids, tokenizer.pad_token_id, batch_size, bf16=bf16)
 
 
@@ -189,10 +190,12 @@ def fit_temperature(log_probs: np.ndarray, labels: list[int] | np.ndarray) -> fl
 
 def evaluate_split(model, tokenizer, texts: list[str], labels: list[int], label_names: list[str],
                    max_length: int, batch_size: int, bf16: bool = False,
-                   temperature: float = 1.0) -> dict[str, Any]:
-    """Metrics of `model` on labelled texts, streamed chunk by chunk (memory does not grow with the set)."""
+                   temperature: float = 1.0, template: str | None = None) -> dict[str, Any]:
+    """Metrics of `model` on labelled texts (put into `template` if given), streamed chunk by chunk
+    (memory does not grow with the set)."""
     acc = MetricAccumulator(label_names, temperature)
-    for start, log_probs in iter_log_probs(model, tokenizer, texts, max_length, batch_size, bf16):
+    for start, log_probs in iter_log_probs(model, tokenizer, texts, max_length, batch_size, bf16,
+                                           template):
         acc.update(log_probs, labels[start:start + len(log_probs)])
     return acc.result()
 
@@ -227,7 +230,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
         raise ValueError(f"split must be train, val, test or all; got {split!r}")
     metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels,
                              clf.label_names, clf.config.model.max_length, batch_size,
-                             temperature=clf.temperature)
+                             temperature=clf.temperature, template=clf.config.data.template)
     metrics["split"] = split
     metrics["report"] = report
     return metrics

@@ -54,7 +54,7 @@ class Classifier:
                    "text cleaning (data.strip_urls/strip_markup)" if emptied else "")
             raise ValueError(f"texts must be non-empty strings; got empty or non-string text at "
                              f"position(s) {', '.join(map(str, bad[:10]))}{why}")
-        ids = tokenize(self.tokenizer, clean, self.config.model.max_length)
+        ids = tokenize(self.tokenizer, clean, self.config.model.max_length, self.config.data.template)
         return predict_probabilities(self.model, ids, self.tokenizer.pad_token_id, batch_size,
                                      temperature=self.temperature)
 

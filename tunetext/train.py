@@ -205,12 +205,13 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     log.info("model: %s (%s, %s), %.1fM parameters, %.1fM trainable (%s)", config.model.name,
              model.config.model_type, family.kind, total_params / 1e6, trainable / 1e6, tc.strategy)
     model.to(device)
-    train_ids = tokenize(tokenizer, dataset.train.texts, config.model.max_length)
+    template = config.data.template
+    train_ids = tokenize(tokenizer, dataset.train.texts, config.model.max_length, template)
     train_lengths = [len(x) for x in train_ids]
 
     def evaluate_on(split, use_model) -> dict[str, Any]:
         return evaluate_split(use_model, tokenizer, split.texts, split.labels, labels,
-                              config.model.max_length, tc.eval_batch_size, bf16=bf16)
+                              config.model.max_length, tc.eval_batch_size, bf16=bf16, template=template)
 
     # --- optimizer and schedule -------------------------------------------------------------------------
     # Every process must run the same number of batches, or the gradient all-reduce waits forever.
@@ -376,7 +377,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     # Final scores in fp32, as `Classifier.predict` computes them, with the temperature that calibrates
     # the probabilities on validation (argmax, and so accuracy and F1, are unchanged by it).
     val_log_probs = np.concatenate([lp for _, lp in iter_log_probs(
-        model, tokenizer, dataset.val.texts, config.model.max_length, tc.eval_batch_size)])
+        model, tokenizer, dataset.val.texts, config.model.max_length, tc.eval_batch_size,
+        template=template)])
     temperature = fit_temperature(val_log_probs, dataset.val.labels)
 
     val_scores = MetricAccumulator(labels, temperature)
@@ -384,7 +386,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     metrics = {
         "val": val_scores.result(),
         "test": evaluate_split(model, tokenizer, dataset.test.texts, dataset.test.labels, labels,
-                               config.model.max_length, tc.eval_batch_size, temperature=temperature),
+                               config.model.max_length, tc.eval_batch_size, temperature=temperature,
+                               template=template),
         "before_finetune": state["before_finetune"],
         "calibration": {"temperature": temperature},
         "training": {
