@@ -10,10 +10,10 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.functional_validators import field_validator
 
 
@@ -167,22 +167,121 @@ class TrainConfig(_Section):
         return self
 
 
+class _Param(_Section):
+    when: dict[str, Any] | None = Field(
+        None, description="Sample this parameter only when these other keys have these values in the "
+        "trial (sampled earlier in the space, or set in the config), e.g. `{train.strategy: last_n}`.")
+
+
+class FloatParam(_Param):
+    """A real number in [low, high]; `log: true` samples evenly in log space (learning rates)."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0, description="Discretise to low + k * step.")
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> FloatParam:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+
+class IntParam(_Param):
+    """An integer in [low, high] (both included), every `step`."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> IntParam:
+        _check_range(self.low, self.high, self.log, self.step if self.step != 1 else None)
+        return self
+
+
+class CategoricalParam(_Param):
+    """One of `choices`."""
+
+    type: Literal["categorical"]
+    choices: list[str | bool | int | float | None] = Field(min_length=1)
+
+
+def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+    if low > high:
+        raise ValueError(f"low {low} is above high {high}; swap them")
+    if log and low <= 0:
+        raise ValueError(f"log: true needs low > 0, got low {low}")
+    if log and step is not None:
+        raise ValueError("log: true and step cannot be combined; drop one")
+
+
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+_PARAM_SPEC: TypeAdapter[Any] = TypeAdapter(ParamSpec)
+_PARAM_TYPES = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
+
+
+class SearchConfig(_Section):
+    """Hyperparameter search (`tunetext search`); `tunetext train` ignores this section.
+
+    Every trial maximises the validation `train.metric`. The first trial of a study is the config as
+    written (the space's keys at their configured values), so the best trial is never worse than it.
+    """
+
+    space: dict[str, ParamSpec] = Field(
+        default_factory=dict, description="Dotted config key (`train.learning_rate`) -> how to sample it: "
+        "`{type: float, low, high, log}`, `{type: int, low, high, step}` or `{type: categorical, "
+        "choices: [...]}`. `data.*` keys and `train.metric` cannot be searched: trials must be scored "
+        "on the same data by the same metric to be comparable.")
+    trials: int = Field(20, ge=1, description="Trials wanted in the study in all, counting complete and "
+                        "pruned trials already in it (a resumed study runs only the missing ones).")
+    timeout: float | None = Field(None, gt=0, description="Start no new trial after this many seconds.")
+    storage: str | None = Field(None, description="Optuna storage URL; null means "
+                                "`sqlite:///<output>/study.db`. A shared database (postgresql://...) lets "
+                                "several machines work on one study.")
+    study_name: str = Field("tunetext", min_length=1, description="Study in the storage; the same name "
+                            "continues it.")
+    sampler_seed: int = Field(0, description="Seed of the TPE sampler.")
+    startup_trials: int = Field(5, ge=0, description="Trials sampled at random, the default trial "
+                                "included, before TPE models the results.")
+    pruner: Literal["median", "none"] = Field(
+        "median", description="`median` stops a trial whose validation score after an epoch is below the "
+        "median of earlier trials' at that epoch.")
+    pruner_startup_trials: int = Field(3, ge=0, description="Complete trials before any trial is pruned.")
+    pruner_warmup_epochs: int = Field(0, ge=0, description="Epochs of each trial that are never pruned.")
+
+
 class RunConfig(_Section):
     """Everything one training run needs; written to every run directory as `config.yaml`."""
 
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    search: SearchConfig = SearchConfig()
 
 
-SECTIONS = ("data", "model", "train")
+SECTIONS = ("data", "model", "train", "search")
+# Keys a search may not vary: trials must see the same data and be scored by the same metric.
+_UNSEARCHABLE_SECTIONS = ("data", "search")
+_UNSEARCHABLE_KEYS = ("train.metric",)
 
 
 def _format_errors(err: ValidationError, raw: dict[str, Any]) -> list[str]:
     problems = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"])
-        value = _lookup(raw, e["loc"])
+        loc, tag = e["loc"], None
+        if loc[:2] == ("search", "space") and len(loc) > 3:
+            loc, tag = loc[:3] + loc[4:], str(loc[3])  # drop the union tag pydantic puts in the location
+        where = ".".join(str(p) for p in loc)
+        value = _lookup(raw, loc)
+        if e["type"] == "extra_forbidden" and tag is not None:
+            fields = [f for f in _PARAM_TYPES[tag].model_fields if f != "type"]
+            problems.append(f"{where}: unknown key (value {value!r}); a {tag} parameter takes "
+                            f"{', '.join(fields)}")
+            continue
         if e["type"] == "extra_forbidden":
             section = str(e["loc"][0]) if len(e["loc"]) > 1 else None
             known = _known_keys(section)
@@ -264,6 +363,79 @@ def _set_override(tree: dict[str, Any], key: str, value: Any, problems: list[str
     tree[parts[0]][parts[1]] = value
 
 
+def _field_value(config: RunConfig, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def search_space_problems(space: dict[str, Any], config: RunConfig | None = None) -> list[str]:
+    """Problems with a search space: keys that are no config field or may not be searched, `when`
+    conditions on unknown keys, bounds or choices the field rejects, and (given the `config` the space
+    belongs to) configured values outside the space, which the first trial must use."""
+    problems: list[str] = []
+    known = {f"{s}.{k}" for s in SECTIONS for k in _known_keys(s)}
+    for key, raw_spec in space.items():
+        where = f"search.space.{key}"
+        if key not in known:
+            section, _, name = key.rpartition(".")
+            close = ([f"{section}.{c}" for c in difflib.get_close_matches(name, _known_keys(section), n=1)]
+                     if section in SECTIONS else difflib.get_close_matches(key, sorted(known), n=1))
+            hint = f"did you mean {close[0]}? " if close else ""
+            problems.append(f"{where}: unknown key; {hint}space keys are dotted config keys such as "
+                            "train.learning_rate")
+            continue
+        if key.split(".")[0] in _UNSEARCHABLE_SECTIONS or key in _UNSEARCHABLE_KEYS:
+            problems.append(f"{where}: cannot be searched: every trial must train and validate on the same "
+                            "data and be scored by the same metric; set it outside the space")
+            continue
+        try:
+            spec = raw_spec if isinstance(raw_spec, BaseModel) else _PARAM_SPEC.validate_python(raw_spec)
+        except ValidationError:
+            continue  # reported by the validation of the whole tree
+        for other in spec.when or {}:
+            if other not in known:
+                problems.append(f"{where}.when: unknown key {other!r}; conditions name dotted config keys")
+        values = spec.choices if isinstance(spec, CategoricalParam) else [spec.low, spec.high]
+        for value in values:
+            try:
+                with_overrides(config or RunConfig(), {key: value})
+            except ConfigError as err:
+                reason = err.problems[0].split(": ", 2)[-1]
+                problems.append(f"{where}: {value!r} is not a valid {key}: {reason}")
+        example = _field_value(config or RunConfig(), key)
+        if isinstance(spec, FloatParam) and isinstance(example, int) and not isinstance(example, bool):
+            problems.append(f"{where}: {key} is an integer; use type: int")
+        if config is None:
+            continue
+        if spec.when and any(_field_value(config, k) != v for k, v in spec.when.items() if k in known):
+            continue  # the default trial does not sample it
+        default = _field_value(config, key)
+        inside = (default in spec.choices if isinstance(spec, CategoricalParam) else
+                  isinstance(default, int | float) and spec.low <= default <= spec.high)
+        if not inside:
+            space_text = (f"choices {spec.choices}" if isinstance(spec, CategoricalParam) else
+                          f"range [{spec.low}, {spec.high}]")
+            problems.append(f"{where}: the configured value {default!r} is outside the {space_text}; the "
+                            "first trial trains the config as written, so include it (or set the key to a "
+                            "value inside the space)")
+    return problems
+
+
+def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """A copy of `config` with dotted-key `overrides` applied, validated as `load_config` does."""
+    problems: list[str] = []
+    tree = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        _set_override(tree, key, value, problems)
+    try:
+        new = RunConfig.model_validate(tree)
+    except ValidationError as err:
+        problems.extend(_format_errors(err, tree))
+    if problems:
+        raise ConfigError(problems)
+    return new
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
@@ -295,6 +467,15 @@ def load_config(
     except ValidationError as err:
         problems.extend(_format_errors(err, tree))
         config = None
+    search = tree.get("search")
+    if isinstance(search, dict) and isinstance(search.get("space"), dict):
+        base = config
+        if base is None:  # check the space against the rest of the config even if the search section fails
+            try:
+                base = RunConfig.model_validate({k: v for k, v in tree.items() if k != "search"})
+            except ValidationError:
+                base = None
+        problems.extend(search_space_problems(search["space"], base))
     if problems:
         raise ConfigError(problems)
     assert config is not None
@@ -302,5 +483,7 @@ def load_config(
 
 
 def dump_config(config: RunConfig) -> str:
-    """The resolved configuration as YAML, ready to be loaded again with `load_config`."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The resolved configuration as YAML, ready to be loaded again with `load_config`. The `search`
+    section is left out while it holds only defaults, as it does in every training run."""
+    exclude = {"search"} if config.search == SearchConfig() else None
+    return yaml.safe_dump(config.model_dump(mode="json", exclude=exclude), sort_keys=False)
