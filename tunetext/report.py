@@ -34,14 +34,17 @@ SECTIONS = (("learning-curves", "Learning curves"), ("confusion-matrix", "Confus
             ("mistakes", "Most confident mistakes"), ("before-after", "Before vs after fine-tuning"),
             ("data", "Data"))
 BLUE, ORANGE, GREY, RED, GREEN = "#2563eb", "#ea580c", "#9ca3af", "#dc2626", "#16a34a"
-STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.titleweight": "bold", "axes.labelsize": 11,
-         "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 10, "legend.frameon": False,
-         "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-         "axes.axisbelow": True, "font.family": "DejaVu Sans"}
+# matplotlib types rc keys as a Literal of every known name; Any keeps this plain table checkable.
+STYLE: dict[Any, Any] = {
+    "font.size": 11, "axes.titlesize": 12, "axes.titleweight": "bold", "axes.labelsize": 11,
+    "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 10, "legend.frameon": False,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+    "axes.axisbelow": True, "font.family": "DejaVu Sans",
+}
 
 
 @dataclass
-class TestScores:
+class SplitScores:
     """Per-example scores on the run's test split, reloaded and re-scored."""
 
     texts: list[str]
@@ -106,7 +109,7 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
 
 
 def _score_test(run_dir: Path, config: RunConfig, data_info: dict[str, Any],
-                batch_size: int) -> tuple[TestScores | None, str | None]:
+                batch_size: int) -> tuple[SplitScores | None, str | None]:
     """Reload the run's test split and score it; `(None, why)` if the data cannot be read."""
     from tunetext.assets import FetchError
     from tunetext.data import DataError, load_dataset
@@ -121,9 +124,10 @@ def _score_test(run_dir: Path, config: RunConfig, data_info: dict[str, Any],
         return None, f"The run's data could not be read again ({exc}), so this part is missing."
     test = dataset.test
     log_probs = np.concatenate([lp for _, lp in iter_log_probs(
-        clf.model, clf.tokenizer, test.texts, config.model.max_length, batch_size)])
+        clf.model, clf.tokenizer, test.texts, config.model.max_length, batch_size,
+        template=config.data.template)])
     matches = data_info.get("test", {}).get("sha256") in (None, test.fingerprint())
-    return TestScores(test.texts, np.asarray(test.labels), log_probs, clf.temperature, matches), None
+    return SplitScores(test.texts, np.asarray(test.labels), log_probs, clf.temperature, matches), None
 
 
 # --- figures ----------------------------------------------------------------------------------------------
@@ -332,7 +336,7 @@ def _reliability_panel(ax_bar, ax_hist, count, confidence, correct, title: str, 
                 ylabel="share")
 
 
-def _calibration(fig_out: _Figures, metrics: dict[str, Any], scores: TestScores | None,
+def _calibration(fig_out: _Figures, metrics: dict[str, Any], scores: SplitScores | None,
                  problem: str | None) -> str:
     test = metrics["test"]
     temperature = metrics.get("calibration", {}).get("temperature", test.get("temperature", 1.0))
@@ -355,7 +359,9 @@ def _calibration(fig_out: _Figures, metrics: dict[str, Any], scores: TestScores 
     fig = _figure(5 * len(panels), 5.4)
     grid = fig.subplots(2, len(panels), height_ratios=[3, 1], sharex="col", squeeze=False)
     for col, (bins, title) in enumerate(panels):
-        _reliability_panel(grid[0, col], grid[1, col], *np.asarray(bins), title, len(test["label_names"]))
+        count, confidence, correct = np.asarray(bins)
+        _reliability_panel(grid[0, col], grid[1, col], count, confidence, correct, title,
+                           len(test["label_names"]))
     fig.legend(*grid[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=3)
     intro = (f"How far the model's confidence is from its accuracy on the test set, in {ECE_BINS} "
              f"confidence bins (the lower plots show where the examples fall). Temperature scaling divides "
@@ -384,7 +390,7 @@ def mistakes_table(texts: list[str], labels: np.ndarray, log_probs: np.ndarray, 
     return table, len(wrong)
 
 
-def _mistakes(scores: TestScores | None, label_names: list[str], problem: str | None) -> str:
+def _mistakes(scores: SplitScores | None, label_names: list[str], problem: str | None) -> str:
     if scores is None:
         return _section("mistakes", "", f'<p class="warn">{_e(problem)}</p>')
     table, n_wrong = mistakes_table(scores.texts, scores.labels, scores.log_probs, scores.temperature,
@@ -438,7 +444,7 @@ def _before_after(fig_out: _Figures, metrics: dict[str, Any]) -> str:
                     table, note)
 
 
-def _data(fig_out: _Figures, config: RunConfig, data_info: dict[str, Any], scores: TestScores | None) -> str:
+def _data(fig_out: _Figures, config: RunConfig, data_info: dict[str, Any], scores: SplitScores | None) -> str:
     splits = [s for s in ("train", "val", "test") if s in data_info]
     if not splits:
         return _section("data", "This run has no data.json.")
