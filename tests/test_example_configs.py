@@ -17,5 +17,6 @@ def test_there_are_example_configs():
 def test_example_config_loads_and_names_its_launch_command(path):
     config = load_config(path)
     header = [line for line in path.read_text().splitlines() if line.startswith("#")]
-    assert any(line.startswith("# Launch: tunetext train --config") and path.name in line for line in header)
+    launch = ("# Launch: tunetext train --config", "# Launch: tunetext search --config")
+    assert any(line.startswith(launch) and path.name in line for line in header)
     assert config.model.name

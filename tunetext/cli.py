@@ -6,6 +6,7 @@
     tunetext data show sms_spam
     tunetext report runs/spam
     tunetext serve runs/spam --port 8000
+    tunetext search --config configs/search_sms_spam.yaml --output runs/search --trials 10
 """
 
 from __future__ import annotations
@@ -82,6 +83,39 @@ def _train(args: argparse.Namespace) -> int:
     print(f"  {'before':<10}{before['accuracy']:>10.4f}{before['macro_f1']:>10.4f}")
     print(f"  {'after':<10}{m['test']['accuracy']:>10.4f}{m['test']['macro_f1']:>10.4f}")
     return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    import optuna
+
+    from tunetext.config import load_config
+    from tunetext.search import search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # tunetext logs each trial itself
+    config = load_config(args.config, args.overrides)
+    result = search(config, args.output, trials=args.trials, timeout=args.timeout, storage=args.storage)
+    keys = list(config.search.space)
+    print(f"\n{'trial':>5}  {'state':<8}{'val ' + result.metric:>14}{'seconds':>9}  params")
+    for t in result.trials:
+        value = f"{t['value']:.4f}" if t["value"] is not None else "-"
+        seconds = f"{t['duration_s']:.0f}" if t["duration_s"] is not None else "-"
+        params = ", ".join(f"{k.split('.')[-1]}={_short(t['params'][k])}" for k in keys if k in t["params"])
+        mark = " (config as written)" if t["default"] else ""
+        print(f"{t['number']:>5}  {t['state']:<8}{value:>14}{seconds:>9}  {params}{mark}")
+    default = f"{result.default_value:.4f}" if result.default_value is not None else "did not complete"
+    print(f"\n{result.complete} complete, {result.pruned} pruned, {result.failed} failed")
+    print(f"best: trial {result.best_trial}, val {result.metric} {result.best_value:.4f} "
+          f"(the config as written: {default})")
+    for key, value in result.best_params.items():
+        print(f"  {key} = {_short(value)}")
+    print(f"best config: {result.best_config_path}  (its trial run: {result.best_run_dir})")
+    print(f"train it: tunetext train --config {result.best_config_path} --output "
+          f"{Path(args.output) / 'best'}")
+    return 0
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -243,6 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. train.learning_rate=5e-5 train.batch_size=16")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("search", help="search hyperparameters with Optuna", description="Search the "
+                       "config's search.space with Optuna (TPE sampling, median pruning per epoch); the "
+                       "first trial is the config as written. Writes OUTPUT/best_config.yaml, "
+                       "OUTPUT/search.json and one run per trial under OUTPUT/trials. See docs/search.md.")
+    p.add_argument("--config", required=True, help="YAML file with data/model/train/search sections")
+    p.add_argument("--output", required=True, help="folder for the trials, the study and the best config")
+    p.add_argument("--trials", type=int, help="finished trials wanted in the study in all, counting those "
+                   "already in it (default: search.trials)")
+    p.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    p.add_argument("--storage", help="Optuna storage URL shared by several workers, e.g. "
+                   "postgresql://user@host/db (default: search.storage, else sqlite:///OUTPUT/study.db)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. search.study_name=lr-sweep train.epochs=1")
+    p.set_defaults(func=_search)
 
     p = sub.add_parser("evaluate", help="score a finished run on data")
     p.add_argument("run_dir")
