@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_texts
 
 from tunetext.batches import collate, tokenize
-from tunetext.models import ModelError, apply_strategy, load_classifier
+from tunetext.models import ModelError, apply_strategy, load_classifier, load_tokenizer
 
 LABELS = ["ham", "spam"]
 
@@ -57,6 +57,14 @@ def test_exactly_the_intended_parameters_get_gradients(family_name, strategy, n,
         if name not in expected:
             assert p.grad is None and not p.requires_grad, name
     assert trainable == sum(p.numel() for name, p in model.named_parameters() if name in expected)
+
+
+def test_tiny_tokenizers_know_the_tiny_words(tiny_model):
+    """Guards the fixtures: a tokenizer that maps words to unknown gives a model nothing to learn from."""
+    tokenizer = load_tokenizer(str(tiny_model))
+    for ids in tokenize(tokenizer, tiny_texts(), 64):
+        assert tokenizer.unk_token_id not in ids
+        assert len(set(ids)) > 3
 
 
 def test_last_n_larger_than_the_model_is_an_error(tiny_model):
