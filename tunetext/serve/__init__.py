@@ -54,8 +54,10 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
         os.environ[_RUN_DIR_ENV] = str(Path(run_dir).resolve())
         os.environ[_SETTINGS_ENV] = settings.model_dump_json(exclude={"api_key"})
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        # A worker importing torch and loading a model can hold the GIL for seconds on a busy machine;
+        # uvicorn's default 5 s health check would kill and restart it over and over.
         uvicorn.run("tunetext.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level)
+                    log_level=log_level, timeout_worker_healthcheck=120)
 
 
 def app_from_env():
