@@ -127,6 +127,17 @@ def test_a_text_that_cleaning_empties_is_an_error_saying_so(cleaning_run):
         Classifier.load(cleaning_run).predict(["fine text", "https://only.a/url"])
 
 
+def test_serving_cleans_as_prediction_does_and_one_emptied_text_fails_alone(cleaning_run):
+    from tunetext.serve.batching import Engine
+
+    clf = Classifier.load(cleaning_run)
+    results = Engine(clf)([MESSY[0], "https://only.a/url", MESSY[1]])
+    np.testing.assert_allclose(np.stack([results[0].probabilities, results[2].probabilities]),
+                               clf.predict_proba([MESSY[0], MESSY[1]]), atol=1e-6)
+    assert results[1].probabilities is None and "text cleaning" in results[1].error
+    assert results[0].error is None and results[2].error is None
+
+
 # --- balancing ----------------------------------------------------------------------------------------
 
 def imbalanced(n_major=30, n_minor=6):

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from tunetext.data.prepare import normalize_text
+from tunetext.batches import format_inputs
 from tunetext.predict import Classifier
 
 T = TypeVar("T")
@@ -54,13 +54,19 @@ class Engine:
 
     def __call__(self, texts: list[str]) -> list[TextResult]:
         clf = self.classifier
-        # Token counts untruncated, to report truncation; the Classifier tokenises again, truncating, so its
-        # own `predict_proba` stays the one definition of a prediction.
-        ids = clf.tokenizer([normalize_text(t) for t in texts], truncation=False, padding=False,
-                            verbose=False)["input_ids"]
+        # Token counts untruncated, of the texts as the model sees them (cleaned as the run's training data,
+        # in its template), to report truncation; the Classifier cleans and tokenises again, truncating, so
+        # its own `predict_proba` stays the one definition of a prediction.
+        cleaned = clf.clean(texts)
+        ids = clf.tokenizer(format_inputs(cleaned, clf.config.data.template), truncation=False,
+                            padding=False, verbose=False)["input_ids"]
         results = [TextResult(None, error="the tokenizer turns this text into no tokens at all; send text "
                                           "with letters, digits or punctuation") for _ in texts]
-        usable = [i for i, seq in enumerate(ids) if seq]
+        for i, text in enumerate(cleaned):
+            if not text:  # one such text must not fail the whole batch in predict_proba
+                results[i] = TextResult(None, error="nothing is left of this text after the run's text "
+                                                    "cleaning (data.strip_urls/strip_markup)")
+        usable = [i for i, seq in enumerate(ids) if seq and cleaned[i]]
         if usable:
             probs = clf.predict_proba([texts[i] for i in usable], batch_size=len(usable))
             for row, i in enumerate(usable):
