@@ -4,6 +4,7 @@
     tunetext evaluate runs/spam
     tunetext predict runs/spam "WINNER! claim your prize" "see you at 8?"
     tunetext data show sms_spam
+    tunetext prompt-eval --model smollm2-135m --data sms_spam --template "SMS: {text}" --shots 4
     tunetext report runs/spam
     tunetext serve runs/spam --port 8000
     tunetext search --config configs/search_sms_spam.yaml --output runs/search --trials 10
@@ -187,6 +188,59 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_labels(text: str | None) -> dict[str, str] | None:
+    """`"ham=ham,spam=junk mail"` -> `{"ham": "ham", "spam": "junk mail"}`."""
+    if text is None:
+        return None
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    bad = [name + sep + value for name, sep, value in pairs if not sep or not name.strip()]
+    if bad:
+        raise ValueError(f"--labels takes NAME=WORDS pairs separated by commas, e.g. ham=ham,spam=spam; "
+                         f"got {', '.join(map(repr, bad))}")
+    return {name.strip(): value for name, _, value in pairs}
+
+
+def _prompt_eval(args: argparse.Namespace) -> int:
+    from tunetext.config import DataConfig
+    from tunetext.evaluate import format_metrics
+    from tunetext.prompting import format_story, prompt_eval, prompt_story
+    from tunetext.runs import read_run
+
+    labels = _parse_labels(args.labels)
+    options = {"labels": labels, "seed": args.seed, "max_examples": args.max_examples, "score": args.score,
+               "batch_size": args.batch_size, "progress": True}  # tqdm writes to stderr
+    if args.run is not None:
+        source = read_run(args.run)[0].data.source
+        if args.data is not None and args.data != source:
+            raise ValueError(f"{args.run} was trained on {source!r}, not {args.data!r}; the story compares "
+                             "on one test split, so leave out --data or give the run's own")
+        if args.split != "test":
+            raise ValueError("--run compares test scores; leave out --split")
+        story = prompt_story(args.run, args.model, args.template, shots=args.shots, **options)
+        if args.json:
+            print(json.dumps(story, indent=2))
+            return 0
+        for key in ("zero_shot", "few_shot"):
+            if key in story:
+                m = story[key]
+                print(format_metrics(m, f"{m['prompt']['shots']}-shot prompt, {args.model} on {source} "
+                                        f"(test)"))
+                print()
+        print(f"zero-shot -> few-shot -> fine-tuned, on the test split of {source} (stored in "
+              f"{Path(args.run) / 'metrics.json'} under prompt_baselines):")
+        print(format_story(story))
+        return 0
+    if args.data is None:
+        raise ValueError("give --data (a dataset), or --run RUN_DIR to use a fine-tuned run's data")
+    data = DataConfig(source=args.data, text_column=args.text_column, label_column=args.label_column)
+    metrics = prompt_eval(args.model, data, args.template, shots=args.shots, split=args.split, **options)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    print(format_metrics(metrics, f"{args.shots}-shot prompt, {args.model} on {args.data} ({args.split})"))
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from tunetext.compare import compare, format_table
 
@@ -329,6 +383,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, help="largest request body (more: 413)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("prompt-eval", help="zero- or few-shot prompt classification with a decoder",
+                       description="Classify by prompting a decoder: each label is scored by the "
+                       "log-likelihood of its verbalizer after the prompt (as the assistant's reply for "
+                       "chat models). With --run, also score zero-shot, and print zero-shot -> few-shot -> "
+                       "fine-tuned on the run's test split, storing the prompt scores in its metrics.json. "
+                       "See docs/prompting.md.")
+    p.add_argument("--model", required=True, help="decoder: catalogue name (smollm2-135m), folder or hub id")
+    p.add_argument("--data", help="dataset, as for train (default with --run: the run's own)")
+    p.add_argument("--template", required=True, help="prompt with {text} where the text goes")
+    p.add_argument("--labels", help="verbalizers, NAME=WORDS separated by commas, e.g. ham=ham,spam=spam "
+                   "(default: the label names)")
+    p.add_argument("--shots", type=int, default=0, help="training examples shown before each text")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--max-examples", type=int, help="score a stratified subsample of this many texts")
+    p.add_argument("--score", choices=["sum", "mean"], default="sum", help="a verbalizer's summed or "
+                   "per-token mean log-likelihood")
+    p.add_argument("--seed", type=int, default=42, help="picks the few-shot examples and the subsample")
+    p.add_argument("--batch-size", type=int, default=8, help="texts per forward pass")
+    p.add_argument("--run", help="a fine-tuned run on the same data: print the story table and store the "
+                   "prompt scores in its metrics.json")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(func=_prompt_eval)
 
     p = sub.add_parser("compare", help="one table of finished runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
