@@ -19,9 +19,10 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from tunetext import __version__
+from tunetext.config import TrainConfig
 
 EXAMPLES = {
     "spam": "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
@@ -316,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="catalogue name, local model folder or hub id (default: minilm-l6)")
     p.add_argument("--output", required=True, help="run directory to write")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--strategy", choices=["full", "last_n"])
+    p.add_argument("--strategy", choices=list(get_args(TrainConfig.model_fields["strategy"].annotation)),
+                   help="how to fine-tune (docs/strategies.md); its settings are train.* overrides")
     p.add_argument("--config", help="YAML file with data/model/train sections")
     p.add_argument("--text-column")
     p.add_argument("--label-column")

@@ -115,10 +115,35 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """How the model is fine-tuned."""
 
-    strategy: Literal["full", "last_n"] = Field(
+    strategy: Literal["full", "last_n", "lora", "prompt_tuning", "features", "distill"] = Field(
         "full", description="`full` trains every weight; `last_n` freezes all but the last N blocks, "
-        "the final norm and the head.")
+        "the final norm and the head; `lora` trains low-rank adapters and the head; `prompt_tuning` "
+        "(encoders) trains virtual prompt tokens and the head; `features` encodes each text once with the "
+        "frozen model and fits only the head's final linear layer; `distill` trains every weight of a "
+        "student (see student_layers) on a fine-tuned teacher's soft labels. See docs/strategies.md.")
     last_n: int = Field(1, ge=1, description="Blocks left trainable with strategy `last_n`.")
+    lora_r: int = Field(8, ge=1, description="Rank of the LoRA update matrices (strategy `lora`).")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling: the update is multiplied by "
+                              "lora_alpha / lora_r.")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the input of the LoRA matrices.")
+    lora_merge: bool = Field(True, description="Merge the trained LoRA update into the weights and save a "
+                             "standard model folder (served like any run); false saves only the adapter and "
+                             "the head (`adapter_config.json`, `adapter_model.safetensors`), applied to "
+                             "model.name when the run is loaded.")
+    prompt_tokens: int = Field(20, ge=1, description="Virtual tokens prepended to every input (strategy "
+                               "`prompt_tuning`).")
+    features_l2: float = Field(1e-3, ge=0, description="L2 penalty on the head's weights for strategy "
+                               "`features` (logistic regression fitted by L-BFGS on the cached features).")
+    features_max_iter: int = Field(500, ge=1, description="L-BFGS iterations for strategy `features`.")
+    distill_teacher: str | None = Field(None, description="Strategy `distill`: a finished run directory "
+                                        "whose model teaches; its label names must match the data's.")
+    distill_alpha: float = Field(0.5, ge=0, le=1, description="Weight of the teacher's soft labels in the "
+                                 "distillation loss; the rest goes to cross-entropy on the true labels.")
+    distill_temperature: float = Field(2.0, gt=0, description="Softmax temperature of teacher and student "
+                                       "in the distillation loss.")
+    student_layers: int | None = Field(None, ge=1, description="Build the model from only the first N "
+                                       "transformer blocks of model.name (a smaller, faster student); "
+                                       "null keeps them all.")
     cache_frozen: Literal["auto", "on", "off"] = Field(
         "auto", description="With strategy `last_n`, compute the frozen prefix's output (embeddings and "
         "frozen blocks, run without dropout) once per training text and train the top blocks from that "
@@ -150,6 +175,16 @@ class TrainConfig(_Section):
     seed: int = Field(42, description="Seed for initialisation, batch order and dropout.")
     checkpoint_every_epoch: bool = Field(True, description="Keep a resumable checkpoint after each epoch.")
     num_threads: int | None = Field(None, ge=1, description="Torch CPU threads; null uses all cores.")
+
+    @model_validator(mode="after")
+    def _distill_has_a_teacher(self) -> TrainConfig:
+        if self.strategy == "distill" and self.distill_teacher is None:
+            raise ValueError("strategy distill needs a teacher: set train.distill_teacher to a finished run "
+                             "directory (fine-tune one first, e.g. with strategy full)")
+        if self.strategy != "distill" and self.distill_teacher is not None:
+            raise ValueError(f"train.distill_teacher is set ({self.distill_teacher!r}) but strategy is "
+                             f"{self.strategy!r}; set train.strategy=distill or drop the teacher")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -96,21 +96,32 @@ class Family:
     blocks: str  # the list of transformer blocks
     final_norm: str | None = None  # a norm after the last block, if the family has one
     head_in_base: tuple[str, ...] = ()  # base-model modules that belong to the classification head
+    # The head's final linear layer, from the classification model: strategy `features` trains only it,
+    # on cached copies of its input.
+    head_linear: str = "classifier"
+    lora_targets: tuple[str, ...] = ()  # attention projections that strategy `lora` adapts
 
 
 # Keyed by `config.model_type`. Decoders classify from the last non-pad token (transformers'
 # *ForSequenceClassification does that given `pad_token_id`); encoders from the first ([CLS]) token.
+_QV = ("query", "value")
 FAMILIES: dict[str, Family] = {
-    "bert": Family("encoder", "encoder.layer", head_in_base=("pooler",)),
-    "roberta": Family("encoder", "encoder.layer", head_in_base=("pooler",)),
-    "xlm-roberta": Family("encoder", "encoder.layer", head_in_base=("pooler",)),
-    "mpnet": Family("encoder", "encoder.layer", head_in_base=("pooler",)),
-    "electra": Family("encoder", "encoder.layer"),
-    "distilbert": Family("encoder", "transformer.layer"),
-    "gpt2": Family("decoder", "h", final_norm="ln_f"),
-    "llama": Family("decoder", "layers", final_norm="norm"),
-    "qwen2": Family("decoder", "layers", final_norm="norm"),
-    "mistral": Family("decoder", "layers", final_norm="norm"),
+    "bert": Family("encoder", "encoder.layer", head_in_base=("pooler",), lora_targets=_QV),
+    "roberta": Family("encoder", "encoder.layer", head_in_base=("pooler",), head_linear="classifier.out_proj",
+                      lora_targets=_QV),
+    "xlm-roberta": Family("encoder", "encoder.layer", head_in_base=("pooler",),
+                          head_linear="classifier.out_proj", lora_targets=_QV),
+    "mpnet": Family("encoder", "encoder.layer", head_in_base=("pooler",), head_linear="classifier.out_proj",
+                    lora_targets=("q", "v")),
+    "electra": Family("encoder", "encoder.layer", head_linear="classifier.out_proj", lora_targets=_QV),
+    "distilbert": Family("encoder", "transformer.layer", lora_targets=("q_lin", "v_lin")),
+    "gpt2": Family("decoder", "h", final_norm="ln_f", head_linear="score", lora_targets=("c_attn",)),
+    "llama": Family("decoder", "layers", final_norm="norm", head_linear="score",
+                    lora_targets=("q_proj", "v_proj")),
+    "qwen2": Family("decoder", "layers", final_norm="norm", head_linear="score",
+                    lora_targets=("q_proj", "v_proj")),
+    "mistral": Family("decoder", "layers", final_norm="norm", head_linear="score",
+                      lora_targets=("q_proj", "v_proj")),
 }
 
 
@@ -307,7 +318,7 @@ def _get(module: nn.Module, dotted: str) -> nn.Module | None:
 
 
 def blocks(model: Any, family: Family) -> nn.ModuleList:
-    found = _get(model.base_model, family.blocks)
+    found = _get(unwrap_peft(model).base_model, family.blocks)
     if not isinstance(found, nn.ModuleList):
         raise ModelError(f"{type(model).__name__} has no block list at '{family.blocks}'")
     return found
@@ -329,8 +340,13 @@ def trainable_parameter_names(model: Any, family: Family, strategy: str, last_n:
     """The parameters a strategy trains: all of them (`full`), or the last `last_n` blocks, the
     final norm and the head (`last_n`)."""
     all_names = {n for n, _ in model.named_parameters()}
-    if strategy == "full":
+    if strategy in ("full", "distill"):  # a distillation student trains every weight
         return all_names
+    if strategy == "features":
+        ids = {id(p) for p in head_linear(model, family).parameters()}
+        return {n for n, p in model.named_parameters() if id(p) in ids}
+    if strategy in PEFT_STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} wraps the model in an adapter: use setup_strategy")
     if strategy != "last_n":
         raise ValueError(f"unknown strategy {strategy!r}")
     layer_list = blocks(model, family)
@@ -354,6 +370,94 @@ def apply_strategy(model: Any, family: Family, strategy: str, last_n: int) -> in
         trainable += param.numel() if name in keep else 0
     return trainable
 
+
+# --- strategies beyond freezing: PEFT adapters, the head's linear layer, truncated students -------------
+
+PEFT_STRATEGIES = ("lora", "prompt_tuning")
+ADAPTER_CONFIG = "adapter_config.json"  # marks a run saved as a PEFT adapter rather than a full model
+
+
+def unwrap_peft(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper; any other model as it is."""
+    get_base_model = getattr(model, "get_base_model", None)  # peft's PeftModel has it, transformers' not
+    return get_base_model() if get_base_model is not None else model
+
+
+def head_linear(model: Any, family: Family) -> nn.Linear:
+    """The classification head's final linear layer (`Family.head_linear`)."""
+    found = _get(unwrap_peft(model), family.head_linear)
+    if not isinstance(found, nn.Linear):
+        raise ModelError(f"{type(unwrap_peft(model)).__name__} has no linear layer at '{family.head_linear}'")
+    return found
+
+
+def head_modules(model: Any, family: Family) -> list[str]:
+    """Names of the modules that make up the classification head, for peft's `modules_to_save`: the
+    children outside the base model that hold weights, and the family's `head_in_base` parts."""
+    names = [n for n, m in model.named_children()
+             if n != model.base_model_prefix and any(True for _ in m.parameters())]
+    return names + [part for part in family.head_in_base if _get(model.base_model, part) is not None]
+
+
+def wrap_peft(model: Any, family: Family, train: Any) -> Any:
+    """`model` in a peft wrapper for `train.strategy` (`lora` or `prompt_tuning`): only the adapter and
+    the classification head train, and the head is saved with the adapter (`modules_to_save`)."""
+    from peft import LoraConfig, PromptTuningConfig, TaskType, get_peft_model
+
+    heads = head_modules(model, family)
+    if train.strategy == "lora":
+        if not family.lora_targets:
+            raise ModelError(f"no LoRA target modules are declared for {model.config.model_type!r} models")
+        config: Any = LoraConfig(task_type=TaskType.SEQ_CLS, r=train.lora_r, lora_alpha=train.lora_alpha,
+                                 lora_dropout=train.lora_dropout, target_modules=list(family.lora_targets),
+                                 modules_to_save=heads)
+    elif train.strategy == "prompt_tuning":
+        if family.kind == "decoder":
+            raise ModelError(
+                f"strategy prompt_tuning works with encoders only: a {model.config.model_type!r} decoder "
+                "classifies from its last non-pad token, which transformers cannot find once peft prepends "
+                "the virtual tokens as embeddings. Use train.strategy=lora")
+        config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=train.prompt_tokens,
+                                    modules_to_save=heads)
+    else:
+        raise ValueError(f"strategy {train.strategy!r} is not a PEFT strategy ({', '.join(PEFT_STRATEGIES)})")
+    return get_peft_model(model, config)
+
+
+def setup_strategy(model: Any, family: Family, train: Any) -> tuple[Any, int]:
+    """Apply `train.strategy` to a freshly loaded model: wrap it in a PEFT adapter (`lora`,
+    `prompt_tuning`), or freeze what the strategy leaves alone. Returns the model to train and its
+    number of trainable parameters."""
+    if train.strategy in PEFT_STRATEGIES:
+        model = wrap_peft(model, family, train)
+        return model, sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return model, apply_strategy(model, family, train.strategy, train.last_n)
+
+
+def truncate_blocks(model: Any, family: Family, n: int) -> None:
+    """Keep only the first `n` transformer blocks, in the model and its config (a distillation student)."""
+    layer_list = blocks(model, family)
+    if n > len(layer_list):
+        raise ModelError(f"train.student_layers={n} but the model has only {len(layer_list)} blocks")
+    del layer_list[n:]
+    config = unwrap_peft(model).config
+    config.num_hidden_layers = n  # transformers maps it to each family's key (GPT-2's n_layer, ...)
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds (Qwen2)
+        config.layer_types = config.layer_types[:n]
+
+
+def load_adapter_classifier(run_dir: str | Path, base_name: str, label_names: list[str],
+                            student_layers: int | None = None, attention: str = "auto",
+                            device: torch.device | None = None):
+    """`(model, tokenizer)` of a run saved as a PEFT adapter (`adapter_config.json`): the base model
+    `base_name` (the run's `model.name`) with a head of the run's labels, then the adapter, whose saved
+    head weights replace the new head's."""
+    from peft import PeftModel
+
+    model, tokenizer, family = load_classifier(base_name, label_names, attention, device)
+    if student_layers is not None:
+        truncate_blocks(model, family, student_layers)
+    return PeftModel.from_pretrained(model, str(run_dir)), tokenizer
 
 # --- running a model in two parts: a frozen prefix, whose output can be cached, and the top ---------------
 #

@@ -13,7 +13,7 @@ from tunetext.batches import tokenize
 from tunetext.config import RunConfig
 from tunetext.data.prepare import clean_text
 from tunetext.evaluate import predict_probabilities
-from tunetext.models import load_classifier
+from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier
 from tunetext.runs import read_run
 
 
@@ -38,9 +38,14 @@ class Classifier:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:
-        config, metrics, _ = read_run(run_dir)
-        model, tokenizer, _ = load_classifier(str(run_dir), attention=config.model.attention,
-                                              device=torch.device(device))
+        config, metrics, info = read_run(run_dir)
+        if (Path(run_dir) / ADAPTER_CONFIG).is_file():  # a PEFT adapter and head, for model.name's weights
+            model, tokenizer = load_adapter_classifier(run_dir, config.model.name, info["label_names"],
+                                                       config.train.student_layers, config.model.attention,
+                                                       torch.device(device))
+        else:
+            model, tokenizer, _ = load_classifier(str(run_dir), attention=config.model.attention,
+                                                  device=torch.device(device))
         return cls(model.to(device), tokenizer, config, metrics)
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

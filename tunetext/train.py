@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,14 @@ from tunetext.batches import collate, length_grouped_batches, shuffled_batches, 
 from tunetext.config import RunConfig, dump_config, load_config
 from tunetext.data import load_dataset
 from tunetext.evaluate import MetricAccumulator, evaluate_split, fit_temperature, iter_log_probs
-from tunetext.models import apply_strategy, blocks, forward_top, load_classifier, train_mode
+from tunetext.models import blocks, forward_top, load_classifier, setup_strategy, train_mode, truncate_blocks
+from tunetext.strategies import (
+    compare_with_teacher,
+    distill_loss,
+    load_teacher,
+    teacher_log_probs,
+    train_features_head,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,7 @@ class Run:
     config: RunConfig
     metrics: dict[str, Any]
     label_names: list[str]
+    model: Any = field(default=None, repr=False)  # the trained model in memory, as saved; None when read back
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -200,7 +208,9 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     # --- model ------------------------------------------------------------------------------------------
     model, tokenizer, family = load_classifier(config.model.name, labels, config.model.attention, device,
                                                config.model.implementation)
-    trainable = apply_strategy(model, family, tc.strategy, tc.last_n)
+    if tc.student_layers is not None:
+        truncate_blocks(model, family, tc.student_layers)
+    model, trainable = setup_strategy(model, family, tc)  # lora and prompt_tuning wrap the model in peft's
     total_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s (%s, %s), %.1fM parameters, %.1fM trainable (%s)", config.model.name,
              model.config.model_type, family.kind, total_params / 1e6, trainable / 1e6, tc.strategy)
@@ -221,7 +231,20 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     optimizer = _optimizer(model, config)
     scheduler = _linear_schedule(optimizer, round(tc.warmup_ratio * total_steps), total_steps)
     weights = _class_weights(dataset.train.labels, len(labels), tc.class_weights)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
+    cross_entropy = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
+    # distill: the teacher scores every training text once, with its own tokenizer; the loss mixes its
+    # softened distribution with the true labels. Every other strategy trains on cross-entropy alone.
+    teacher = load_teacher(tc.distill_teacher, labels, device) if tc.distill_teacher is not None else None
+    teacher_start = time.perf_counter()
+    soft_targets = (teacher_log_probs(teacher, dataset.train.texts, tc.eval_batch_size)
+                    if teacher is not None else None)
+    teacher_seconds = time.perf_counter() - teacher_start
+
+    def loss_fn(logits: torch.Tensor, targets: torch.Tensor, idx: list[int]) -> torch.Tensor:
+        if soft_targets is None:
+            return cross_entropy(logits, targets)
+        return distill_loss(logits, soft_targets[idx].to(device), targets, tc.distill_alpha,
+                            tc.distill_temperature, cross_entropy)
 
     # --- state, fresh or resumed ------------------------------------------------------------------------
     state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best_score": -1.0, "best_step": 0,
@@ -308,6 +331,16 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
                disable=not (progress and main), dynamic_ncols=True)
     window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
     stop = False
+    if tc.strategy == "features":
+        # The frozen model encodes each training text once and only the head's final linear layer is
+        # fitted, on those cached features, to convergence: that is all the training, so the loop below
+        # has no epoch left to run, and the run finishes as any other.
+        state["features"] = train_features_head(inner, family, train_ids, dataset.train.labels,
+                                                tokenizer.pad_token_id, tc, weights)
+        state.update(step=state["features"]["iterations"],
+                     train_seconds=state["features"]["encode_seconds"] + state["features"]["fit_seconds"])
+        stop = evaluate_and_maybe_stop()
+        state["epoch"] = tc.epochs
     with _StopFlag() as flag:
         while state["epoch"] < tc.epochs and not stop:
             epoch_seed = tc.seed + state["epoch"]
@@ -325,7 +358,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with nullcontext() if sync else accelerator.no_sync(model):
                     logits = forward(batch)
-                    loss = loss_fn(logits.float(), batch["labels"])
+                    loss = loss_fn(logits.float(), batch["labels"], idx)
                     accelerator.backward(loss / tc.gradient_accumulation_steps)
                 window_loss += loss.item() * len(idx)
                 window_samples += len(idx)
@@ -374,6 +407,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if best_weights is not None:
         model.load_state_dict(best_weights)
+    if tc.strategy == "lora" and tc.lora_merge:
+        model = model.merge_and_unload()  # a standard model folder, loaded and served like any run
     # Final scores in fp32, as `Classifier.predict` computes them, with the temperature that calibrates
     # the probabilities on validation (argmax, and so accuracy and F1, are unchanged by it).
     val_log_probs = np.concatenate([lp for _, lp in iter_log_probs(
@@ -400,6 +435,15 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
             "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         },
     }
+    if tc.strategy == "features":
+        metrics["features"] = state["features"]
+    if teacher is not None:
+        test_ids = tokenize(tokenizer, dataset.test.texts, config.model.max_length, template)
+        metrics["distill"] = {
+            "teacher": tc.distill_teacher, "teacher_model": teacher.config.model.name,
+            "student_layers": tc.student_layers, "teacher_scoring_seconds": teacher_seconds,
+            **compare_with_teacher(model, test_ids, tokenizer.pad_token_id, teacher, dataset.test.texts,
+                                   dataset.test.labels, tc.eval_batch_size)}
     if main:
         model.save_pretrained(run_dir)
         tokenizer.save_pretrained(run_dir)
@@ -414,7 +458,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
                               "model": config.model.name, "data": config.data.source,
                               "label_names": labels, "config_yaml": dump_config(config)})
     accelerator.wait_for_everyone()
-    return Run(run_dir, config, metrics, labels)
+    return Run(run_dir, config, metrics, labels, model)
 
 
 def train_seeds(config: RunConfig, output_dir: str | Path, seeds: int | list[int], overwrite: bool = False,

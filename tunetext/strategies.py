@@ -1,0 +1,179 @@
+"""The parts of the `features` and `distill` strategies that are not the training loop.
+
+`features`: the frozen model encodes every training text once, to the input of the head's final linear
+layer (`Family.head_linear`), and that layer alone is fitted on the cached features as a logistic regression.
+It goes back into the model, so the run is a standard model folder.
+
+`distill`: a finished run (the teacher) scores every training text once; the loop in `tunetext.train`
+then trains the student on `distill_loss`, which mixes the teacher's softened distribution with the true
+labels. `compare_with_teacher` measures what the smaller student costs and gains.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tunetext.batches import collate, sorted_batches, tokenize
+from tunetext.models import Family, ModelError, head_linear
+
+# --- features ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def encode_features(model: Any, family: Family, ids: list[list[int]], pad_id: int, batch_size: int,
+                    device: torch.device | None = None) -> torch.Tensor:
+    """What the head's final linear layer sees for each text, `[len(ids), in_features]`, in input order.
+
+    Captured with a forward hook, in eval mode (no dropout): BERT's pooler output, RoBERTa's dense+tanh
+    head output, a decoder's hidden state after the final norm at the last non-pad token.
+    """
+    linear = head_linear(model, family)
+    device = device or linear.weight.device
+    out = torch.zeros(len(ids), linear.in_features)
+    seen: list[torch.Tensor] = []
+    hook = linear.register_forward_hook(lambda _module, inputs, _output: seen.append(inputs[0]))
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in sorted_batches([len(x) for x in ids], batch_size):
+            batch = collate([ids[i] for i in idx], pad_id)
+            input_ids = batch["input_ids"].to(device)
+            seen.clear()
+            model(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device))
+            features = seen[0]
+            if features.dim() == 3:  # decoders score every position and pool the last non-pad one
+                assert family.kind == "decoder", features.shape
+                positions = torch.arange(input_ids.shape[1], device=device)
+                last = (positions * (input_ids != pad_id)).argmax(-1)  # as transformers' decoders find it
+                features = features[torch.arange(len(idx), device=device), last]
+            out[idx] = features.float().cpu()
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return out
+
+
+def fit_linear_head(linear: torch.nn.Linear, features: torch.Tensor, labels: list[int], l2: float,
+                    max_iter: int, class_weights: torch.Tensor | None = None) -> dict[str, Any]:
+    """Fit `linear` in place as a multinomial logistic regression on `features` (full-batch L-BFGS,
+    mean cross-entropy plus `l2 / 2 * ||weight||^2`); return the final loss and the iterations run."""
+    weight = linear.weight.detach().float().clone().requires_grad_(True)
+    bias = linear.bias.detach().float().clone().requires_grad_(True) if linear.bias is not None else None
+    params = [weight] + ([bias] if bias is not None else [])
+    y = torch.tensor(labels, dtype=torch.long)
+    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
+                                  tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def penalised_loss() -> torch.Tensor:
+        logits = F.linear(features, weight, bias)
+        return F.cross_entropy(logits, y, weight=class_weights) + 0.5 * l2 * weight.pow(2).sum()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = penalised_loss()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        if bias is not None:
+            linear.bias.copy_(bias)
+        final = penalised_loss().item()
+    return {"loss": final, "iterations": optimizer.state[weight]["n_iter"]}
+
+
+def train_features_head(model: Any, family: Family, ids: list[list[int]], labels: list[int], pad_id: int,
+                        train_config: Any, class_weights: torch.Tensor | None = None) -> dict[str, Any]:
+    """Strategy `features`: encode `ids` once with the frozen model, fit the head's final linear layer on
+    the cached features, and put it back in `model`. Returns timings and the fit's loss and iterations."""
+    start = time.perf_counter()
+    features = encode_features(model, family, ids, pad_id, train_config.eval_batch_size)
+    encoded = time.perf_counter()
+    fit = fit_linear_head(head_linear(model, family), features, labels, train_config.features_l2,
+                          train_config.features_max_iter,
+                          class_weights.cpu() if class_weights is not None else None)
+    return {"encode_seconds": encoded - start, "fit_seconds": time.perf_counter() - encoded,
+            "feature_dim": features.shape[1], **fit}
+
+
+# --- distill ----------------------------------------------------------------------------------------------
+
+def distill_loss(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, labels: torch.Tensor,
+                 alpha: float, temperature: float,
+                 cross_entropy: torch.nn.Module | None = None) -> torch.Tensor:
+    """`alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)`, where `_T` is the
+    softmax at temperature T. `T^2` keeps the soft-label gradients on the scale of the hard-label ones
+    (Hinton et al., 2015). `teacher_log_probs` may be the teacher's logits or log-probabilities: the
+    softmax does not see the difference."""
+    cross_entropy = cross_entropy or torch.nn.CrossEntropyLoss()
+    hard = cross_entropy(student_logits, labels)
+    if alpha == 0:
+        return hard
+    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                    F.log_softmax(teacher_log_probs / temperature, dim=-1),
+                    log_target=True, reduction="batchmean")
+    return alpha * temperature ** 2 * soft + (1 - alpha) * hard
+
+
+def load_teacher(run_dir: str | Path, label_names: list[str], device: torch.device | str = "cpu"):
+    """The finished run at `run_dir` as a `Classifier`; its label names must be the student's, in order."""
+    from tunetext.predict import Classifier
+
+    teacher = Classifier.load(run_dir, device=device)
+    if teacher.label_names != label_names:
+        raise ModelError(f"the teacher {run_dir} predicts labels {teacher.label_names} but the data has "
+                         f"labels {label_names}; distill from a teacher trained on the same labels")
+    return teacher
+
+
+def teacher_inputs(teacher: Any, texts: list[str]) -> list[list[int]]:
+    """`texts` as the teacher's own cleaning, template and tokenizer make them, as `Classifier.predict`
+    does (they may differ from the student's)."""
+    return tokenize(teacher.tokenizer, teacher.clean(texts), teacher.config.model.max_length,
+                    teacher.config.data.template)
+
+
+def teacher_log_probs(teacher: Any, texts: list[str], batch_size: int) -> torch.Tensor:
+    """The teacher's log-probabilities for every text, `[len(texts), num_labels]`, computed once."""
+    from tunetext.evaluate import predict_log_probs
+
+    return torch.from_numpy(predict_log_probs(teacher.model, teacher_inputs(teacher, texts),
+                                              teacher.tokenizer.pad_token_id, batch_size))
+
+
+def _timed_log_probs(model: Any, ids: list[list[int]], pad_id: int, batch_size: int) -> tuple[np.ndarray,
+                                                                                                float]:
+    from tunetext.evaluate import predict_log_probs
+
+    predict_log_probs(model, ids[:batch_size], pad_id, batch_size)  # warm-up: first-call allocations
+    start = time.perf_counter()
+    log_probs = predict_log_probs(model, ids, pad_id, batch_size)
+    return log_probs, len(ids) / (time.perf_counter() - start)
+
+
+def compare_with_teacher(student: Any, student_ids: list[list[int]], pad_id: int, teacher: Any,
+                         texts: list[str], labels: list[int], batch_size: int) -> dict[str, Any]:
+    """Accuracy and inference speed (examples per second, fp32, same batch size) of the student (given
+    `texts` tokenised, `student_ids`) and the teacher on the same texts, measured one after the other in
+    this process."""
+    student_lp, student_speed = _timed_log_probs(student, student_ids, pad_id, batch_size)
+    teacher_lp, teacher_speed = _timed_log_probs(teacher.model, teacher_inputs(teacher, texts),
+                                                 teacher.tokenizer.pad_token_id, batch_size)
+    y = np.asarray(labels)
+    student_acc = float((student_lp.argmax(1) == y).mean())
+    teacher_acc = float((teacher_lp.argmax(1) == y).mean())
+
+    def count(model: Any) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    return {"n": len(texts), "student_accuracy": student_acc, "teacher_accuracy": teacher_acc,
+            "accuracy_difference": student_acc - teacher_acc,
+            "student_examples_per_s": student_speed, "teacher_examples_per_s": teacher_speed,
+            "speedup": student_speed / teacher_speed,
+            "student_parameters": count(student), "teacher_parameters": count(teacher.model)}
