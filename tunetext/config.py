@@ -256,7 +256,8 @@ def _check_range(low: float, high: float, log: bool, step: float | None) -> None
 
 ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 _PARAM_SPEC: TypeAdapter[Any] = TypeAdapter(ParamSpec)
-_PARAM_TYPES = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
+_PARAM_TYPES: dict[str, type[_Param]] = {"float": FloatParam, "int": IntParam,
+                                         "categorical": CategoricalParam}
 
 
 class SearchConfig(_Section):
@@ -424,7 +425,9 @@ def search_space_problems(space: dict[str, Any], config: RunConfig | None = None
                             "data and be scored by the same metric; set it outside the space")
             continue
         try:
-            spec = raw_spec if isinstance(raw_spec, BaseModel) else _PARAM_SPEC.validate_python(raw_spec)
+            spec: FloatParam | IntParam | CategoricalParam = (
+                raw_spec if isinstance(raw_spec, FloatParam | IntParam | CategoricalParam)
+                else _PARAM_SPEC.validate_python(raw_spec))
         except ValidationError:
             continue  # reported by the validation of the whole tree
         for other in spec.when or {}:

@@ -251,10 +251,10 @@ def _write_results(study: Any, config: RunConfig, out: Path, storage: str, secon
     default_value = default["value"] if default and default["state"] == "COMPLETE" else None
     best_config = with_overrides(_base_config(config), best.params)
     best_path = out / BEST_CONFIG
+    versus = (f" (the config as written, trial {default['number']}: {default_value:.4f})"
+              if default is not None and default_value is not None else "")
     header = (f"# Best of {len(complete)} complete trials of study {config.search.study_name!r}: trial "
-              f"{best.number}, val {metric} {best.value:.4f}"
-              + (f" (the config as written, trial {default['number']}: {default_value:.4f})"
-                 if default_value is not None else "") + ".\n"
+              f"{best.number}, val {metric} {best.value:.4f}{versus}.\n"
               f"# Searched: {', '.join(config.search.space)}. Found by: tunetext search (see search.json).\n"
               f"# Launch: tunetext train --config {best_path} --output {out / 'best'}\n")
     tmp = best_path.with_name(f".{BEST_CONFIG}.tmp")
