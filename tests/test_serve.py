@@ -347,10 +347,12 @@ def test_a_full_queue_is_busy_and_a_model_failure_reaches_every_caller():
 
 def test_threads_default_to_cores_per_worker(monkeypatch):
     monkeypatch.setattr("tunetext.serve.app.cpu_count", lambda: 8)
-    assert ServeSettings().torch_threads() == 8
-    assert ServeSettings(workers=2).torch_threads() == 4
+    assert ServeSettings().torch_threads() == 7  # one core's worth for the event loop
+    assert ServeSettings(workers=2).torch_threads() == 3
     assert ServeSettings(workers=16).torch_threads() == 1
     assert ServeSettings(workers=2, threads=3).torch_threads() == 3
+    monkeypatch.setattr("tunetext.serve.app.cpu_count", lambda: 2)
+    assert ServeSettings().torch_threads() == 1
 
 
 def test_the_model_runs_with_the_configured_threads(trained_run):

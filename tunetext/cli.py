@@ -378,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
     # Unset limits take the defaults of `tunetext.serve.ServeSettings` (listed in docs/serving.md).
-    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores // workers)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores // workers - 1, at "
+                   "least 1)")
     p.add_argument("--max-batch-size", type=int, help="most texts in one forward pass")
     p.add_argument("--max-wait-ms", type=float, help="longest a batch waits for more texts once it has one")
     p.add_argument("--max-texts", type=int, help="most texts in one request (more: 413)")

@@ -30,8 +30,8 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
     """Run the service until interrupted. Binds to loopback unless `host` says otherwise.
 
     Each of `workers` processes loads the model and uses `threads` torch threads (default: cores //
-    workers). Limits left as None take the `ServeSettings` defaults. The API key, if any, comes from
-    $TUNETEXT_API_KEY.
+    workers - 1, at least 1). Limits left as None take the `ServeSettings` defaults. The API key, if
+    any, comes from $TUNETEXT_API_KEY.
     """
     import uvicorn
 

@@ -61,7 +61,7 @@ class ServeSettings(BaseModel):
     max_queue: int = Field(4096, ge=1, description="Most texts waiting for the model; beyond it, 503.")
     workers: int = Field(1, ge=1, description="Worker processes (each loads the model).")
     threads: int | None = Field(None, ge=1, description="Torch threads per worker; default: cores // "
-                                "workers, so workers do not fight over cores.")
+                                "workers - 1 (at least 1), leaving a core's worth to the event loop.")
     api_key: SecretStr | None = Field(default_factory=lambda: SecretStr(os.environ[API_KEY_ENV])
                                       if os.environ.get(API_KEY_ENV) else None,
                                       description=f"Bearer key required on all but the open paths; "
@@ -74,7 +74,9 @@ class ServeSettings(BaseModel):
         return self
 
     def torch_threads(self) -> int:
-        return self.threads or max(1, cpu_count() // self.workers)
+        # torch's threads spin at barriers, so one of them preempted (by the event loop, another worker,
+        # another program) stalls the whole batch: leave one core's worth free. See docs/serving.md.
+        return self.threads or max(1, cpu_count() // self.workers - 1)
 
 
 # ---- request and response bodies ------------------------------------------------------------------

@@ -1,0 +1,323 @@
+"""How much load `tunetext serve` takes, against a prediction endpoint written the way tutorials write it.
+
+One run starts each server in turn on loopback, serving the same run directory, and drives the same
+bounded load against `POST /predict` (by default 2,000 requests, one SMS text each, from 32 concurrent
+clients on keep-alive connections), after a warm-up:
+
+  tunetext   `tunetext serve RUN_DIR` with its defaults: dynamic batching, one worker, torch threads =
+             cores.
+  baseline   `transformers.pipeline("text-classification", model=RUN_DIR)` called once per request in a
+             plain FastAPI route (`def predict(req)`, so FastAPI runs it in its thread pool), under uvicorn.
+
+It reports requests/s and p50/p95/p99 latency for both as JSON, and the ratios. Target: tunetext at least
+3x the baseline's throughput, with a lower p99. It also checks that both answer with the same labels.
+
+    python benchmarks/serve_load.py                                  # trains runs/serve-bench if missing
+    python benchmarks/serve_load.py --run-dir runs/spam --requests 500 --output /tmp/serve_smoke.json
+
+The load generator is a minimal HTTP/1.1 client on asyncio streams, so that it takes as little as
+possible of the CPU the servers share with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUN = ROOT / "runs" / "serve-bench"
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "serve_load.json"
+TRAIN = ["tunetext", "train", "--data", "sms_spam", "--model", "minilm-l6", "--output", str(DEFAULT_RUN),
+         "--quiet", "train.epochs=1"]
+TARGET = {"throughput_ratio_min": 3.0, "p99": "tunetext's p99 below the baseline's"}
+
+# The baseline, as the tutorials write it; run by this script in a subprocess (see --baseline-server).
+BASELINE_APP = '''
+from fastapi import FastAPI
+from pydantic import BaseModel
+from transformers import pipeline
+
+app = FastAPI()
+classifier = pipeline("text-classification", model=RUN_DIR)
+
+
+class PredictRequest(BaseModel):
+    text: str
+
+
+@app.post("/predict")
+def predict(request: PredictRequest):
+    result = classifier(request.text)[0]
+    return {"label": result["label"], "score": result["score"]}
+'''
+
+
+# ---- the servers ------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(kind: str, run_dir: Path, port: int) -> subprocess.Popen:
+    if kind == "tunetext":
+        cmd = [sys.executable, "-m", "tunetext.cli", "serve", str(run_dir), "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, __file__, "--baseline-server", str(run_dir), "--port", str(port)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    return subprocess.Popen(cmd, env=env, start_new_session=True)
+
+
+def wait_ready(port: int, process: subprocess.Popen, path: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"the server was not ready after {timeout:.0f} s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run_baseline_server(run_dir: str, port: int) -> None:
+    import uvicorn
+
+    namespace: dict[str, Any] = {"RUN_DIR": run_dir}
+    exec(compile(BASELINE_APP, "baseline_app.py", "exec"), namespace)
+    uvicorn.run(namespace["app"], host="127.0.0.1", port=port, log_level="warning")
+
+
+# ---- the load -------------------------------------------------------------------------------------------
+
+async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes) -> tuple[int, bytes]:
+    writer.write(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+async def drive(port: int, bodies: list[bytes], requests: int, concurrency: int,
+                max_seconds: float) -> dict[str, Any]:
+    """`requests` POSTs from `concurrency` clients, each on its own keep-alive connection."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    answers: dict[int, dict] = {}
+    next_index = 0
+    deadline = time.perf_counter() + max_seconds
+
+    async def client() -> None:
+        nonlocal next_index
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while next_index < requests and time.perf_counter() < deadline:
+                i = next_index
+                next_index += 1
+                start = time.perf_counter()
+                try:
+                    status, payload = await _post(reader, writer, bodies[i % len(bodies)])
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    continue
+                latencies.append(time.perf_counter() - start)
+                if status != 200:
+                    errors.append(f"HTTP {status}: {payload[:200]!r}")
+                elif i < len(bodies):
+                    answers[i] = json.loads(payload)
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    lat = np.array(latencies) * 1000
+    return {
+        "requests": len(latencies), "errors": len(errors), "error_examples": errors[:5],
+        "wall_seconds": round(wall, 3), "truncated_by_time_limit": len(latencies) + len(errors) < requests,
+        "requests_per_second": round(len(latencies) / wall, 2) if wall else None,
+        "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 95, 99)}
+        | {"mean": round(float(lat.mean()), 2), "max": round(float(lat.max()), 2)} if len(lat) else {},
+        "_answers": answers,
+    }
+
+
+def measure(kind: str, run_dir: Path, bodies: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    print(f"[{kind}] starting on 127.0.0.1:{port} ...", flush=True)
+    started = time.perf_counter()
+    process = start_server(kind, run_dir, port)
+    try:
+        wait_ready(port, process, "/ready" if kind == "tunetext" else "/docs")
+        startup = time.perf_counter() - started
+        print(f"[{kind}] ready after {startup:.1f} s; warm-up ({args.warmup} requests) ...", flush=True)
+        asyncio.run(drive(port, bodies, args.warmup, args.concurrency, args.max_seconds))
+        load_before = os.getloadavg()[0]
+        print(f"[{kind}] load: {args.requests} requests from {args.concurrency} clients ...", flush=True)
+        result = asyncio.run(drive(port, bodies, args.requests, args.concurrency, args.max_seconds))
+        result["startup_seconds"] = round(startup, 1)
+        result["loadavg_1min"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+        if kind == "tunetext":
+            result["server"] = _batch_stats(port)
+        lat = result.get("latency_ms", {})
+        print(f"[{kind}] {result['requests_per_second']} req/s, p50 {lat.get('p50')} ms, p95 "
+              f"{lat.get('p95')} ms, p99 {lat.get('p99')} ms, {result['errors']} errors", flush=True)
+        return result
+    finally:
+        stop_server(process)
+
+
+def _batch_stats(port: int) -> dict[str, Any]:
+    """Forward passes and texts per pass, from the service's own /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith("tunetext_batch_size_")}
+    batches, texts = values.get("tunetext_batch_size_count", 0), values.get("tunetext_batch_size_sum", 0)
+    return {"forward_passes": int(batches), "texts": int(texts),
+            "mean_batch_size": round(texts / batches, 2) if batches else None}
+
+
+# ---- main -----------------------------------------------------------------------------------------------
+
+def ensure_run(run_dir: Path | None) -> Path:
+    from tunetext.runs import is_finished
+
+    if run_dir is not None:
+        if not is_finished(run_dir):
+            raise SystemExit(f"{run_dir} is not a finished tunetext run")
+        return run_dir
+    if not is_finished(DEFAULT_RUN):
+        print(f"training the benchmark model: {' '.join(TRAIN)}", flush=True)
+        subprocess.run(TRAIN + (["--overwrite"] if DEFAULT_RUN.exists() else []), check=True)
+    return DEFAULT_RUN
+
+
+def request_bodies(run_dir: Path, limit: int) -> list[bytes]:
+    """One body per text of the run's own test split: real SMS messages of realistic lengths."""
+    from tunetext.data import load_dataset
+    from tunetext.runs import read_run
+
+    config, _, _ = read_run(run_dir)
+    texts = load_dataset(config.data).test.texts[:limit]
+    return [json.dumps({"text": t}).encode() for t in texts]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", type=Path, help=f"finished run to serve (default: {DEFAULT_RUN}, "
+                        "trained first if missing)")
+    parser.add_argument("--requests", type=int, default=2000, help="measured requests per server")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--warmup", type=int, default=200, help="requests before measuring")
+    parser.add_argument("--max-seconds", type=float, default=300, help="time limit for each load phase")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--baseline-server", help=argparse.SUPPRESS)  # internal: run the baseline app
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_server:
+        run_baseline_server(args.baseline_server, args.port)
+        return 0
+
+    import torch
+
+    import tunetext
+
+    run_dir = ensure_run(args.run_dir)
+    bodies = request_bodies(run_dir, limit=1000)
+    print(f"{len(bodies)} distinct texts from the run's test split", flush=True)
+    sides = {kind: measure(kind, run_dir, bodies, args) for kind in ("tunetext", "baseline")}
+
+    # Same model on both sides: the labels must agree (tunetext's scores are temperature-calibrated, so
+    # only the labels are compared).
+    ours, theirs = sides["tunetext"].pop("_answers"), sides["baseline"].pop("_answers")
+    both = sorted(set(ours) & set(theirs))
+    agreement = sum(ours[i]["label"] == theirs[i]["label"] for i in both) / len(both) if both else None
+
+    t, b = sides["tunetext"], sides["baseline"]
+    ratios = {"throughput": round(t["requests_per_second"] / b["requests_per_second"], 2),
+              "p99_baseline_over_tunetext": round(b["latency_ms"]["p99"] / t["latency_ms"]["p99"], 2)}
+    met = {"throughput": ratios["throughput"] >= TARGET["throughput_ratio_min"],
+           "p99": t["latency_ms"]["p99"] < b["latency_ms"]["p99"]}
+    warnings = []
+    if t["errors"] or b["errors"]:
+        warnings.append(f"errors: tunetext {t['errors']}, baseline {b['errors']}")
+    if t["truncated_by_time_limit"] or b["truncated_by_time_limit"]:
+        warnings.append("a load phase hit --max-seconds; fewer requests were measured")
+    if agreement is not None and agreement < 1:
+        warnings.append(f"the two servers disagree on {1 - agreement:.1%} of labels")
+    busy = max(s["loadavg_1min"]["before"] for s in sides.values())
+    if busy > 1.0:
+        warnings.append(f"1-minute load average {busy:.1f} before a load phase: other work on the machine "
+                        "makes the numbers indicative only")
+    result = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "tunetext": tunetext.__version__},
+        "config": {"run_dir": str(run_dir), "model": tunetext.Classifier.load(run_dir).config.model.name,
+                   "requests": args.requests, "concurrency": args.concurrency, "warmup": args.warmup,
+                   "distinct_texts": len(bodies), "max_seconds": args.max_seconds,
+                   "tunetext_server": "tunetext serve RUN_DIR (defaults: 1 worker, max_batch_size 32, "
+                                      "max_wait_ms 5)",
+                   "baseline_server": "uvicorn + FastAPI sync route calling pipeline('text-classification')"},
+        "tunetext": t, "baseline": b, "label_agreement": agreement,
+        "ratios": ratios, "target": TARGET, "met": {**met, "all": all(met.values())}, "warnings": warnings,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"\n{'':<10}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for kind, side in sides.items():
+        lat = side["latency_ms"]
+        print(f"{kind:<10}{side['requests_per_second']:>10.1f}{lat['p50']:>10.1f}{lat['p95']:>10.1f}"
+              f"{lat['p99']:>10.1f}{side['errors']:>8d}")
+    print(f"\nthroughput {ratios['throughput']:.2f}x the baseline (target >= "
+          f"{TARGET['throughput_ratio_min']}x), p99 {ratios['p99_baseline_over_tunetext']:.2f}x lower")
+    if agreement is not None:
+        print(f"labels agree on {agreement:.1%} of {len(both)} texts")
+    if "server" in t:
+        print(f"tunetext ran {t['server']['forward_passes']} forward passes, "
+              f"{t['server']['mean_batch_size']} texts each on average")
+    for w in warnings:
+        print(f"warning: {w}")
+    print(f"written to {args.output}")
+    return 0 if met["throughput"] and met["p99"] and not (t["errors"] or b["errors"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
