@@ -177,9 +177,9 @@ def _name(metric: str) -> str:
 
 def _count(n: int) -> str:
     """22.7M, 118.4k, 9,216: parameter counts as people say them."""
-    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e4, "k")):
-        if n >= scale:
-            return f"{n / (scale if suffix != 'k' else 1e3):.1f}{suffix}"
+    for at_least, unit, suffix in ((1e9, 1e9, "B"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if n >= at_least:
+            return f"{n / unit:.1f}{suffix}"
     return f"{n:,}"
 
 
@@ -191,7 +191,7 @@ def _header(run_dir: Path, config: RunConfig, metrics: dict[str, Any], info: dic
     test, before = metrics["test"], metrics.get("before_finetune", {}).get("test")
     training = metrics.get("training", {})
     tc = config.train
-    strategy = f"last {tc.last_n} block{'s' if tc.last_n > 1 else ''}" if tc.strategy == "last_n" else "full"
+    strategy = f"last_n (last {tc.last_n} blocks and the head)" if tc.strategy == "last_n" else tc.strategy
     facts = [("model", config.model.name), ("data", config.data.source), ("fine-tuning", strategy),
              ("labels", ", ".join(test["label_names"]))]
     if training:
@@ -239,14 +239,13 @@ def _learning_curves(fig_out: _Figures, entries: list[dict[str, Any]], metrics: 
                      markersize=3, linewidth=1.8)
     ax_loss.set(title="Training loss", xlabel="optimizer step", ylabel="cross-entropy loss")
     before = metrics.get("before_finetune", {}).get("val", {})
-    for key, colour, label in (("val_accuracy", GREY, "accuracy"), (f"val_{metric}", ORANGE, _name(metric))):
-        points = [(0, before[key[4:]])] if key[4:] in before else []
-        points += [(e["step"], e[key]) for e in evals if key in e]
+    curves = [] if metric == "accuracy" else [("accuracy", GREY)]
+    for name, colour in [*curves, (metric, ORANGE)]:  # the early-stopping metric in orange, drawn last
+        points = [(0, before[name])] if name in before else []
+        points += [(e["step"], e[f"val_{name}"]) for e in evals if f"val_{name}" in e]
         if points:
             xs, ys = zip(*points, strict=True)
-            ax_val.plot(xs, ys, color=colour, marker="o", markersize=4, linewidth=1.8, label=label)
-        if key == f"val_{metric}" == "val_accuracy":
-            break
+            ax_val.plot(xs, ys, color=colour, marker="o", markersize=4, linewidth=1.8, label=_name(name))
     best = metrics.get("training", {}).get("best_step")
     best_score = metrics.get("training", {}).get(f"best_val_{metric}")
     if best is not None and best_score is not None:
