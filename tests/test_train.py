@@ -103,6 +103,7 @@ def test_classifier_predicts_label_names_and_batching_changes_nothing(learned_ru
     one_batch = clf.predict(texts, batch_size=64)
     small_batches = clf.predict(texts, batch_size=2)
     alone = [clf.predict(t) for t in texts]
+    assert clf.predict([]) == []
     for p, q, r in zip(one_batch, small_batches, alone, strict=True):
         assert p.label in ("ham", "spam")
         assert set(p.probabilities) == {"ham", "spam"}

@@ -30,6 +30,8 @@ def tokenize(tokenizer, texts: list[str], max_length: int, template: str | None 
     The one place where a run's texts become model inputs: training, evaluation and `Classifier.predict`
     (and so serving) all come through here, so a template applies to all of them alike.
     """
+    if not texts:  # fast tokenizers raise IndexError on an empty batch; no texts, no ids
+        return []
     return tokenizer(format_inputs(texts, template), truncation=True, max_length=max_length,
                      padding=False)["input_ids"]
 
