@@ -227,3 +227,25 @@ def test_cli_prints_the_trials_and_the_best_config(finished_search, tiny_bert, t
 def test_empty_space_is_an_error(tiny_bert, tmp_path):
     with pytest.raises(ConfigError, match="search.space: empty"):
         search(tiny_config(tiny_bert), tmp_path / "out")
+
+
+def test_a_resumed_session_draws_new_trials_not_the_first_sessions_again(tiny_bert, tmp_path, monkeypatch):
+    """Training is faked here (a score from the learning rate): only the sampling is under test."""
+    import importlib
+
+    from tunetext.train import Run
+
+    train_module = importlib.import_module("tunetext.train")  # `tunetext.train` is also the function
+
+    def fake_train(config, output_dir, overwrite=False, progress=True, on_evaluate=None):
+        score = 1 - abs(config.train.learning_rate - 1e-3)
+        on_evaluate({"step": 1, "epoch": 1, "val_macro_f1": score})
+        return Run(output_dir, config, {"training": {"best_val_macro_f1": score}}, ["ham", "spam"])
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    config = search_config(tiny_bert, startup_trials=10)  # every trial a random draw of the seeded sampler
+    search(config, tmp_path / "out", trials=3)
+    result = search(config, tmp_path / "out", trials=5)
+    drawn = [t["params"]["train.learning_rate"] for t in result.trials[1:]]
+    assert len(set(drawn)) == 4, drawn  # with the seed reused, trials 3 and 4 would repeat 1 and 2
+    assert result.best_value == max(1 - abs(lr - 1e-3) for lr in [1e-3, *drawn])

@@ -171,10 +171,12 @@ def search(config: RunConfig, output_dir: str | Path, trials: int | None = None,
     metric = config.train.metric
     base = _base_config(config)
 
-    study = optuna.create_study(
-        storage=storage, study_name=sc.study_name, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=sc.sampler_seed, n_startup_trials=sc.startup_trials),
-        pruner=_pruner(sc))
+    study = optuna.create_study(storage=storage, study_name=sc.study_name, direction="maximize",
+                                load_if_exists=True, pruner=_pruner(sc))
+    # The seed moves on with the study: a resumed session, or a second worker joining, would otherwise
+    # replay the first session's random draws and train the same trials again.
+    study.sampler = optuna.samplers.TPESampler(seed=sc.sampler_seed + len(study.trials),
+                                               n_startup_trials=sc.startup_trials)
     # A study is only meaningful for one base config: refuse to mix trials of another into it.
     identity = dump_config(config.model_copy(update={"search": sc.model_copy(update={
         "trials": 1, "timeout": None, "storage": None})}))  # what may change between sessions left out
