@@ -330,9 +330,11 @@ def _reliability_panel(ax_bar, ax_hist, count, confidence, correct, title: str, 
                fill=False, edgecolor=RED, hatch="///", linewidth=1, label="gap to the mean confidence")
     ax_bar.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1, label="perfect calibration")
     ax_bar.set(xlim=(low, 1), ylim=(0, 1.02), ylabel="accuracy", title=title)
-    ax_hist.bar(centers, count / max(count.sum(), 1), width=1 / bins, color=GREY, edgecolor="white")
-    ax_hist.set(xlim=(low, 1), ylim=(0, 1), xlabel="confidence (probability of the predicted label)",
-                ylabel="share")
+    bars = ax_hist.bar(centers, count / max(count.sum(), 1), width=1 / bins, color=GREY, edgecolor="white")
+    # Counts on the bars: a bin of 2 examples can look as badly calibrated as one of 2,000.
+    ax_hist.bar_label(bars, labels=[f"{int(c):,}" if c else "" for c in count], padding=2, fontsize=8)
+    ax_hist.set(xlim=(low, 1), ylim=(0, 1.3), yticks=[0, 0.5, 1],
+                xlabel="confidence (probability of the predicted label)", ylabel="share")
 
 
 def _calibration(fig_out: _Figures, metrics: dict[str, Any], scores: SplitScores | None,
@@ -384,7 +386,7 @@ def mistakes_table(texts: list[str], labels: np.ndarray, log_probs: np.ndarray, 
         f'<td><span class="pill pred">{_e(label_names[preds[i]])}</span></td>'
         f'<td><span class="pill true">{_e(label_names[labels[i]])}</span></td>'
         f'<td class="text">{_e(texts[i])}</td></tr>' for i in order)
-    table = ('<table class="mistakes"><thead><tr><th>confidence</th><th>raw (T = 1)</th><th>predicted</th>'
+    table = ('<table class="mistakes"><thead><tr><th>confidence</th><th>raw (T=1)</th><th>predicted</th>'
              f"<th>true</th><th>text</th></tr></thead><tbody>{rows}</tbody></table>")
     return table, len(wrong)
 
@@ -399,7 +401,8 @@ def _mistakes(scores: SplitScores | None, label_names: list[str], problem: str |
         return _section("mistakes", f"No mistakes: every one of the {n:,} test texts is classified right.")
     shown = min(n_wrong, MAX_MISTAKES)
     intro = (f"{n_wrong:,} of {n:,} test texts are misclassified; the {shown} the model was surest about are "
-             "below, with the calibrated probability of the wrong label (and the raw one, temperature 1). "
+             "below, as the model saw them (after the run's text cleaning), with the calibrated probability "
+             "of the wrong label (and the raw one, temperature 1). "
              "Confident mistakes are often label noise, or a pattern the model has latched on to.")
     return _section("mistakes", intro, table)
 
@@ -510,7 +513,7 @@ h3 { margin: 18px 0 6px; font-size: 15px; }
 .warn { background: #fef3c7; border: 1px solid #f59e0b; border-radius: 8px; padding: 8px 12px; }
 table { border-collapse: collapse; margin: 10px 0; font-variant-numeric: tabular-nums; }
 th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-thead th { font-size: 13px; color: var(--muted); font-weight: 600; }
+thead th { font-size: 13px; color: var(--muted); font-weight: 600; white-space: nowrap; }
 tfoot td { font-weight: 600; }
 tr.final td { font-weight: 700; background: #eff6ff; }
 table.facts th { color: var(--muted); font-weight: 500; padding: 2px 16px 2px 0; border: 0; }
