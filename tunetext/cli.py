@@ -208,8 +208,9 @@ def _prompt_eval(args: argparse.Namespace) -> int:
     from tunetext.runs import read_run
 
     labels = _parse_labels(args.labels)
-    options = {"labels": labels, "seed": args.seed, "max_examples": args.max_examples, "score": args.score,
-               "batch_size": args.batch_size, "progress": True}  # tqdm writes to stderr
+    options: dict[str, Any] = {"labels": labels, "seed": args.seed, "max_examples": args.max_examples,
+                               "score": args.score, "batch_size": args.batch_size,
+                               "progress": True}  # tqdm writes to stderr
     if args.run is not None:
         source = read_run(args.run)[0].data.source
         if args.data is not None and args.data != source:

@@ -311,8 +311,8 @@ def prompt_story(run_dir: str | Path, model: str | PromptModel, template: str,
     config, metrics, _ = runs.read_run(run_dir)
     data = config.data.model_copy(update={"template": None})  # the run's own template is not the prompt's
     pm = load_prompt_model(model) if isinstance(model, str) else model
-    common = {"labels": labels, "seed": seed, "max_examples": max_examples, "score": score,
-              "batch_size": batch_size, "progress": progress}
+    common: dict[str, Any] = {"labels": labels, "seed": seed, "max_examples": max_examples, "score": score,
+                              "batch_size": batch_size, "progress": progress}
     baselines = {"zero_shot": prompt_eval(pm, data, template, shots=0, **common)}
     if shots > 0:
         baselines["few_shot"] = prompt_eval(pm, data, template, shots=shots, **common)
