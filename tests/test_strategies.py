@@ -174,7 +174,11 @@ def test_features_fits_only_the_head_linear_to_convergence_and_reloads(tmp_path,
         x = run.model.bert(**collate(ids, tokenizer.pad_token_id)).pooler_output
     w = run.model.classifier.weight.detach().clone().requires_grad_(True)
     b = run.model.classifier.bias.detach().clone().requires_grad_(True)
-    l2 = run.config.train.features_l2
+    tried = run.metrics["features"]["tried"]
+    assert [t["l2"] for t in tried] == sorted(run.config.train.features_l2, reverse=True)
+    best = max(tried, key=lambda t: t["val_macro_f1"])  # the first of equals: the strongest penalty
+    assert run.metrics["features"]["l2"] == best["l2"]
+    l2 = best["l2"]
     loss = F.cross_entropy(x @ w.T + b, torch.tensor(dataset_labels)) + 0.5 * l2 * w.pow(2).sum()
     loss.backward()
     assert w.grad.abs().max() < 1e-4 and b.grad.abs().max() < 1e-4

@@ -132,9 +132,13 @@ class TrainConfig(_Section):
                              "model.name when the run is loaded.")
     prompt_tokens: int = Field(20, ge=1, description="Virtual tokens prepended to every input (strategy "
                                "`prompt_tuning`).")
-    features_l2: float = Field(1e-3, ge=0, description="L2 penalty on the head's weights for strategy "
-                               "`features` (logistic regression fitted by L-BFGS on the cached features).")
-    features_max_iter: int = Field(500, ge=1, description="L-BFGS iterations for strategy `features`.")
+    features_l2: list[Annotated[float, Field(ge=0)]] = Field(
+        [1e-2, 1e-3, 1e-4, 1e-5, 1e-6], min_length=1, description="Strategy `features`: L2 penalties on the "
+        "head's weights to try, strongest first, each fit (a logistic regression by L-BFGS on the cached "
+        "features) starting from the previous one's weights; the one with the best validation train.metric "
+        "is kept.")
+    features_max_iter: int = Field(500, ge=1, description="L-BFGS iterations per penalty for strategy "
+                                   "`features`.")
     distill_teacher: str | None = Field(None, description="Strategy `distill`: a finished run directory "
                                         "whose model teaches; its label names must match the data's.")
     distill_alpha: float = Field(0.5, ge=0, le=1, description="Weight of the teacher's soft labels in the "

@@ -65,7 +65,9 @@ def fit_linear_head(linear: torch.nn.Linear, features: torch.Tensor, labels: lis
     weight = linear.weight.detach().float().clone().requires_grad_(True)
     bias = linear.bias.detach().float().clone().requires_grad_(True) if linear.bias is not None else None
     params = [weight] + ([bias] if bias is not None else [])
-    y = torch.tensor(labels, dtype=torch.long)
+    features = features.to(weight.device)
+    y = torch.tensor(labels, dtype=torch.long, device=weight.device)
+    class_weights = class_weights.to(weight.device) if class_weights is not None else None
     optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
                                   tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
@@ -88,18 +90,39 @@ def fit_linear_head(linear: torch.nn.Linear, features: torch.Tensor, labels: lis
     return {"loss": final, "iterations": optimizer.state[weight]["n_iter"]}
 
 
-def train_features_head(model: Any, family: Family, ids: list[list[int]], labels: list[int], pad_id: int,
+def train_features_head(model: Any, family: Family, train_ids: list[list[int]], train_labels: list[int],
+                        val_ids: list[list[int]], val_labels: list[int], label_names: list[str], pad_id: int,
                         train_config: Any, class_weights: torch.Tensor | None = None) -> dict[str, Any]:
-    """Strategy `features`: encode `ids` once with the frozen model, fit the head's final linear layer on
-    the cached features, and put it back in `model`. Returns timings and the fit's loss and iterations."""
+    """Strategy `features`: encode the training and validation texts once with the frozen model, fit the
+    head's final linear layer on the cached training features for each penalty in
+    `train_config.features_l2` (strongest first, each fit warm-started from the last), and leave in
+    `model` the fit with the best validation `train_config.metric`. Returns timings, the penalty chosen,
+    every penalty's validation score, the chosen fit's loss and the L-BFGS iterations run in all."""
+    from tunetext.evaluate import compute_metrics
+
     start = time.perf_counter()
-    features = encode_features(model, family, ids, pad_id, train_config.eval_batch_size)
+    x_train = encode_features(model, family, train_ids, pad_id, train_config.eval_batch_size)
+    x_val = encode_features(model, family, val_ids, pad_id, train_config.eval_batch_size)
     encoded = time.perf_counter()
-    fit = fit_linear_head(head_linear(model, family), features, labels, train_config.features_l2,
-                          train_config.features_max_iter,
-                          class_weights.cpu() if class_weights is not None else None)
+    linear = head_linear(model, family)
+    best: dict[str, Any] | None = None
+    tried, iterations = [], 0
+    for l2 in sorted(train_config.features_l2, reverse=True):
+        fit = fit_linear_head(linear, x_train, train_labels, l2, train_config.features_max_iter,
+                              class_weights)
+        iterations += fit["iterations"]
+        with torch.no_grad():
+            preds = linear(x_val.to(linear.weight.device, linear.weight.dtype)).argmax(-1).cpu().numpy()
+        score = compute_metrics(val_labels, preds, label_names)[train_config.metric]
+        tried.append({"l2": l2, f"val_{train_config.metric}": score, "loss": fit["loss"]})
+        if best is None or score > best["score"]:  # ties keep the stronger penalty
+            best = {"score": score, "l2": l2, "loss": fit["loss"],
+                    "weights": {k: v.detach().clone() for k, v in linear.state_dict().items()}}
+    assert best is not None
+    linear.load_state_dict(best["weights"])
     return {"encode_seconds": encoded - start, "fit_seconds": time.perf_counter() - encoded,
-            "feature_dim": features.shape[1], **fit}
+            "feature_dim": x_train.shape[1], "l2": best["l2"], "loss": best["loss"], "iterations": iterations,
+            "tried": tried}
 
 
 # --- distill ----------------------------------------------------------------------------------------------

@@ -335,8 +335,10 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         # The frozen model encodes each training text once and only the head's final linear layer is
         # fitted, on those cached features, to convergence: that is all the training, so the loop below
         # has no epoch left to run, and the run finishes as any other.
-        state["features"] = train_features_head(inner, family, train_ids, dataset.train.labels,
-                                                tokenizer.pad_token_id, tc, weights)
+        val_ids = tokenize(tokenizer, dataset.val.texts, config.model.max_length, template)
+        state["features"] = train_features_head(inner, family, train_ids, dataset.train.labels, val_ids,
+                                                dataset.val.labels, labels, tokenizer.pad_token_id, tc,
+                                                weights)
         state.update(step=state["features"]["iterations"],
                      train_seconds=state["features"]["encode_seconds"] + state["features"]["fit_seconds"])
         stop = evaluate_and_maybe_stop()
