@@ -74,6 +74,7 @@ def test_lora_adapter_run_saves_the_trained_head_and_reloads_to_the_same_predict
         keys = set(f.keys())
     assert any(".classifier." in k for k in keys), keys  # the head travels with the adapter
     assert any("lora_A" in k for k in keys)
+    assert "PEFT adapter" in (run.run_dir / "README.md").read_text()
     assert_reload_matches(run)
 
 
@@ -83,6 +84,7 @@ def test_lora_merged_run_is_a_standard_folder_with_the_same_predictions(lora_run
     assert "model.safetensors" in files and "adapter_config.json" not in files
     with safe_open(run.run_dir / "model.safetensors", "pt") as f:
         assert not [k for k in f.keys() if "lora" in k or "modules_to_save" in k]  # noqa: SIM118
+    assert "standard Hugging Face model" in (run.run_dir / "README.md").read_text()
     assert_reload_matches(run)
     # Same seed, same data: merging the adapter into the weights must not change a single prediction.
     texts = tiny_texts()

@@ -106,8 +106,18 @@ clf = Classifier.load("{path}")
 clf.predict(["some text"])
 ```
 
-or `tunetext predict {path} "some text"`. The folder is also a standard Hugging Face model:
-`transformers.pipeline("text-classification", model="{path}")` loads it.
+or `tunetext predict {path} "some text"`. {loading}
 Files: `tunetext.yaml` (the config that made it; `tunetext train --config tunetext.yaml` repeats it),
 `metrics.json`, `train_log.jsonl`, `data.json` (split sizes and fingerprints).
 """
+
+
+def loading_note(run_dir: Path, base_model: str) -> str:
+    """The README's word on loading the weights other than with tunetext: a standard Hugging Face model
+    folder, or a PEFT adapter (`adapter_config.json`) that needs its base model."""
+    if (run_dir / "adapter_config.json").is_file():
+        return ("The weights are a PEFT adapter with the trained classification head\n"
+                f"(`adapter_config.json`, `adapter_model.safetensors`) for the base model `{base_model}`, "
+                "which `Classifier.load`\nloads first; peft's `PeftModel.from_pretrained` does the same.")
+    return ("The folder is also a standard Hugging Face model:\n"
+            f'`transformers.pipeline("text-classification", model="{run_dir}")` loads it.')

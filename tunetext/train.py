@@ -455,7 +455,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         (run_dir / "README.md").write_text(runs.README_TEMPLATE.format(
             model=config.model.name, data=config.data.source, strategy=tc.strategy,
             labels=", ".join(labels), accuracy=metrics["test"]["accuracy"],
-            macro_f1=metrics["test"]["macro_f1"], path=run_dir))
+            macro_f1=metrics["test"]["macro_f1"], path=run_dir,
+            loading=runs.loading_note(run_dir, config.model.name)))
         runs.finish(run_dir, {"tunetext_version": __version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                               "model": config.model.name, "data": config.data.source,
                               "label_names": labels, "config_yaml": dump_config(config)})
