@@ -428,3 +428,14 @@ def test_fetch_with_no_reachable_index_is_a_clear_error(tmp_path, monkeypatch):
     assert "TUNETEXT_CACHE" in message and "network" in message
     assert "pip said:" in message and "nothing" not in message.split("pip said:")[1][:10]
     assert not (assets.cache_dir() / "assets" / "fake-none").exists()
+
+
+def test_class_label_minus_one_is_an_unlabelled_row():
+    # Hugging Face marks unlabelled rows (GLUE test splits) with ClassLabel -1.
+    names = ["neg", "pos"]
+    texts = [f"text {i}" for i in range(30)]
+    raw = {"train": RawSplit("hf [train]", texts, [i % 2 for i in range(30)], list(range(1, 31)), "row", names),
+           "test": RawSplit("hf [test]", ["a", "b", "c", "d"], [0, -1, 1, -1], [1, 2, 3, 4], "row", names)}
+    dataset = prepare(raw, DataConfig(), seed=0)
+    assert dataset.test.texts == ["a", "c"]
+    assert any("dropped 2 rows without a label (rows 2, 4)" in line for line in dataset.report)

@@ -253,3 +253,11 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path, tiny_gpt2):
     assert train_lines[-1]["lr"] == 0.0
     assert is_finished(run.run_dir)
 
+
+
+def test_a_data_error_leaves_no_output_folder(tmp_path, tiny_bert):
+    config = load_config(overrides={"data.source": str(tiny_bert.parent / "missing.csv"),
+                                    "model.name": str(tiny_bert)})
+    with pytest.raises(ValueError):
+        train(config, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # so retrying needs no --overwrite

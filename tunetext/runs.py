@@ -45,13 +45,13 @@ def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / CHECKPOINT / "state.pt").is_file()
 
 
-def prepare_output(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
-    """Check that `run_dir` may be written as asked, and make it."""
+def check_output(run_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """Raise `RunError` unless `run_dir` may be written as asked; changes nothing."""
     path = Path(run_dir)
     if resume:
         if not has_checkpoint(path):
             raise RunError(f"{path} has no checkpoint to resume from; train without --resume")
-        return path
+        return
     if path.exists() and any(path.iterdir()):
         ours = is_finished(path) or has_checkpoint(path) or (path / CONFIG).is_file()
         if not ours:
@@ -61,6 +61,13 @@ def prepare_output(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
                     "an interrupted run (continue it with --resume)" if has_checkpoint(path) else
                     "an unfinished run")
             raise RunError(f"{path} already holds {what}; pass --overwrite to replace it")
+
+
+def prepare_output(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
+    """Check that `run_dir` may be written as asked, and make it (emptied when overwriting)."""
+    path = Path(run_dir)
+    check_output(path, resume, overwrite)
+    if not resume and path.exists() and any(path.iterdir()):
         (path / MARKER).unlink(missing_ok=True)  # first, so a crash mid-delete leaves no finished look
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)

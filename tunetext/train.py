@@ -185,16 +185,12 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
             raise runs.RunError("resume=True needs the output_dir of the interrupted run")
         output_dir = default_output_dir(config)
     run_dir = Path(output_dir)
-    if main:
-        runs.prepare_output(run_dir, resume, overwrite)
+    runs.check_output(run_dir, resume, overwrite)  # fail fast; the folder is made once data and model load
     if resume:
         saved = load_config(run_dir / runs.CONFIG)
         if saved != config:
             raise runs.RunError(f"{run_dir} was started with a different configuration; resume with the "
                                 f"saved one ({run_dir / runs.CONFIG}) or start a new run")
-    elif main:
-        runs.write_config(run_dir, config)
-    accelerator.wait_for_everyone()
     _seed_everything(tc.seed)
 
     # --- data -------------------------------------------------------------------------------------------
@@ -215,6 +211,11 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     log.info("model: %s (%s, %s), %.1fM parameters, %.1fM trainable (%s)", config.model.name,
              model.config.model_type, family.kind, total_params / 1e6, trainable / 1e6, tc.strategy)
     model.to(device)
+    if main:  # data and model loaded: only now is the run directory made (or emptied)
+        runs.prepare_output(run_dir, resume, overwrite)
+        if not resume:
+            runs.write_config(run_dir, config)
+    accelerator.wait_for_everyone()
     template = config.data.template
     train_ids = tokenize(tokenizer, dataset.train.texts, config.model.max_length, template)
     train_lengths = [len(x) for x in train_ids]

@@ -155,7 +155,9 @@ def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None,
     removed = Counter[str]()  # items (URLs, tags) each step removed
     for text, label, row in zip(raw.texts, raw.labels, raw.rows, strict=True):
         key = _label_key(label)
-        if raw.label_names is not None and isinstance(key, int):
+        if raw.label_names is not None and key == -1:
+            key = None  # Hugging Face's ClassLabel marks unlabelled rows (GLUE test splits) with -1
+        elif raw.label_names is not None and isinstance(key, int):
             if not 0 <= key < len(raw.label_names):
                 raise DataError(f"{raw.origin}, {raw.row_unit} {row}: label index {key} is outside the "
                                 f"dataset's {len(raw.label_names)} label names")
