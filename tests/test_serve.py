@@ -96,10 +96,11 @@ def test_a_text_longer_than_the_window_is_truncated_and_says_so(client, clf):
     assert _sample(metrics, "tunetext_texts_truncated_total") >= 1
 
 
-def test_batched_answers_equal_unbatched(trained_run, clf):
+@pytest.mark.parametrize("pass_size", [8, 3])
+def test_batched_answers_equal_unbatched(trained_run, clf, pass_size):
     texts = [t for t in TEXTS for _ in range(2)]  # 8 texts of different lengths: one batch pads most of them
     # The batch fills up at 8 texts and runs at once; the long wait only makes sure all 8 share it.
-    with running(trained_run, max_batch_size=8, max_wait_ms=10_000) as c:
+    with running(trained_run, max_batch_size=8, max_wait_ms=10_000, pass_size=pass_size) as c:
         start = threading.Barrier(len(texts))
 
         def ask(text):
@@ -393,10 +394,10 @@ def test_cli_serve_maps_to_serve(monkeypatch, trained_run):
     seen = {}
     monkeypatch.setattr("tunetext.serve.serve", lambda run_dir, **kw: seen.update(run_dir=run_dir, **kw))
     assert cli.main(["serve", str(trained_run), "--workers", "2", "--max-batch-size", "16",
-                     "--max-wait-ms", "2.5"]) == 0
+                     "--max-wait-ms", "2.5", "--pass-size", "4"]) == 0
     assert seen["run_dir"] == str(trained_run)
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8000  # loopback unless asked
-    assert (seen["workers"], seen["max_batch_size"], seen["max_wait_ms"]) == (2, 16, 2.5)
+    assert [seen[k] for k in ("workers", "max_batch_size", "max_wait_ms", "pass_size")] == [2, 16, 2.5, 4]
     assert seen["max_texts"] is None  # unset: ServeSettings' default applies
 
 

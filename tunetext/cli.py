@@ -184,8 +184,8 @@ def _serve(args: argparse.Namespace) -> int:
     from tunetext.serve import serve
 
     serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
-          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
-          max_body_bytes=args.max_body_bytes, log_level=args.log_level)
+          max_batch_size=args.max_batch_size, pass_size=args.pass_size, max_wait_ms=args.max_wait_ms,
+          max_texts=args.max_texts, max_body_bytes=args.max_body_bytes, log_level=args.log_level)
     return 0
 
 
@@ -381,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Unset limits take the defaults of `tunetext.serve.ServeSettings` (listed in docs/serving.md).
     p.add_argument("--threads", type=int, help="torch threads per worker (default: cores // workers - 1, at "
                    "least 1)")
-    p.add_argument("--max-batch-size", type=int, help="most texts in one forward pass")
+    p.add_argument("--max-batch-size", type=int, help="most texts gathered into one batch")
+    p.add_argument("--pass-size", type=int, help="texts per forward pass (a batch is sorted by length and "
+                   "run in passes of this many)")
     p.add_argument("--max-wait-ms", type=float, help="longest a batch waits for more texts once it has one")
     p.add_argument("--max-texts", type=int, help="most texts in one request (more: 413)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (more: 413)")

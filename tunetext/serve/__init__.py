@@ -25,8 +25,9 @@ _SETTINGS_ENV = "TUNETEXT_SERVE_SETTINGS"
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          threads: int | None = None, max_batch_size: int | None = None, max_wait_ms: float | None = None,
-          max_texts: int | None = None, max_body_bytes: int | None = None, log_level: str = "info") -> None:
+          threads: int | None = None, max_batch_size: int | None = None, pass_size: int | None = None,
+          max_wait_ms: float | None = None, max_texts: int | None = None, max_body_bytes: int | None = None,
+          log_level: str = "info") -> None:
     """Run the service until interrupted. Binds to loopback unless `host` says otherwise.
 
     Each of `workers` processes loads the model and uses `threads` torch threads (default: cores //
@@ -38,7 +39,8 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
     from tunetext.runs import read_run
 
     given = {"workers": workers, "threads": threads, "max_batch_size": max_batch_size,
-             "max_wait_ms": max_wait_ms, "max_texts": max_texts, "max_body_bytes": max_body_bytes}
+             "pass_size": pass_size, "max_wait_ms": max_wait_ms, "max_texts": max_texts,
+             "max_body_bytes": max_body_bytes}
     settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     read_run(run_dir)  # fail before starting any process
     # The Rust tokenizer would start a thread pool of its own in every worker; the batch is small.

@@ -53,7 +53,11 @@ class ServeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_batch_size: int = Field(32, ge=1, le=1024, description="Most texts in one forward pass.")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most texts gathered into one batch, from "
+                                "any number of requests.")
+    pass_size: int = Field(8, ge=1, le=1024, description="Texts per forward pass: a batch is sorted by "
+                           "length and run in passes of this many, so short texts are not padded to the "
+                           "longest.")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Longest a batch waits for more texts once "
                                "it has one; 0 runs whatever is waiting at once.")
     max_texts: int = Field(64, ge=1, description="Most texts in one request; more is answered 413.")
@@ -216,7 +220,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
         threads = settings.torch_threads()
         torch.set_num_threads(threads)
         clf = await asyncio.to_thread(Classifier.load, run_dir)
-        engine = Engine(clf)
+        engine = Engine(clf, settings.pass_size)
         state.classifier = clf
         # torch's thread count is per thread: set it on the thread that runs the model.
         state.batcher = Batcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.max_queue,

