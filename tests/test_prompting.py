@@ -73,10 +73,26 @@ def test_label_log_probs_normalise_sum_or_mean_scores(gpt2_lm):
     contexts = build_contexts(texts, TEMPLATE, [], gpt2_lm.tokenizer, False)
     raw = continuation_log_likelihoods(gpt2_lm, contexts, conts)[0]
     for score, per_label in (("sum", raw), ("mean", raw / [len(c) for c in conts])):
-        log_probs = score_texts(gpt2_lm, texts, TEMPLATE, ["ham", "spam"], score=score)[0]
+        log_probs, content_free = score_texts(gpt2_lm, texts, TEMPLATE, ["ham", "spam"], score=score)
         expected = per_label - np.logaddexp.reduce(per_label)
-        np.testing.assert_allclose(log_probs, expected, atol=1e-5)
+        np.testing.assert_allclose(log_probs[0], expected, atol=1e-5)
+        assert content_free is None
     assert len(conts[0]) != len(conts[1])  # otherwise sum and mean would rank alike and prove nothing
+
+
+def test_contextual_calibration_divides_out_the_content_free_label_probabilities(gpt2_lm):
+    texts = ["Running late, see you at 6", "WINNER!! txt CLAIM to 81688"]
+    conts = verbalizer_ids(gpt2_lm, ["ham", "spam"], " ")
+    shots = [("see you at 6", "ham")]
+    raw = continuation_log_likelihoods(
+        gpt2_lm, build_contexts([*texts, "N/A"], TEMPLATE, shots, gpt2_lm.tokenizer, False), conts)
+    probs = np.exp(raw - np.logaddexp.reduce(raw, axis=1, keepdims=True))
+    expected = probs[:2] / probs[2]
+    expected /= expected.sum(axis=1, keepdims=True)
+    log_probs, content_free = score_texts(gpt2_lm, texts, TEMPLATE, ["ham", "spam"], shots, calibrate=True)
+    np.testing.assert_allclose(np.exp(log_probs), expected, atol=1e-5)
+    np.testing.assert_allclose(content_free, probs[2], atol=1e-6)
+    assert not np.allclose(expected, probs[:2], atol=1e-3)  # the calibration changed something
 
 
 def test_chat_template_puts_prompt_in_user_turns_and_shots_as_replies(gpt2_lm):

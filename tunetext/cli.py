@@ -210,7 +210,7 @@ def _prompt_eval(args: argparse.Namespace) -> int:
     labels = _parse_labels(args.labels)
     options: dict[str, Any] = {"labels": labels, "seed": args.seed, "max_examples": args.max_examples,
                                "score": args.score, "batch_size": args.batch_size,
-                               "progress": True}  # tqdm writes to stderr
+                               "calibrate": args.calibrate, "progress": True}  # tqdm writes to stderr
     if args.run is not None:
         source = read_run(args.run)[0].data.source
         if args.data is not None and args.data != source:
@@ -406,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int, help="score a stratified subsample of this many texts")
     p.add_argument("--score", choices=["sum", "mean"], default="sum", help="a verbalizer's summed or "
                    "per-token mean log-likelihood")
+    p.add_argument("--calibrate", action="store_true", help="contextual calibration: divide out the label "
+                   "probabilities the prompt gives a content-free text ('N/A')")
     p.add_argument("--seed", type=int, default=42, help="picks the few-shot examples and the subsample")
     p.add_argument("--batch-size", type=int, default=8, help="texts per forward pass")
     p.add_argument("--run", help="a fine-tuned run on the same data: print the story table and store the "

@@ -225,21 +225,39 @@ def resolve_verbalizers(label_names: list[str], labels: dict[str, str] | None) -
     return verbalizers
 
 
+CONTENT_FREE = "N/A"  # the input contextual calibration measures the prompt's own label bias with
+
+
+def _normalise(scores: np.ndarray) -> np.ndarray:
+    return scores - np.logaddexp.reduce(scores, axis=-1, keepdims=True)
+
+
 def score_texts(pm: PromptModel, texts: list[str], template: str, verbalizers: list[str],
                 shots: list[tuple[str, str]] | None = None, score: Scoring = "sum", batch_size: int = 8,
-                progress: bool = False) -> np.ndarray:
+                progress: bool = False, calibrate: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Log-probabilities over the labels (rows: texts, columns: verbalizers), from each verbalizer's
-    summed (`score="sum"`) or per-token mean (`"mean"`) log-likelihood, normalised over the labels."""
+    summed (`score="sum"`) or per-token mean (`"mean"`) log-likelihood, normalised over the labels; and
+    the label probabilities of a content-free text (`"N/A"`) in the same prompt when `calibrate`, else None.
+
+    `calibrate` applies contextual calibration (Zhao et al., 2021, "Calibrate before use"): each text's
+    label probabilities are divided by the content-free ones and renormalised, which removes the bias a
+    prompt has towards one answer whatever the text (small models often say "yes" to everything).
+    """
     check_template(template)
     if score not in ("sum", "mean"):
         raise ValueError(f"score must be 'sum' or 'mean', got {score!r}")
-    contexts = build_contexts(texts, template, shots or [], pm.tokenizer, pm.chat)
+    contexts = build_contexts(texts + [CONTENT_FREE] * calibrate, template, shots or [], pm.tokenizer,
+                              pm.chat)
     separator = "" if pm.chat else _separator(format_inputs(["x"], template)[0])
     cont_ids = verbalizer_ids(pm, verbalizers, separator)
     ll = continuation_log_likelihoods(pm, contexts, cont_ids, batch_size, progress)
     if score == "mean":
         ll = ll / np.array([len(c) for c in cont_ids])
-    return (ll - np.logaddexp.reduce(ll, axis=1, keepdims=True)).astype(np.float32)
+    log_probs = _normalise(ll)
+    if not calibrate:
+        return log_probs.astype(np.float32), None
+    content_free = log_probs[-1]
+    return _normalise(log_probs[:-1] - content_free).astype(np.float32), np.exp(content_free)
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
@@ -261,9 +279,10 @@ def _load_examples(data: str | DataConfig, split: str, max_examples: int | None,
 def prompt_eval(model: str | PromptModel, data: str | DataConfig, template: str,
                 labels: dict[str, str] | None = None, shots: int = 0, seed: int = 42, split: str = "test",
                 max_examples: int | None = None, score: Scoring = "sum", batch_size: int = 8,
-                progress: bool = False) -> dict[str, Any]:
+                progress: bool = False, calibrate: bool = False) -> dict[str, Any]:
     """Metrics of prompt classification with a decoder on a split of `data`, as `tunetext.evaluate`
     returns them, plus a `prompt` entry (template, verbalizers, the few-shot examples, timing).
+    `calibrate` applies contextual calibration (see `score_texts`).
 
     `labels` maps each label name to its verbalizer (default: the name itself). `shots` examples come
     from the train split, balanced across labels and fixed by `seed`. `data` is a source as for
@@ -278,8 +297,8 @@ def prompt_eval(model: str | PromptModel, data: str | DataConfig, template: str,
     pm = load_prompt_model(model) if isinstance(model, str) else model
 
     started = time.perf_counter()
-    log_probs = score_texts(pm, examples.texts, template, verbalizers, shot_pairs, score, batch_size,
-                            progress)
+    log_probs, content_free = score_texts(pm, examples.texts, template, verbalizers, shot_pairs, score,
+                                          batch_size, progress, calibrate)
     seconds = time.perf_counter() - started
     acc = MetricAccumulator(dataset.label_names)
     acc.update(log_probs, examples.labels)
@@ -292,15 +311,18 @@ def prompt_eval(model: str | PromptModel, data: str | DataConfig, template: str,
         "shots": shots, "seed": seed, "score": score,
         "shot_examples": [{"text": t, "label": dataset.label_names[dataset.train.labels[i]]}
                           for i, (t, _) in zip(shot_idx, shot_pairs, strict=True)],
-        "max_examples": max_examples, "seconds": seconds,
+        "max_examples": max_examples, "seconds": seconds, "calibrated": calibrate,
     }
+    if content_free is not None:
+        metrics["prompt"]["content_free_probabilities"] = dict(zip(dataset.label_names,
+                                                                   content_free.tolist(), strict=True))
     return metrics
 
 
 def prompt_story(run_dir: str | Path, model: str | PromptModel, template: str,
                  labels: dict[str, str] | None = None, shots: int = 4, seed: int = 42,
                  max_examples: int | None = None, score: Scoring = "sum", batch_size: int = 8,
-                 progress: bool = False, record: bool = True) -> dict[str, Any]:
+                 progress: bool = False, record: bool = True, calibrate: bool = False) -> dict[str, Any]:
     """Zero-shot, `shots`-shot and fine-tuned scores on the test split of a finished run's data.
 
     The prompt results are scored on the run's own data configuration (same split); the fine-tuned
@@ -312,7 +334,7 @@ def prompt_story(run_dir: str | Path, model: str | PromptModel, template: str,
     data = config.data.model_copy(update={"template": None})  # the run's own template is not the prompt's
     pm = load_prompt_model(model) if isinstance(model, str) else model
     common: dict[str, Any] = {"labels": labels, "seed": seed, "max_examples": max_examples, "score": score,
-                              "batch_size": batch_size, "progress": progress}
+                              "batch_size": batch_size, "progress": progress, "calibrate": calibrate}
     baselines = {"zero_shot": prompt_eval(pm, data, template, shots=0, **common)}
     if shots > 0:
         baselines["few_shot"] = prompt_eval(pm, data, template, shots=shots, **common)
