@@ -1,16 +1,19 @@
 """How much load `tunetext serve` takes, against a prediction endpoint written the way tutorials write it.
 
-One run starts each server in turn on loopback, serving the same run directory, and drives the same
-bounded load against `POST /predict` (by default 2,000 requests, one SMS text each, from 32 concurrent
-clients on keep-alive connections), after a warm-up:
+One run starts both servers on loopback, serving the same run directory, and drives the same bounded
+load against each one's `POST /predict` (by default 2,000 requests, one SMS text each, from 32 concurrent
+clients on keep-alive connections), after a warm-up. The servers take turns (`--rounds`, default 2, each
+round a share of the requests), so that other work starting or stopping on the machine hits both alike.
 
-  tunetext   `tunetext serve RUN_DIR` with its defaults: dynamic batching, one worker, torch threads =
-             cores.
+  tunetext   `tunetext serve RUN_DIR` with its defaults: one worker, dynamic batching (32 texts, 5 ms),
+             forward passes of 8 length-sorted texts on cores inference threads, bf16 where the CPU has
+             AMX.
   baseline   `transformers.pipeline("text-classification", model=RUN_DIR)` called once per request in a
              plain FastAPI route (`def predict(req)`, so FastAPI runs it in its thread pool), under uvicorn.
 
-It reports requests/s and p50/p95/p99 latency for both as JSON, and the ratios. Target: tunetext at least
-3x the baseline's throughput, with a lower p99. It also checks that both answer with the same labels.
+It reports requests/s, p50/p95/p99 latency and requests per server CPU-second for both as JSON, and the
+ratios. Target: tunetext at least 3x the baseline's throughput, with a lower p99. It also checks that
+both answer with the same labels.
 
     python benchmarks/serve_load.py                                  # trains runs/serve-bench if missing
     python benchmarks/serve_load.py --run-dir runs/spam --requests 500 --output /tmp/serve_smoke.json
@@ -98,6 +101,12 @@ def wait_ready(port: int, process: subprocess.Popen, path: str, timeout: float =
     raise RuntimeError(f"the server was not ready after {timeout:.0f} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_server(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGINT)
@@ -133,7 +142,7 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body
 
 async def drive(port: int, bodies: list[bytes], requests: int, concurrency: int,
                 max_seconds: float) -> dict[str, Any]:
-    """`requests` POSTs from `concurrency` clients, each on its own keep-alive connection."""
+    """`requests` POSTs from `concurrency` clients, each on its own keep-alive connection; raw results."""
     latencies: list[float] = []
     errors: list[str] = []
     answers: dict[int, dict] = {}
@@ -165,52 +174,78 @@ async def drive(port: int, bodies: list[bytes], requests: int, concurrency: int,
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    wall = time.perf_counter() - start
-    lat = np.array(latencies) * 1000
-    return {
-        "requests": len(latencies), "errors": len(errors), "error_examples": errors[:5],
-        "wall_seconds": round(wall, 3), "truncated_by_time_limit": len(latencies) + len(errors) < requests,
-        "requests_per_second": round(len(latencies) / wall, 2) if wall else None,
-        "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 95, 99)}
-        | {"mean": round(float(lat.mean()), 2), "max": round(float(lat.max()), 2)} if len(lat) else {},
-        "_answers": answers,
-    }
+    return {"latencies": latencies, "errors": errors, "answers": answers, "asked": requests,
+            "wall": time.perf_counter() - start}
 
 
-def measure(kind: str, run_dir: Path, bodies: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
-    port = free_port()
-    print(f"[{kind}] starting on 127.0.0.1:{port} ...", flush=True)
-    started = time.perf_counter()
-    process = start_server(kind, run_dir, port)
-    try:
-        wait_ready(port, process, "/ready" if kind == "tunetext" else "/docs")
-        startup = time.perf_counter() - started
-        print(f"[{kind}] ready after {startup:.1f} s; warm-up ({args.warmup} requests) ...", flush=True)
-        asyncio.run(drive(port, bodies, args.warmup, args.concurrency, args.max_seconds))
-        load_before = os.getloadavg()[0]
-        print(f"[{kind}] load: {args.requests} requests from {args.concurrency} clients ...", flush=True)
-        result = asyncio.run(drive(port, bodies, args.requests, args.concurrency, args.max_seconds))
-        result["startup_seconds"] = round(startup, 1)
-        result["loadavg_1min"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
-        if kind == "tunetext":
-            result["server"] = _batch_stats(port)
-        lat = result.get("latency_ms", {})
-        print(f"[{kind}] {result['requests_per_second']} req/s, p50 {lat.get('p50')} ms, p95 "
-              f"{lat.get('p95')} ms, p99 {lat.get('p99')} ms, {result['errors']} errors", flush=True)
-        return result
-    finally:
-        stop_server(process)
+class Server:
+    """One side of the comparison: its process, and what its load phases measured."""
+
+    def __init__(self, kind: str, run_dir: Path):
+        self.kind, self.port = kind, free_port()
+        print(f"[{kind}] starting on 127.0.0.1:{self.port} ...", flush=True)
+        started = time.perf_counter()
+        self.process = start_server(kind, run_dir, self.port)
+        wait_ready(self.port, self.process, "/ready" if kind == "tunetext" else "/docs")
+        self.startup_seconds = time.perf_counter() - started
+        self.phases: list[dict[str, Any]] = []
+
+    def load(self, bodies: list[bytes], requests: int, args: argparse.Namespace, record: bool = True) -> None:
+        load_before, cpu_before = os.getloadavg()[0], cpu_seconds(self.process.pid)
+        raw = asyncio.run(drive(self.port, bodies, requests, args.concurrency, args.max_seconds))
+        # CPU the server used: on a machine shared with other work, throughput depends on how much CPU
+        # each server gets (one with more runnable threads gets more); requests per CPU-second less so.
+        raw["cpu"] = cpu_seconds(self.process.pid) - cpu_before
+        raw["loadavg"] = (load_before, os.getloadavg()[0])
+        if record:
+            self.phases.append(raw)
+            print(f"[{self.kind}] round {len(self.phases)}: {len(raw['latencies']) / raw['wall']:.1f} req/s, "
+                  f"p99 {np.percentile(raw['latencies'], 99) * 1000:.0f} ms, {len(raw['errors'])} errors, "
+                  f"load average {load_before:.1f}", flush=True)
+
+    def summary(self) -> dict[str, Any]:
+        """All rounds pooled: requests over the summed wall time, percentiles over every latency."""
+        latencies = np.array([x for p in self.phases for x in p["latencies"]]) * 1000
+        errors = [e for p in self.phases for e in p["errors"]]
+        wall, cpu = sum(p["wall"] for p in self.phases), sum(p["cpu"] for p in self.phases)
+        n = len(latencies)
+        return {
+            "requests": n, "errors": len(errors), "error_examples": errors[:5],
+            "wall_seconds": round(wall, 3),
+            "truncated_by_time_limit": any(len(p["latencies"]) + len(p["errors"]) < p["asked"]
+                                           for p in self.phases),
+            "requests_per_second": round(n / wall, 2),
+            "latency_ms": {f"p{q}": round(float(np.percentile(latencies, q)), 2) for q in (50, 95, 99)}
+            | {"mean": round(float(latencies.mean()), 2), "max": round(float(latencies.max()), 2)},
+            "server_cpu_seconds": round(cpu, 2),
+            "requests_per_cpu_second": round(n / cpu, 2) if cpu else None,
+            "rounds": [{"requests_per_second": round(len(p["latencies"]) / p["wall"], 2),
+                        "p99_ms": round(float(np.percentile(p["latencies"], 99)) * 1000, 2),
+                        "loadavg_1min_before": round(p["loadavg"][0], 2)} for p in self.phases],
+            "startup_seconds": round(self.startup_seconds, 1),
+        }
+
+    def answers(self) -> dict[int, dict]:
+        return {i: a for p in self.phases for i, a in p["answers"].items()}
+
+    def stop(self) -> None:
+        stop_server(self.process)
 
 
 def _batch_stats(port: int) -> dict[str, Any]:
-    """Forward passes and texts per pass, from the service's own /metrics."""
+    """Batches and texts per batch, from the service's own /metrics; its serving settings."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
     values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
               if line.startswith("tunetext_batch_size_")}
     batches, texts = values.get("tunetext_batch_size_count", 0), values.get("tunetext_batch_size_sum", 0)
-    return {"forward_passes": int(batches), "texts": int(texts),
-            "mean_batch_size": round(texts / batches, 2) if batches else None}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=10) as r:
+        serving = json.loads(r.read())["serving"]
+    return {"batches": int(batches), "texts": int(texts),
+            "mean_batch_size": round(texts / batches, 2) if batches else None,
+            "inference_threads": serving["threads"], "pass_size": serving["pass_size"],
+            "precision": serving["precision"], "max_batch_size": serving["max_batch_size"],
+            "max_wait_ms": serving["max_wait_ms"]}
 
 
 # ---- main -----------------------------------------------------------------------------------------------
@@ -243,6 +278,8 @@ def main() -> int:
     parser.add_argument("--run-dir", type=Path, help=f"finished run to serve (default: {DEFAULT_RUN}, "
                         "trained first if missing)")
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per server")
+    parser.add_argument("--rounds", type=int, default=2, help="the servers take turns this many times, "
+                        "sharing the requests")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     parser.add_argument("--warmup", type=int, default=200, help="requests before measuring")
     parser.add_argument("--max-seconds", type=float, default=300, help="time limit for each load phase")
@@ -261,17 +298,34 @@ def main() -> int:
     run_dir = ensure_run(args.run_dir)
     bodies = request_bodies(run_dir, limit=1000)
     print(f"{len(bodies)} distinct texts from the run's test split", flush=True)
-    sides = {kind: measure(kind, run_dir, bodies, args) for kind in ("tunetext", "baseline")}
+    # Both servers stay up (an idle one costs no CPU) and take turns, so that a change in what else runs
+    # on the machine affects both sides alike.
+    servers = {kind: Server(kind, run_dir) for kind in ("tunetext", "baseline")}
+    try:
+        per_round = -(-args.requests // args.rounds)
+        for server in servers.values():
+            server.load(bodies, args.warmup, args, record=False)
+        for _ in range(args.rounds):
+            for server in servers.values():
+                server.load(bodies, per_round, args)
+        sides = {kind: server.summary() for kind, server in servers.items()}
+        sides["tunetext"]["server"] = _batch_stats(servers["tunetext"].port)
+        answers = {kind: server.answers() for kind, server in servers.items()}
+    finally:
+        for server in servers.values():
+            server.stop()
 
     # Same model on both sides: the labels must agree (tunetext's scores are temperature-calibrated, so
     # only the labels are compared).
-    ours, theirs = sides["tunetext"].pop("_answers"), sides["baseline"].pop("_answers")
+    ours, theirs = answers["tunetext"], answers["baseline"]
     both = sorted(set(ours) & set(theirs))
     agreement = sum(ours[i]["label"] == theirs[i]["label"] for i in both) / len(both) if both else None
 
     t, b = sides["tunetext"], sides["baseline"]
     ratios = {"throughput": round(t["requests_per_second"] / b["requests_per_second"], 2),
-              "p99_baseline_over_tunetext": round(b["latency_ms"]["p99"] / t["latency_ms"]["p99"], 2)}
+              "p99_baseline_over_tunetext": round(b["latency_ms"]["p99"] / t["latency_ms"]["p99"], 2),
+              "requests_per_cpu_second": round(t["requests_per_cpu_second"] / b["requests_per_cpu_second"], 2)
+              if t["requests_per_cpu_second"] and b["requests_per_cpu_second"] else None}
     met = {"throughput": ratios["throughput"] >= TARGET["throughput_ratio_min"],
            "p99": t["latency_ms"]["p99"] < b["latency_ms"]["p99"]}
     warnings = []
@@ -281,7 +335,7 @@ def main() -> int:
         warnings.append("a load phase hit --max-seconds; fewer requests were measured")
     if agreement is not None and agreement < 1:
         warnings.append(f"the two servers disagree on {1 - agreement:.1%} of labels")
-    busy = max(s["loadavg_1min"]["before"] for s in sides.values())
+    busy = max(r["loadavg_1min_before"] for side in sides.values() for r in side["rounds"])
     if busy > 1.0:
         warnings.append(f"1-minute load average {busy:.1f} before a load phase: other work on the machine "
                         "makes the numbers indicative only")
@@ -290,7 +344,8 @@ def main() -> int:
                     "python": platform.python_version(), "torch": torch.__version__,
                     "tunetext": tunetext.__version__},
         "config": {"run_dir": str(run_dir), "model": tunetext.Classifier.load(run_dir).config.model.name,
-                   "requests": args.requests, "concurrency": args.concurrency, "warmup": args.warmup,
+                   "requests": args.requests, "rounds": args.rounds, "concurrency": args.concurrency,
+                   "warmup": args.warmup,
                    "distinct_texts": len(bodies), "max_seconds": args.max_seconds,
                    "tunetext_server": "tunetext serve RUN_DIR (defaults: 1 worker, max_batch_size 32, "
                                       "max_wait_ms 5)",
@@ -301,18 +356,22 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"\n{'':<10}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    print(f"\n{'':<10}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'errors':>8}{'req/CPU-s':>11}")
     for kind, side in sides.items():
         lat = side["latency_ms"]
         print(f"{kind:<10}{side['requests_per_second']:>10.1f}{lat['p50']:>10.1f}{lat['p95']:>10.1f}"
-              f"{lat['p99']:>10.1f}{side['errors']:>8d}")
+              f"{lat['p99']:>10.1f}{side['errors']:>8d}{side['requests_per_cpu_second'] or 0:>11.1f}")
     print(f"\nthroughput {ratios['throughput']:.2f}x the baseline (target >= "
           f"{TARGET['throughput_ratio_min']}x), p99 {ratios['p99_baseline_over_tunetext']:.2f}x lower")
     if agreement is not None:
         print(f"labels agree on {agreement:.1%} of {len(both)} texts")
+    if ratios["requests_per_cpu_second"]:
+        print(f"requests per server CPU-second: {ratios['requests_per_cpu_second']:.2f}x the baseline's")
     if "server" in t:
-        print(f"tunetext ran {t['server']['forward_passes']} forward passes, "
-              f"{t['server']['mean_batch_size']} texts each on average")
+        server = t["server"]
+        print(f"tunetext ran {server['batches']} batches, {server['mean_batch_size']} texts each on average, "
+              f"in passes of {server['pass_size']} on {server['inference_threads']} inference thread(s), "
+              f"{server['precision']}")
     for w in warnings:
         print(f"warning: {w}")
     print(f"written to {args.output}")

@@ -185,7 +185,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
           max_batch_size=args.max_batch_size, pass_size=args.pass_size, max_wait_ms=args.max_wait_ms,
-          max_texts=args.max_texts, max_body_bytes=args.max_body_bytes, log_level=args.log_level)
+          max_texts=args.max_texts, max_body_bytes=args.max_body_bytes, precision=args.precision,
+          log_level=args.log_level)
     return 0
 
 
@@ -379,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
     # Unset limits take the defaults of `tunetext.serve.ServeSettings` (listed in docs/serving.md).
-    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores // workers - 1, at "
-                   "least 1)")
+    p.add_argument("--threads", type=int, help="inference threads per worker, each running its own batch on "
+                   "one torch thread (default: cores // workers)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto: bf16 on CPUs with AMX, else "
+                   "fp32")
     p.add_argument("--max-batch-size", type=int, help="most texts gathered into one batch")
     p.add_argument("--pass-size", type=int, help="texts per forward pass (a batch is sorted by length and "
                    "run in passes of this many)")

@@ -27,12 +27,12 @@ _SETTINGS_ENV = "TUNETEXT_SERVE_SETTINGS"
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           threads: int | None = None, max_batch_size: int | None = None, pass_size: int | None = None,
           max_wait_ms: float | None = None, max_texts: int | None = None, max_body_bytes: int | None = None,
-          log_level: str = "info") -> None:
+          precision: str | None = None, log_level: str = "info") -> None:
     """Run the service until interrupted. Binds to loopback unless `host` says otherwise.
 
-    Each of `workers` processes loads the model and uses `threads` torch threads (default: cores //
-    workers - 1, at least 1). Limits left as None take the `ServeSettings` defaults. The API key, if
-    any, comes from $TUNETEXT_API_KEY.
+    Each of `workers` processes loads the model and runs batches on `threads` inference threads (default:
+    cores // workers), one torch thread each. Settings left as None take the `ServeSettings` defaults.
+    The API key, if any, comes from $TUNETEXT_API_KEY.
     """
     import uvicorn
 
@@ -40,13 +40,14 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
 
     given = {"workers": workers, "threads": threads, "max_batch_size": max_batch_size,
              "pass_size": pass_size, "max_wait_ms": max_wait_ms, "max_texts": max_texts,
-             "max_body_bytes": max_body_bytes}
+             "max_body_bytes": max_body_bytes, "precision": precision}
     settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     read_run(run_dir)  # fail before starting any process
     # The Rust tokenizer would start a thread pool of its own in every worker; the batch is small.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    log.info("serving %s on http://%s:%d with %d worker(s), %d torch thread(s) each%s", run_dir, host, port,
-             workers, settings.torch_threads(), ", API key required" if settings.api_key else "")
+    log.info("serving %s on http://%s:%d with %d worker(s), %d inference thread(s) each, %s%s", run_dir,
+             host, port, workers, settings.inference_threads(), "bf16" if settings.bf16() else "fp32",
+             ", API key required" if settings.api_key else "")
     if workers == 1:
         uvicorn.run(create_app(run_dir, settings), host=host, port=port, log_level=log_level)
         return
