@@ -309,3 +309,10 @@ def test_real_mpnet_base_joins_loads_and_adapts_with_lora():
     model, trainable = setup_strategy(model, family, load_config(overrides={"train.strategy": "lora"}).train)
     # r=8 on q and v (768 x 768) of 12 layers, and the head: dense 768x768+768, out_proj 768x2+2
     assert trainable == 12 * 2 * 2 * 8 * 768 + 768 * 768 + 768 + 768 * 2 + 2
+
+
+def test_features_l2_takes_a_list_or_one_number():
+    assert load_config(overrides=["train.features_l2=1e-4"]).train.features_l2 == [1e-4]
+    assert load_config(overrides=["train.features_l2=[0.1, 0]"]).train.features_l2 == [0.1, 0.0]
+    with pytest.raises(ConfigError, match="features_l2"):
+        load_config(overrides=["train.features_l2=[-1]"])

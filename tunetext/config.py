@@ -136,7 +136,7 @@ class TrainConfig(_Section):
         [1e-2, 1e-3, 1e-4, 1e-5, 1e-6], min_length=1, description="Strategy `features`: L2 penalties on the "
         "head's weights to try, strongest first, each fit (a logistic regression by L-BFGS on the cached "
         "features) starting from the previous one's weights; the one with the best validation train.metric "
-        "is kept.")
+        "is kept. A single number fixes the penalty.")
     features_max_iter: int = Field(500, ge=1, description="L-BFGS iterations per penalty for strategy "
                                    "`features`.")
     distill_teacher: str | None = Field(None, description="Strategy `distill`: a finished run directory "
@@ -179,6 +179,11 @@ class TrainConfig(_Section):
     seed: int = Field(42, description="Seed for initialisation, batch order and dropout.")
     checkpoint_every_epoch: bool = Field(True, description="Keep a resumable checkpoint after each epoch.")
     num_threads: int | None = Field(None, ge=1, description="Torch CPU threads; null uses all cores.")
+
+    @field_validator("features_l2", mode="before")
+    @classmethod
+    def _one_penalty_is_a_list_of_one(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _distill_has_a_teacher(self) -> TrainConfig:
