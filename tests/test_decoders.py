@@ -113,10 +113,15 @@ def test_interrupted_gguf_conversion_leaves_nothing_that_looks_finished(gguf_ent
 
 
 @pytest.mark.slow
-def test_smollm2_converts_to_float32_llama_and_classifies_sms_zero_shot():
+def test_smollm2_converts_to_float32_llama_that_answers_and_scores_sms_zero_shot():
     from safetensors import safe_open
 
-    from tunetext.prompting import load_prompt_model, prompt_eval
+    from tunetext.prompting import (
+        build_contexts,
+        continuation_log_likelihoods,
+        load_prompt_model,
+        prompt_eval,
+    )
 
     folder = Path(resolve("smollm2-135m"))
     assert (folder / ".complete").is_file()
@@ -127,7 +132,27 @@ def test_smollm2_converts_to_float32_llama_and_classifies_sms_zero_shot():
 
     pm = load_prompt_model("smollm2-135m")
     assert pm.chat and pm.tokenizer.pad_token == "<|im_end|>"
-    metrics = prompt_eval(pm, "sms_spam", "Is the following SMS message spam? Answer yes or no.\n\n"
-                          'SMS: "{text}"', {"ham": "no", "spam": "yes"}, max_examples=24)
-    assert metrics["n"] == 24 and metrics["prompt"]["chat"]
-    assert metrics["accuracy"] >= 0.6  # well above chance on this prompt (0.82 on 1,032 test texts)
+    # A broken dequantization still loads; it does not know the capital of France.
+    [prompt] = build_contexts(["What is the capital of France?"], "{text}", [], pm.tokenizer, chat=True)
+    ids = pm.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    answer = pm.model.generate(**ids, max_new_tokens=12, do_sample=False)[0, ids["input_ids"].shape[1]:]
+    assert "Paris" in pm.tokenizer.decode(answer)
+
+    # The cached, batched scorer on the real Llama and chat template equals one plain forward pass.
+    template = 'Is the following SMS message spam? Answer yes or no.\n\nSMS: "{text}"'
+    texts = ["WINNER!! Claim your 1000 GBP prize, call 09061701461 now", "ok see you at 8 then"]
+    contexts = build_contexts(texts, template, [("Are you home yet?", "no")], pm.tokenizer, chat=True)
+    conts = [pm.tokenizer(v, add_special_tokens=False)["input_ids"] for v in ("no", "yes", "spam")]
+    scores = continuation_log_likelihoods(pm, contexts, conts, batch_size=2)
+    for i, context in enumerate(contexts):
+        for j, cont in enumerate(conts):
+            seq = pm.tokenizer(context, add_special_tokens=False)["input_ids"] + cont
+            with torch.no_grad():
+                log_probs = torch.log_softmax(pm.model(torch.tensor([seq])).logits[0].double(), dim=-1)
+            start = len(seq) - len(cont)
+            expected = sum(log_probs[start + t - 1, tok].item() for t, tok in enumerate(cont))
+            assert abs(scores[i, j] - expected) < 1e-3
+
+    metrics = prompt_eval(pm, "sms_spam", template, {"ham": "no", "spam": "yes"}, max_examples=16)
+    assert metrics["n"] == 16 and metrics["prompt"]["chat"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == 16
