@@ -204,8 +204,12 @@ def test_a_study_refuses_trials_of_another_config(finished_search, tiny_bert, tm
     out = tmp_path / "out"
     shutil.copytree(finished_search[0], out)
     other = with_overrides(search_config(tiny_bert), {"train.weight_decay": 0.5})
-    with pytest.raises(ConfigError, match="started with another config"):
+    with pytest.raises(ConfigError, match="started with another config") as info:
         search(other, out, trials=4)
+    assert "train.weight_decay: study 0.01, now 0.5" in str(info.value)
+    # What may differ per session or worker is not part of a study's config.
+    same = search_config(tiny_bert, sampler_seed=7, timeout=60, storage=None, trials=9)
+    assert search(same, out, trials=3).complete == 3
 
 
 def test_cli_prints_the_trials_and_the_best_config(finished_search, tiny_bert, tmp_path, capsys):

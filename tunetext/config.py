@@ -289,7 +289,8 @@ class SearchConfig(_Section):
                                 "several machines work on one study.")
     study_name: str = Field("tunetext", min_length=1, description="Study in the storage; the same name "
                             "continues it.")
-    sampler_seed: int = Field(0, description="Seed of the TPE sampler.")
+    sampler_seed: int = Field(0, description="Seed of the TPE sampler, plus the number of trials already "
+                              "in the study, so a resumed or joining worker draws anew.")
     startup_trials: int = Field(5, ge=0, description="Trials sampled at random, the default trial "
                                 "included, before TPE models the results.")
     pruner: Literal["median", "none"] = Field(

@@ -16,12 +16,17 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import ValidationError
+
 from tunetext import runs
 from tunetext.config import (
+    SECTIONS,
     CategoricalParam,
     ConfigError,
     FloatParam,
@@ -39,6 +44,7 @@ SUMMARY = "search.json"
 TRIALS = "trials"
 _DEFAULT_ATTR = "tunetext_default"  # marks the enqueued trial that trains the config as written
 _CONFIG_ATTR = "tunetext_config"  # the base config a study was started with
+_HEARTBEAT_S = 60
 
 
 @dataclass
@@ -112,6 +118,19 @@ def _sample(trial: Any, config: RunConfig) -> dict[str, Any]:
     return params
 
 
+def _config_differences(stored_yaml: str, config: RunConfig) -> list[str]:
+    """How `config` differs from a study's stored config, compared as configs (a field's spelling in YAML
+    may change between tunetext versions), not as text."""
+    try:
+        stored = RunConfig.model_validate(yaml.safe_load(stored_yaml))
+    except (ValidationError, yaml.YAMLError) as exc:
+        return [f"the study's config no longer loads ({str(exc).splitlines()[0]})"]
+    return [f"{section}.{key}: study {getattr(getattr(stored, section), key)!r}, now "
+            f"{getattr(getattr(config, section), key)!r}"
+            for section in SECTIONS for key in type(getattr(config, section)).model_fields
+            if getattr(getattr(stored, section), key) != getattr(getattr(config, section), key)]
+
+
 def _pruner(sc: SearchConfig) -> Any:
     import optuna
 
@@ -171,22 +190,28 @@ def search(config: RunConfig, output_dir: str | Path, trials: int | None = None,
     metric = config.train.metric
     base = _base_config(config)
 
-    study = optuna.create_study(storage=storage, study_name=sc.study_name, direction="maximize",
+    # Heartbeats let a later session see that a killed worker's trial is dead (FAIL), not RUNNING forever.
+    with warnings.catch_warnings():  # heartbeats are still flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=_HEARTBEAT_S,
+                                         grace_period=5 * _HEARTBEAT_S)
+    study = optuna.create_study(storage=rdb, study_name=sc.study_name, direction="maximize",
                                 load_if_exists=True, pruner=_pruner(sc))
     # The seed moves on with the study: a resumed session, or a second worker joining, would otherwise
     # replay the first session's random draws and train the same trials again.
     study.sampler = optuna.samplers.TPESampler(seed=sc.sampler_seed + len(study.trials),
                                                n_startup_trials=sc.startup_trials)
     # A study is only meaningful for one base config: refuse to mix trials of another into it.
-    identity = dump_config(config.model_copy(update={"search": sc.model_copy(update={
-        "trials": 1, "timeout": None, "storage": None})}))  # what may change between sessions left out
+    identity = config.model_copy(update={"search": sc.model_copy(update={
+        "trials": 1, "timeout": None, "storage": None, "sampler_seed": 0})})  # these may differ per session
     started_with = study.user_attrs.get(_CONFIG_ATTR)
     if started_with is None:
-        study.set_user_attr(_CONFIG_ATTR, identity)
-    elif started_with != identity:
+        study.set_user_attr(_CONFIG_ATTR, dump_config(identity))
+    elif differences := _config_differences(started_with, identity):
         raise ConfigError([f"study {sc.study_name!r} in {_public_url(storage)} was started with another "
-                           "config (data, model, train or search space differ); use the same config to "
-                           "continue it, or a new search.study_name or --storage for a new study"])
+                           f"config ({'; '.join(differences)}); use the same config (a key=value override "
+                           "pins a default that changed since) to continue it, or a new search.study_name "
+                           "or --storage for a new study"])
     if not study.trials:
         study.enqueue_trial(_default_params(config), user_attrs={_DEFAULT_ATTR: True}, skip_if_exists=True)
 
