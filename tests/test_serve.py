@@ -104,7 +104,7 @@ def test_batched_answers_equal_unbatched(trained_run, clf, pass_size, precision)
     texts = [t for t in TEXTS for _ in range(2)]  # 8 texts of different lengths: one batch pads most of them
     # The batch fills up at 8 texts and runs at once; the long wait only makes sure all 8 share it.
     with running(trained_run, max_batch_size=8, max_wait_ms=10_000, pass_size=pass_size,
-                 precision=precision) as c:
+                 precision=precision, threads=1) as c:
         start = threading.Barrier(len(texts))
 
         def ask(text):
@@ -322,21 +322,25 @@ def test_batches_are_bounded_and_gathered():
     assert [[r.probabilities[0] for r in a] for a in answers] == [[1, 2, 3], [4, 5]]
 
 
-def test_batches_run_on_several_threads_at_once():
+def test_waiting_texts_are_shared_by_the_idle_threads_which_run_at_once():
     together = threading.Barrier(2, timeout=10)  # passes only if two batches are in the model at once
+    sizes = []
 
     def engine(texts):
+        sizes.append(len(texts))
         together.wait()
         return [_result(t) for t in texts]
 
     async def main():
-        batcher = Batcher(engine, max_batch_size=1, max_wait_ms=0, max_queue=10, threads=2)
+        batcher = Batcher(engine, max_batch_size=8, max_wait_ms=0, max_queue=10, threads=2)
         batcher.start()
-        answers = await asyncio.gather(batcher.submit(["a"]), batcher.submit(["bb"]))
+        answers = await asyncio.gather(batcher.submit(["a", "bb", "ccc"]), batcher.submit(["dddd"]))
         await batcher.stop()
         return answers
 
-    assert [[r.probabilities[0] for r in a] for a in asyncio.run(main())] == [[1], [2]]
+    answers = asyncio.run(main())
+    assert sizes == [2, 2]  # not one batch of 4 on one thread while the other idles
+    assert [[r.probabilities[0] for r in a] for a in answers] == [[1, 2, 3], [4]]
 
 
 def test_a_full_queue_is_busy_and_a_model_failure_reaches_every_caller():

@@ -95,8 +95,10 @@ class Engine:
         usable = [i for i, seq in enumerate(ids) if seq and cleaned[i]]
         if usable:
             precision = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+            # Equal passes of at most pass_size: 12 texts as 6 + 6 rather than 8 + 4.
+            per_pass = -(-len(usable) // -(-len(usable) // self.pass_size))
             with precision:
-                probs = clf.predict_proba([texts[i] for i in usable], batch_size=self.pass_size)
+                probs = clf.predict_proba([texts[i] for i in usable], batch_size=per_pass)
             for row, i in enumerate(usable):
                 results[i] = TextResult(probs[row], truncated=len(ids[i]) > self.max_length)
         return results
@@ -218,8 +220,12 @@ class Batcher:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
+            # Share what waits with the other idle threads: batches of 16 on two threads finish sooner than
+            # one batch of 32 on one, at the same cost per text (the forward passes are as large).
+            idle = self.threads - len(self._running)  # this batch's thread included
+            size = min(self.max_batch_size, -(-len(self._pending) // max(1, idle)))
             batch: list[_Pending] = []
-            while self._pending and len(batch) < self.max_batch_size:
+            while self._pending and len(batch) < size:
                 pending = self._pending.popleft()
                 if not pending.future.done():  # done: the request was cancelled while waiting
                     batch.append(pending)
