@@ -478,7 +478,9 @@ def train_seeds(config: RunConfig, output_dir: str | Path, seeds: int | list[int
     results = []
     for seed in seed_list:
         seeded = config.model_copy(update={"train": config.train.model_copy(update={"seed": seed})})
-        results.append(train(seeded, out / f"seed-{seed}", overwrite=overwrite, progress=progress))
+        run = train(seeded, out / f"seed-{seed}", overwrite=overwrite, progress=progress)
+        run.model = None  # saved in its run directory; holding every seed's weights would only use memory
+        results.append(run)
     summary = {"seeds": seed_list, **aggregate_seeds([r.metrics for r in results])}
     runs.write_json(out / "seeds.json", summary)
     return results, summary
