@@ -294,6 +294,7 @@ def main() -> int:
     import torch
 
     import tunetext
+    from tunetext.runs import read_run
 
     run_dir = ensure_run(args.run_dir)
     bodies = request_bodies(run_dir, limit=1000)
@@ -343,12 +344,12 @@ def main() -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "tunetext": tunetext.__version__},
-        "config": {"run_dir": str(run_dir), "model": tunetext.Classifier.load(run_dir).config.model.name,
+        "config": {"run_dir": str(run_dir), "model": read_run(run_dir)[0].model.name,
                    "requests": args.requests, "rounds": args.rounds, "concurrency": args.concurrency,
                    "warmup": args.warmup,
                    "distinct_texts": len(bodies), "max_seconds": args.max_seconds,
-                   "tunetext_server": "tunetext serve RUN_DIR (defaults: 1 worker, max_batch_size 32, "
-                                      "max_wait_ms 5)",
+                   "tunetext_server": "tunetext serve RUN_DIR with its defaults (settings in use: "
+                                      "tunetext.server)",
                    "baseline_server": "uvicorn + FastAPI sync route calling pipeline('text-classification')"},
         "tunetext": t, "baseline": b, "label_agreement": agreement,
         "ratios": ratios, "target": TARGET, "met": {**met, "all": all(met.values())}, "warnings": warnings,
