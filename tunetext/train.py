@@ -29,7 +29,17 @@ from tunetext.batches import collate, length_grouped_batches, shuffled_batches, 
 from tunetext.config import RunConfig, dump_config, load_config
 from tunetext.data import load_dataset
 from tunetext.evaluate import MetricAccumulator, evaluate_split, fit_temperature, iter_log_probs
-from tunetext.models import blocks, forward_top, load_classifier, setup_strategy, train_mode, truncate_blocks
+from tunetext.models import (
+    PrefixCacheUnsupported,
+    blocks,
+    encode_prefix,
+    forward_top,
+    load_classifier,
+    prefix_split,
+    setup_strategy,
+    train_mode,
+    truncate_blocks,
+)
 from tunetext.strategies import (
     compare_with_teacher,
     distill_loss,
@@ -325,7 +335,20 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         with accelerator.autocast():
             return forward_top(inner, batch["hidden"], batch["input_ids"], batch["attention_mask"], n_frozen)
 
-    forward = full_forward if hidden_cache is None else cached_forward
+    def prefix_forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Uncached last_n: the frozen prefix at every step, then the very top the cached path runs, so
+        the two take the same steps; the prefix needs no autograd graph."""
+        with torch.no_grad(), accelerator.autocast():
+            hidden = encode_prefix(inner, batch["input_ids"], batch["attention_mask"], n_frozen)
+        return cached_forward(batch | {"hidden": hidden})
+
+    forward = full_forward
+    if hidden_cache is not None:
+        forward = cached_forward
+    elif tc.strategy == "last_n" and accelerator.num_processes == 1:
+        with suppress(PrefixCacheUnsupported):  # other classes run whole, as transformers runs them
+            prefix_split(inner)
+            forward = prefix_forward
 
     # --- the loop ---------------------------------------------------------------------------------------
     bar = tqdm(total=total_steps, initial=state["step"], desc="fine-tuning", unit="step",

@@ -1,0 +1,302 @@
+"""From prompt to fine-tune on one split: every way tunetext has to classify SMS spam, side by side.
+
+The data follow the balanced protocol of "Build a Large Language Model (From Scratch)", chapter 6: every
+spam message and as many ham messages drawn at random, split 70/10/20 (stratified here). One difference,
+on purpose: tunetext de-duplicates before splitting, so the pool is the 642 unique spam texts (of 747) and
+642 of the 4,518 unique ham texts; the book keeps duplicates, which lets copies of a test text sit in its
+training set.
+
+On that one split, in this order, each in its own process (wall time and peak memory are the process's):
+
+  zero-shot, few-shot   SmolLM2-135M-Instruct prompted (`tunetext prompt-eval`), nothing trained
+  features              frozen MiniLM-L6 features, logistic-regression head
+  last_n cached         the last block, pooler and head trained 5 epochs on the cached frozen prefix
+  last_n uncached       the same with `train.cache_frozen=off`: the frozen prefix runs at every step
+  lora                  LoRA r=8 on query/value and the head
+  full                  every weight
+  distill               a 3-block student cut from MiniLM-L6, taught by the `full` run
+  smollm2 last_n        (with --smollm2) SmolLM2-135M's last 2 blocks, cached and uncached, 5 epochs
+
+The trained methods all run 5 epochs with tunetext's defaults otherwise (early stopping on validation
+macro-F1 keeps the best epoch, except for the two `last_n` runs, which run all 5 so that their times
+compare). It writes JSON and a Markdown table and checks the issue's targets.
+
+    python benchmarks/strategies.py                      # about 20 minutes on 2 cores
+    python benchmarks/strategies.py --smollm2            # adds SmolLM2-135M last_n
+    python benchmarks/strategies.py --only features,full --output /tmp/s.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from train_speed import machine_info
+
+RESULTS = Path(__file__).resolve().parent / "results"
+EPOCHS = 5
+BALANCE_SEED = 123  # the book's sampling seed
+TEMPLATE = 'Is the following SMS message spam? Answer yes or no.\n\nSMS: "{text}"'
+VERBALIZERS = "ham=no,spam=yes"
+SHOTS = 4
+TARGETS = {"accuracy_above": 0.977, "cache_speedup": 3.0, "lora_gap_points": 1.0}
+ALL = ["zero_shot", "few_shot", "features", "last_n_cached", "last_n_uncached", "lora", "full", "distill",
+       "smollm2_last_n_cached", "smollm2_last_n_uncached"]
+SMOLLM2 = [k for k in ALL if k.startswith("smollm2")]
+CACHE_PAIRS = {"minilm-l6": ("last_n_cached", "last_n_uncached"),
+               "smollm2-135m": ("smollm2_last_n_cached", "smollm2_last_n_uncached")}
+
+
+def _train(data: Path, out: Path, model: str, strategy: str, *overrides: str) -> list[str]:
+    return ["train", "--data", str(data), "--model", model, "--strategy", strategy, "--epochs", str(EPOCHS),
+            "--output", str(out), "--overwrite", "--quiet", *overrides]
+
+
+def _prompt(data: Path, shots: int) -> list[str]:
+    return ["prompt-eval", "--model", "smollm2-135m", "--data", str(data), "--template", TEMPLATE,
+            "--labels", VERBALIZERS, "--shots", str(shots), "--json"]
+
+
+def methods(data: Path, work: Path) -> dict[str, tuple[str, list[str]]]:
+    """Each method: a description and its `tunetext` command line."""
+    whole_5 = ["train.early_stopping_patience=null"]
+    return {
+        "zero_shot": ("SmolLM2-135M-Instruct, zero-shot prompt", _prompt(data, 0)),
+        "few_shot": (f"SmolLM2-135M-Instruct, {SHOTS}-shot prompt", _prompt(data, SHOTS)),
+        "features": ("MiniLM-L6 frozen features + logistic head",
+                     _train(data, work / "features", "minilm-l6", "features")),
+        "last_n_cached": ("MiniLM-L6 last_n=1, frozen prefix cached",
+                          _train(data, work / "last_n_cached", "minilm-l6", "last_n", "train.last_n=1",
+                                 "train.cache_frozen=on", *whole_5)),
+        "last_n_uncached": ("MiniLM-L6 last_n=1, prefix run every step",
+                            _train(data, work / "last_n_uncached", "minilm-l6", "last_n", "train.last_n=1",
+                                   "train.cache_frozen=off", *whole_5)),
+        "lora": ("MiniLM-L6 LoRA r=8 (lr 1e-3)",
+                 _train(data, work / "lora", "minilm-l6", "lora", "train.learning_rate=1e-3")),
+        "full": ("MiniLM-L6 full fine-tuning", _train(data, work / "full", "minilm-l6", "full")),
+        "distill": ("3-block MiniLM student taught by `full`",
+                    _train(data, work / "distill", "minilm-l6", "distill", "train.student_layers=3",
+                           f"train.distill_teacher={work / 'full'}")),
+        "smollm2_last_n_cached": ("SmolLM2-135M last_n=2, frozen prefix cached",
+                                  _train(data, work / "smollm2_last_n_cached", "smollm2-135m", "last_n",
+                                         "train.last_n=2", "train.cache_frozen=on", *whole_5)),
+        "smollm2_last_n_uncached": ("SmolLM2-135M last_n=2, prefix run every step",
+                                    _train(data, work / "smollm2_last_n_uncached", "smollm2-135m", "last_n",
+                                           "train.last_n=2", "train.cache_frozen=off", *whole_5)),
+    }
+
+
+def balanced_csv(path: Path) -> dict[str, int]:
+    """Write the balanced data set to `path`: every unique spam text and as many unique ham texts."""
+    from tunetext.config import DataConfig
+    from tunetext.data.prepare import load_all
+
+    names = ["ham", "spam"]
+    pool, _ = load_all(DataConfig(source="sms_spam"), names)
+    by_label = {name: [t for t, y in zip(pool.texts, pool.labels, strict=True) if y == i]
+                for i, name in enumerate(names)}
+    n = len(by_label["spam"])
+    rows = [(t, "spam") for t in by_label["spam"]]
+    rows += [(t, "ham") for t in random.Random(BALANCE_SEED).sample(by_label["ham"], n)]
+    random.Random(BALANCE_SEED).shuffle(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return {"unique_spam": n, "unique_ham_available": len(by_label["ham"]), "rows": len(rows)}
+
+
+def run_process(args: list[str]) -> tuple[int, str, float, float]:
+    """Run `tunetext ARGS`; its exit code, stdout, wall seconds and peak resident memory in MiB."""
+    command = [sys.executable, "-m", "tunetext.cli", *args]
+    print("$ tunetext " + " ".join(args), flush=True)
+    start = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, out, time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def _scores(m: dict[str, Any]) -> dict[str, Any]:
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "confusion_matrix": m["confusion_matrix"]}
+
+
+def run_method(key: str, description: str, args: list[str], work: Path) -> dict[str, Any]:
+    code, out, wall, peak = run_process(args)
+    result: dict[str, Any] = {"method": key, "description": description,
+                              "command": "tunetext " + " ".join(args),
+                              "exit_code": code, "wall_seconds": wall, "peak_memory_mb": peak,
+                              "loadavg_1min_after": os.getloadavg()[0]}
+    if code != 0:
+        result["error"] = f"exited with code {code}"
+        return result
+    if args[0] == "prompt-eval":
+        metrics = json.loads(out[out.index("{"):])  # --json prints the metrics last, as one object
+        result.update(_scores(metrics), trainable_parameters=0, train_seconds=0.0)
+        return result
+    metrics = json.loads((work / key / "metrics.json").read_text())
+    training = metrics["training"]
+    result.update(_scores(metrics["test"]), train_seconds=training["train_seconds"],
+                  cache_seconds=training.get("cache_seconds"), prefix_cached=training.get("prefix_cached"),
+                  epochs_completed=training["epochs_completed"],
+                  trainable_parameters=training["trainable_parameters"],
+                  total_parameters=training["total_parameters"], val_history=_val_history(work / key))
+    return result
+
+
+def _val_history(run_dir: Path) -> list[float]:
+    """Validation macro-F1 after each evaluation, from the run's log."""
+    log = run_dir / "train_log.jsonl"
+    if not log.is_file():
+        return []
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [e["val_macro_f1"] for e in entries if e.get("event") == "eval"]
+
+
+def student_speedup(teacher: Path, student: Path, texts: list[str], rounds: int = 3) -> dict[str, Any]:
+    """Prediction throughput of teacher and student on `texts`, alternating, best of `rounds` each."""
+    from tunetext import Classifier
+
+    models = {"teacher": Classifier.load(teacher), "student": Classifier.load(student)}
+    best = {name: float("inf") for name in models}
+    for _ in range(rounds):
+        for name, clf in models.items():
+            start = time.perf_counter()
+            clf.predict_proba(texts)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {"texts": len(texts), "teacher_seconds": best["teacher"], "student_seconds": best["student"],
+            "speedup": best["teacher"] / best["student"]}
+
+
+def check_targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    ok = {k: r for k, r in results.items() if "error" not in r}
+    checks: dict[str, Any] = {}
+    minilm = {k: r["accuracy"] for k, r in ok.items() if k in {"full", "lora", "last_n_cached", "distill",
+                                                                 "features", "last_n_uncached"}}
+    if minilm:
+        best = max(minilm, key=minilm.__getitem__)
+        checks["accuracy"] = {"best_minilm_method": best, "accuracy": minilm[best],
+                              "target": f"> {TARGETS['accuracy_above']}",
+                              "met": minilm[best] > TARGETS["accuracy_above"],
+                              "full_met": ok.get("full", {}).get("accuracy", 0) > TARGETS["accuracy_above"]}
+    for model, (cached, uncached) in CACHE_PAIRS.items():
+        if cached not in ok or uncached not in ok:
+            continue
+        on, off = ok[cached], ok[uncached]
+        speedup = off["train_seconds"] / on["train_seconds"]
+        same = all(on[m] == off[m] for m in ("accuracy", "macro_f1", "confusion_matrix"))
+        checks[f"cache {model}"] = {"uncached_train_seconds": off["train_seconds"],
+                                    "cached_train_seconds": on["train_seconds"],
+                                    "of_which_cache_build": on["cache_seconds"], "speedup": speedup,
+                                    "identical_test_metrics": same,
+                                    "target": f">= {TARGETS['cache_speedup']}x, identical",
+                                    "met": speedup >= TARGETS["cache_speedup"] and same}
+    if "lora" in ok and "full" in ok:
+        gap = 100 * (ok["full"]["accuracy"] - ok["lora"]["accuracy"])
+        checks["lora"] = {"full_minus_lora_points": gap, "target": f"<= {TARGETS['lora_gap_points']} point",
+                          "met": gap <= TARGETS["lora_gap_points"]}
+    return checks
+
+
+def _fmt_params(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return "0" if n == 0 else f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Strategies on balanced sms_spam ({report['data']['rows']} texts; test "
+             f"{report['data']['test']})", "",
+             "| method | test accuracy | test macro-F1 | train s | wall s | trainable | peak MiB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in report["results"].values():
+        if "error" in r:
+            lines.append(f"| {r['description']} | {r['error']} | | | | | |")
+            continue
+        lines.append(f"| {r['description']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
+                     f"{r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | "
+                     f"{_fmt_params(r['trainable_parameters'])} | {r['peak_memory_mb']:.0f} |")
+    lines.append("")
+    for name, check in report["targets"].items():
+        lines.append(f"- **{name}**: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                 for k, v in check.items()))
+    if "student_speedup" in report:
+        s = report["student_speedup"]
+        lines.append(f"- **distill student**: predicts the {s['texts']} test texts in "
+                     f"{s['student_seconds']:.2f} s against the teacher's {s['teacher_seconds']:.2f} s "
+                     f"({s['speedup']:.2f}x)")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=RESULTS / "strategies.json",
+                        help="JSON result; the Markdown table goes next to it (.md)")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench-strategies"),
+                        help="where the runs and the balanced CSV are written")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(ALL)}")
+    parser.add_argument("--smollm2", action="store_true",
+                        help="also fine-tune SmolLM2-135M (last_n, cached and uncached)")
+    args = parser.parse_args(argv)
+
+    chosen = args.only.split(",") if args.only else [k for k in ALL if k not in SMOLLM2 or args.smollm2]
+    unknown = set(chosen) - set(ALL)
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}")
+    if "distill" in chosen and "full" not in chosen and not (args.workdir / "full" / "run.json").is_file():
+        parser.error("distill needs the full run as its teacher: include full, or run it first")
+
+    data = args.workdir / "sms_spam_balanced.csv"
+    counts = balanced_csv(data)
+    from tunetext.config import DataConfig
+    from tunetext.data.prepare import load_dataset
+
+    split = load_dataset(DataConfig(source=str(data)))
+    counts.update(train=len(split.train), val=len(split.val), test=len(split.test))
+    print(f"balanced data: {counts}", flush=True)
+
+    specs = methods(data, args.workdir)
+    results = {}
+    for key in chosen:
+        description, command = specs[key]
+        results[key] = run_method(key, description, command, args.workdir)
+        r = results[key]
+        summary = r.get("error") or (f"accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
+                                     f"{r['wall_seconds']:.0f} s")
+        print(f"  {key}: {summary}", flush=True)
+
+    report: dict[str, Any] = {
+        "what": "Test accuracy, macro-F1, time, trainable parameters and peak memory of every tunetext "
+                "classification method on one balanced sms_spam split (see the module docstring)",
+        "command": "python benchmarks/strategies.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine_info(),
+        "data": counts,
+        "epochs": EPOCHS,
+        "prompt": {"template": TEMPLATE, "verbalizers": VERBALIZERS, "shots": SHOTS},
+        "results": results,
+        "targets": check_targets(results),
+    }
+    if all(k in results and "error" not in results[k] for k in ("full", "distill")):
+        report["student_speedup"] = student_speedup(args.workdir / "full", args.workdir / "distill",
+                                                    split.test.texts)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    args.output.with_suffix(".md").write_text(markdown(report))
+    print("\n" + markdown(report))
+
+
+if __name__ == "__main__":
+    main()
