@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import tiny_config
+
 from tunetext.cli import main
 from tunetext.compare import aggregate_seeds, compare, format_table, mean_std
 from tunetext.train import train_seeds
