@@ -434,7 +434,8 @@ def test_class_label_minus_one_is_an_unlabelled_row():
     # Hugging Face marks unlabelled rows (GLUE test splits) with ClassLabel -1.
     names = ["neg", "pos"]
     texts = [f"text {i}" for i in range(30)]
-    raw = {"train": RawSplit("hf [train]", texts, [i % 2 for i in range(30)], list(range(1, 31)), "row", names),
+    raw = {"train": RawSplit("hf [train]", texts, [i % 2 for i in range(30)], list(range(1, 31)), "row",
+                             names),
            "test": RawSplit("hf [test]", ["a", "b", "c", "d"], [0, -1, 1, -1], [1, 2, 3, 4], "row", names)}
     dataset = prepare(raw, DataConfig(), seed=0)
     assert dataset.test.texts == ["a", "c"]
