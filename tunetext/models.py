@@ -484,10 +484,13 @@ def train_mode(model: Any, family: Family, strategy: str, last_n: int) -> None:
             module.eval()
 
 
-def _bert_blocks(base: Any, hidden: torch.Tensor, attention_mask: torch.Tensor, layers) -> torch.Tensor:
+def _bert_mask(base: Any, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
     from transformers.masking_utils import create_bidirectional_mask
 
-    mask = create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    return create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask)
+
+
+def _bert_blocks(hidden: torch.Tensor, mask: Any, layers) -> torch.Tensor:
     for layer in layers:
         hidden = layer(hidden, mask)
     return hidden
@@ -495,8 +498,8 @@ def _bert_blocks(base: Any, hidden: torch.Tensor, attention_mask: torch.Tensor, 
 
 def _bert_prefix(model, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
     base = model.base_model
-    return _bert_blocks(base, base.embeddings(input_ids=input_ids), attention_mask,
-                        base.encoder.layer[:n_frozen])
+    hidden = base.embeddings(input_ids=input_ids)
+    return _bert_blocks(hidden, _bert_mask(base, hidden, attention_mask), base.encoder.layer[:n_frozen])
 
 
 def _bert_layer_at_cls(layer: Any, hidden: torch.Tensor, mask: Any) -> torch.Tensor:
@@ -520,13 +523,10 @@ def _bert_layer_at_cls(layer: Any, hidden: torch.Tensor, mask: Any) -> torch.Ten
 
 
 def _bert_top(model, hidden, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
-    from transformers.masking_utils import create_bidirectional_mask
-
     base = model.base_model
-    mask = create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    mask = _bert_mask(base, hidden, attention_mask)
     top = list(base.encoder.layer[n_frozen:])
-    for layer in top[:-1]:
-        hidden = layer(hidden, mask)
+    hidden = _bert_blocks(hidden, mask, top[:-1])
     if top:
         hidden = _bert_layer_at_cls(top[-1], hidden, mask)
     return model.classifier(model.dropout(base.pooler(hidden)))  # [CLS] -> pooler -> dropout -> head

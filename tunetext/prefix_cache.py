@@ -37,25 +37,31 @@ def decide(choice: str, strategy: str, model, num_processes: int, lengths: list[
         return False, "off (train.cache_frozen=off)"
     if strategy != "last_n":
         return False, f"off (strategy {strategy} freezes no prefix)"
-    try:
-        prefix_split(model)
-    except PrefixCacheUnsupported as exc:
-        reason = str(exc)
-    else:
-        # The top would run outside DistributedDataParallel's forward, which gradient syncing relies on.
-        reason = (f"training runs in {num_processes} processes, where the top blocks cannot run from "
-                  "cached hidden states, so the frozen prefix runs at every step")
-        if num_processes == 1:
-            need, free = size_bytes(lengths, model), free_bytes(device)
-            size = f"{len(lengths)} texts, {need / 2**20:.0f} MiB"
-            if choice == "on" or need <= free // 2:
-                return True, f"on (train.cache_frozen={choice}; {size} on {device.type})"
-            return False, (f"off: the cache ({size}) would take more than half the {free / 2**20:.0f} MiB "
-                           f"free on {device.type}; train.cache_frozen=on caches anyway")
+    reason = why_not_split(model, num_processes)
+    if reason is None:
+        need, free = size_bytes(lengths, model), free_bytes(device)
+        size = f"{len(lengths)} texts, {need / 2**20:.0f} MiB"
+        if choice == "on" or need <= free // 2:
+            return True, f"on (train.cache_frozen={choice}; {size} on {device.type})"
+        return False, (f"off: the cache ({size}) would take more than half the {free / 2**20:.0f} MiB "
+                       f"free on {device.type}; train.cache_frozen=on caches anyway")
     if choice == "on":
         raise PrefixCacheUnsupported(f"train.cache_frozen=on: {reason}. Use train.cache_frozen=auto "
                                      "(caches where it can) or off")
     return False, f"off: {reason}"
+
+
+def why_not_split(model, num_processes: int) -> str | None:
+    """Why training cannot run this model as frozen prefix + top (cached or not), or None where it can."""
+    try:
+        prefix_split(model)
+    except PrefixCacheUnsupported as exc:
+        return str(exc)
+    if num_processes != 1:
+        # The top would run outside DistributedDataParallel's forward, which gradient syncing relies on.
+        return (f"training runs in {num_processes} processes, where the top blocks cannot run from "
+                "cached hidden states, so the frozen prefix runs at every step")
+    return None
 
 
 def size_bytes(lengths: list[int], model) -> int:

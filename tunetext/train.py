@@ -30,12 +30,10 @@ from tunetext.config import RunConfig, dump_config, load_config
 from tunetext.data import load_dataset
 from tunetext.evaluate import MetricAccumulator, evaluate_split, fit_temperature, iter_log_probs
 from tunetext.models import (
-    PrefixCacheUnsupported,
     blocks,
     encode_prefix,
     forward_top,
     load_classifier,
-    prefix_split,
     setup_strategy,
     train_mode,
     truncate_blocks,
@@ -345,10 +343,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     forward = full_forward
     if hidden_cache is not None:
         forward = cached_forward
-    elif tc.strategy == "last_n" and accelerator.num_processes == 1:
-        with suppress(PrefixCacheUnsupported):  # other classes run whole, as transformers runs them
-            prefix_split(inner)
-            forward = prefix_forward
+    elif tc.strategy == "last_n" and prefix_cache.why_not_split(inner, accelerator.num_processes) is None:
+        forward = prefix_forward  # elsewhere the whole model runs, as transformers runs it
 
     # --- the loop ---------------------------------------------------------------------------------------
     bar = tqdm(total=total_steps, initial=state["step"], desc="fine-tuning", unit="step",
