@@ -74,6 +74,10 @@ def test_top_from_prefix_gives_the_whole_models_logits(family_name, attention, f
     model.eval()
     torch.manual_seed(0)
     torch.nn.init.normal_(head(model).weight, std=1.0)  # logits of order 1, not a fresh head's 0.01
+    with torch.no_grad():  # biases and norms away from their initial 0 and 1, so that every term counts
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn_like(param), alpha=0.1)
     ids, batch = padded_batch(tokenizer)
     mask = batch["attention_mask"]
     with torch.no_grad():

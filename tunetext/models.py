@@ -502,46 +502,61 @@ def _bert_prefix(model, input_ids, attention_mask, n_frozen: int) -> torch.Tenso
     return _bert_blocks(hidden, _bert_mask(base, hidden, attention_mask), base.encoder.layer[:n_frozen])
 
 
-def _bert_layer_at_cls(layer: Any, hidden: torch.Tensor, mask: Any) -> torch.Tensor:
-    """`layer(hidden, mask)[:, :1]`, computing only that: the [CLS] query against every key and value,
-    then the attention output, feed-forward and norms of that one position. The pooler reads nothing else
-    from the last block, so this is all of it the head depends on, at a fraction of the cost (the
-    feed-forward, two thirds of a block, runs on one token per text instead of all of them)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    from transformers.models.bert.modeling_bert import eager_attention_forward
+def _bert_layer_at_cls(layer: Any, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """`layer(hidden, mask)[:, :1]`, computing only that. The pooler reads nothing else from the last
+    block, so this is all of it the head depends on, at a fraction of the cost.
 
+    With one query per head, the keys and values of every token need not be projected at all. For head h
+    with key weights K_h, bias k_h and the [CLS] query q_h, the score of token t is
+    q_h . (K_h x_t + k_h) = (K_h^T q_h) . x_t + q_h . k_h: the query is projected back into the hidden
+    space once instead of every token into key space. Likewise the attention output
+    sum_t p_t (V_h x_t + v_h) = V_h (sum_t p_t x_t) + (sum_t p_t) v_h mixes the hidden states first and
+    projects the one mixture (the sum of p is not 1 where attention dropout zeroed some). The same sums as
+    the block's, in another order: float rounding apart, the same numbers, for a fraction of the work on
+    texts of a few dozen tokens; the feed-forward, two thirds of a block, runs on [CLS] alone.
+    """
     attn = layer.attention.self
-    heads = (hidden.shape[0], -1, attn.num_attention_heads, attn.attention_head_size)
-    query = attn.query(hidden[:, :1]).view(heads).transpose(1, 2)
-    key = attn.key(hidden).view(heads).transpose(1, 2)
-    value = attn.value(hidden).view(heads).transpose(1, 2)
-    attend = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
-    context, _ = attend(attn, query, key, value, None if mask is None else mask[:, :, :1],
-                        dropout=attn.dropout.p if attn.training else 0.0, scaling=attn.scaling)
-    cls = layer.attention.output(context.reshape(hidden.shape[0], 1, -1), hidden[:, :1])
+    batch, heads, size = hidden.shape[0], attn.num_attention_heads, attn.attention_head_size
+    query = attn.query(hidden[:, 0]).view(batch, heads, size)
+    key_weight, value_weight = (w.view(heads, size, -1) for w in (attn.key.weight, attn.value.weight))
+    query_back = torch.einsum("bnd,ndh->bnh", query, key_weight)  # K_h^T q_h: [batch, heads, hidden]
+    scores = torch.einsum("bnh,bth->bnt", query_back, hidden)
+    scores = (scores + (query * attn.key.bias.view(heads, size)).sum(-1, keepdim=True)) * attn.scaling
+    scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
+    probs = attn.dropout(scores.softmax(-1))  # [batch, heads, tokens]
+    mixed = torch.einsum("bnt,bth->bnh", probs, hidden)
+    context = torch.einsum("bnh,ndh->bnd", mixed, value_weight)
+    context = context + probs.sum(-1, keepdim=True) * attn.value.bias.view(heads, size)
+    cls = layer.attention.output(context.reshape(batch, 1, heads * size), hidden[:, :1])
     return layer.output(layer.intermediate(cls), cls)
 
 
 def _bert_top(model, hidden, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
     base = model.base_model
-    mask = _bert_mask(base, hidden, attention_mask)
     top = list(base.encoder.layer[n_frozen:])
-    hidden = _bert_blocks(hidden, mask, top[:-1])
+    if len(top) > 1:
+        hidden = _bert_blocks(hidden, _bert_mask(base, hidden, attention_mask), top[:-1])
     if top:
-        hidden = _bert_layer_at_cls(top[-1], hidden, mask)
+        hidden = _bert_layer_at_cls(top[-1], hidden, attention_mask)
     return model.classifier(model.dropout(base.pooler(hidden)))  # [CLS] -> pooler -> dropout -> head
 
 
-def _last_non_pad(model, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Each row's logits at its rightmost non-pad token, found exactly as transformers' decoders find it."""
+def _pooled_positions(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Each row's rightmost non-pad token, the one decoders pool, found exactly as transformers finds it."""
     pad = model.config.get_text_config().pad_token_id
     if pad is None:
         if input_ids.shape[0] != 1:
             raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined.")
-        return logits[:, -1]
-    non_pad = (input_ids != pad).to(logits.device, torch.int32)
-    positions = torch.arange(input_ids.shape[-1], device=logits.device, dtype=torch.int32)
-    return logits[torch.arange(input_ids.shape[0], device=logits.device), (positions * non_pad).argmax(-1)]
+        return torch.full((1,), input_ids.shape[-1] - 1, device=input_ids.device)
+    non_pad = (input_ids != pad).to(torch.int32)
+    positions = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
+    return (positions * non_pad).argmax(-1)
+
+
+def _last_non_pad(model, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Each row's logits at its rightmost non-pad token."""
+    rows = torch.arange(input_ids.shape[0], device=logits.device)
+    return logits[rows, _pooled_positions(model, input_ids).to(logits.device)]
 
 
 def _gpt2_blocks(base, hidden, attention_mask, layers) -> torch.Tensor:
@@ -587,11 +602,46 @@ def _llama_prefix(model, input_ids, attention_mask, n_frozen: int) -> torch.Tens
     return _llama_blocks(base, base.embed_tokens(input_ids), attention_mask, base.layers[:n_frozen])
 
 
+def _llama_layer_at(layer: Any, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
+                    attention_mask: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """`layer(hidden, ...)` at one position per row (`at`), `[batch, 1, hidden]`, computing only that: the
+    query of that token against the keys and values of every token it sees (causal, and not padding),
+    then the output projection and the feed-forward at that token alone. The head reads nothing else from
+    the last layer, and the feed-forward is most of a layer's work. Eager attention, as transformers'."""
+    from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
+
+    attn, (batch, length) = layer.self_attn, hidden.shape[:2]
+    rows = torch.arange(batch, device=hidden.device)
+    normed = layer.input_layernorm(hidden)
+    query = attn.q_proj(normed[rows, at]).view(batch, -1, 1, attn.head_dim)
+    key, value = (proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+                  for proj in (attn.k_proj, attn.v_proj))
+    cos, sin = rotary  # [1, length, head_dim]: positions 0..length-1
+    query = query * cos[0, at, None, None] + rotate_half(query) * sin[0, at, None, None]
+    key = key * cos[:, None] + rotate_half(key) * sin[:, None]
+    key, value = (repeat_kv(x, attn.num_key_value_groups) for x in (key, value))
+    scores = torch.matmul(query, key.transpose(2, 3)) * attn.scaling  # [batch, heads, 1, length]
+    seen = (torch.arange(length, device=hidden.device) <= at[:, None]) & attention_mask.bool()
+    scores = scores.masked_fill(~seen[:, None, None, :], torch.finfo(scores.dtype).min)
+    probs = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = torch.nn.functional.dropout(probs, p=attn.attention_dropout, training=attn.training)
+    context = torch.matmul(probs, value).transpose(1, 2).reshape(batch, 1, -1)
+    out = hidden[rows, at, None] + attn.o_proj(context)
+    return out + layer.mlp(layer.post_attention_layernorm(out))
+
+
 def _llama_top(model, hidden, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
     base = model.base_model
     layers = base.layers[:base.config.num_hidden_layers][n_frozen:]
-    hidden = base.norm(_llama_blocks(base, hidden, attention_mask, layers))
-    return _last_non_pad(model, model.score(hidden), input_ids)
+    if not layers:
+        return _last_non_pad(model, model.score(base.norm(hidden)), input_ids)
+    if len(layers) > 1:
+        hidden = _llama_blocks(base, hidden, attention_mask, layers[:-1])
+    positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    at = _pooled_positions(model, input_ids).to(hidden.device)
+    hidden = _llama_layer_at(layers[-1], hidden, base.rotary_emb(hidden, position_ids=positions),
+                             attention_mask, at)
+    return model.score(base.norm(hidden))[:, 0]  # the last layer ran at the pooled token only
 
 
 _PREFIX_SPLITS = {
