@@ -14,17 +14,18 @@ On that one split, in this order, each in its own process (wall time and peak me
   last_n uncached       the same with `train.cache_frozen=off`: the frozen prefix runs at every step
   lora                  LoRA r=8 on query/value and the head
   full                  every weight
+  full seeds            the same with seeds 42, 43 and 44 (`--seeds 3`): how much one seed says
   distill               a 3-block student cut from MiniLM-L6, taught by the `full` run
   mpnet full            all-mpnet-base-v2 (110M), every weight: a stronger teacher
   distill mpnet         the whole MiniLM-L6 (6 blocks) taught by `mpnet full`
   smollm2 last_n        (with --smollm2) SmolLM2-135M's last block and final norm, cached and uncached
 
 The trained methods all run 5 epochs with tunetext's defaults otherwise (early stopping on validation
-macro-F1 keeps the best epoch, except for the two `last_n` runs, which run all 5 so that their times
+macro-F1 keeps the best epoch, except for the `last_n` pairs, which run all 5 so that their times
 compare). It writes JSON and a Markdown table and checks the issue's targets.
 
-    python benchmarks/strategies.py                      # about 20 minutes on 2 cores
-    python benchmarks/strategies.py --smollm2            # adds SmolLM2-135M last_n
+    python benchmarks/strategies.py                      # about 25 minutes on 2 cores
+    python benchmarks/strategies.py --smollm2            # adds SmolLM2-135M last_n, about 6 minutes
     python benchmarks/strategies.py --only features,full --output /tmp/s.json
 """
 
@@ -49,9 +50,10 @@ BALANCE_SEED = 123  # the book's sampling seed
 TEMPLATE = 'Is the following SMS message spam? Answer yes or no.\n\nSMS: "{text}"'
 VERBALIZERS = "ham=no,spam=yes"
 SHOTS = 4
+SEEDS = 3
 TARGETS = {"accuracy_above": 0.977, "cache_speedup": 3.0, "lora_gap_points": 1.0}
-ALL = ["zero_shot", "few_shot", "features", "last_n_cached", "last_n_uncached", "lora", "full", "distill",
-       "mpnet_full", "distill_mpnet", "smollm2_last_n_cached", "smollm2_last_n_uncached"]
+ALL = ["zero_shot", "few_shot", "features", "last_n_cached", "last_n_uncached", "lora", "full", "full_seeds",
+       "distill", "mpnet_full", "distill_mpnet", "smollm2_last_n_cached", "smollm2_last_n_uncached"]
 MINILM = ["features", "last_n_cached", "last_n_uncached", "lora", "full", "distill", "distill_mpnet"]
 TEACHERS = {"distill": "full", "distill_mpnet": "mpnet_full"}
 SMOLLM2 = [k for k in ALL if k.startswith("smollm2")]
@@ -86,6 +88,8 @@ def methods(data: Path, work: Path) -> dict[str, tuple[str, list[str]]]:
         "lora": ("MiniLM-L6 LoRA r=8 (lr 1e-3)",
                  _train(data, work / "lora", "minilm-l6", "lora", "train.learning_rate=1e-3")),
         "full": ("MiniLM-L6 full fine-tuning", _train(data, work / "full", "minilm-l6", "full")),
+        "full_seeds": (f"MiniLM-L6 full fine-tuning, mean of seeds 42-{41 + SEEDS}",
+                       _train(data, work / "full_seeds", "minilm-l6", "full", "--seeds", str(SEEDS))),
         "distill": ("3-block MiniLM student taught by `full`",
                     _train(data, work / "distill", "minilm-l6", "distill", "train.student_layers=3",
                            f"train.distill_teacher={work / 'full'}")),
@@ -154,6 +158,8 @@ def run_method(key: str, description: str, args: list[str], work: Path) -> dict[
         metrics = json.loads(out[out.index("{"):])  # --json prints the metrics last, as one object
         result.update(_scores(metrics), trainable_parameters=0, train_seconds=0.0)
         return result
+    if "--seeds" in args:
+        return result | _seeds_result(work / key)
     metrics = json.loads((work / key / "metrics.json").read_text())
     training = metrics["training"]
     result.update(_scores(metrics["test"]), train_seconds=training["train_seconds"],
@@ -162,6 +168,20 @@ def run_method(key: str, description: str, args: list[str], work: Path) -> dict[
                   trainable_parameters=training["trainable_parameters"],
                   total_parameters=training["total_parameters"], val_history=_val_history(work / key))
     return result
+
+
+def _seeds_result(out: Path) -> dict[str, Any]:
+    """A `--seeds` run: test scores and train time as means over the seeds, and each seed's test scores."""
+    summary = json.loads((out / "seeds.json").read_text())
+    test = summary["test"]
+    runs = {seed: json.loads((out / f"seed-{seed}" / "metrics.json").read_text())
+            for seed in summary["seeds"]}
+    training = next(iter(runs.values()))["training"]
+    return {"accuracy": test["accuracy"]["mean"], "accuracy_std": test["accuracy"]["std"],
+            "macro_f1": test["macro_f1"]["mean"], "train_seconds": summary["train_seconds"]["mean"],
+            "trainable_parameters": training["trainable_parameters"],
+            "total_parameters": training["total_parameters"],
+            "per_seed": {seed: _scores(m["test"]) for seed, m in runs.items()}}
 
 
 def _val_history(run_dir: Path) -> list[float]:
@@ -198,6 +218,11 @@ def check_targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                               "target": f"> {TARGETS['accuracy_above']}",
                               "met": minilm[best] > TARGETS["accuracy_above"],
                               "full_met": ok.get("full", {}).get("accuracy", 0) > TARGETS["accuracy_above"]}
+    if "full_seeds" in ok:
+        seeds = ok["full_seeds"]
+        checks["accuracy over seeds"] = {"full_mean": seeds["accuracy"], "full_std": seeds["accuracy_std"],
+                                         "per_seed": {s: r["accuracy"] for s, r in seeds["per_seed"].items()},
+                                         "met": seeds["accuracy"] > TARGETS["accuracy_above"]}
     for model, (cached, uncached) in CACHE_PAIRS.items():
         if cached not in ok or uncached not in ok:
             continue
