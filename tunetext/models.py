@@ -502,31 +502,42 @@ def _bert_prefix(model, input_ids, attention_mask, n_frozen: int) -> torch.Tenso
     return _bert_blocks(hidden, _bert_mask(base, hidden, attention_mask), base.encoder.layer[:n_frozen])
 
 
-def _bert_layer_at_cls(layer: Any, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """`layer(hidden, mask)[:, :1]`, computing only that. The pooler reads nothing else from the last
-    block, so this is all of it the head depends on, at a fraction of the cost.
+def _one_query_attention(query: torch.Tensor, hidden: torch.Tensor, key: tuple[torch.Tensor, torch.Tensor],
+                         value: tuple[torch.Tensor, torch.Tensor], seen: torch.Tensor, scaling: float,
+                         dropout: nn.Module) -> torch.Tensor:
+    """Attention of one query per row and head over every token of `hidden`, without projecting the tokens
+    into keys and values: `[batch, heads, head_size]` from `query` `[batch, heads, head_size]`, `hidden`
+    `[batch, tokens, hidden]`, `key` and `value` as (weight `[heads, head_size, hidden]`, bias
+    `[heads, head_size]`) and `seen` `[batch, tokens]`, the tokens the query may attend to.
 
-    With one query per head, the keys and values of every token need not be projected at all. For head h
-    with key weights K_h, bias k_h and the [CLS] query q_h, the score of token t is
-    q_h . (K_h x_t + k_h) = (K_h^T q_h) . x_t + q_h . k_h: the query is projected back into the hidden
-    space once instead of every token into key space. Likewise the attention output
-    sum_t p_t (V_h x_t + v_h) = V_h (sum_t p_t x_t) + (sum_t p_t) v_h mixes the hidden states first and
-    projects the one mixture (the sum of p is not 1 where attention dropout zeroed some). The same sums as
-    the block's, in another order: float rounding apart, the same numbers, for a fraction of the work on
-    texts of a few dozen tokens; the feed-forward, two thirds of a block, runs on [CLS] alone.
+    For head h with key weights K_h, key bias k_h and query q_h, the score of token t is
+    q_h . (K_h x_t + k_h) = (K_h^T q_h) . x_t + q_h . k_h: the query is projected back into the hidden space
+    once instead of every token into key space. Likewise the output sum_t p_t (V_h x_t + v_h) =
+    V_h (sum_t p_t x_t) + (sum_t p_t) v_h mixes the hidden states first and projects one vector per head
+    (the p do not sum to 1 where dropout zeroed some). The attention's sums in another order: the same
+    numbers up to float rounding, for a fraction of the work when there is one query per text.
     """
+    (key_weight, key_bias), (value_weight, value_bias) = key, value
+    query_back = torch.einsum("bnd,ndh->bnh", query, key_weight)  # K_h^T q_h: [batch, heads, hidden]
+    scores = torch.einsum("bnh,bth->bnt", query_back, hidden)
+    scores = (scores + (query * key_bias).sum(-1, keepdim=True)) * scaling
+    scores = scores.masked_fill(~seen[:, None, :], torch.finfo(scores.dtype).min)
+    probs = dropout(scores.softmax(-1))  # [batch, heads, tokens]
+    context = torch.einsum("bnh,ndh->bnd", torch.einsum("bnt,bth->bnh", probs, hidden), value_weight)
+    return context + probs.sum(-1, keepdim=True) * value_bias
+
+
+def _bert_layer_at_cls(layer: Any, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """`layer(hidden, mask)[:, :1]`, computing only that: the pooler reads nothing else from the last block.
+    The [CLS] query attends without projecting the tokens (`_one_query_attention`), and the feed-forward,
+    two thirds of a block, runs on [CLS] alone."""
     attn = layer.attention.self
     batch, heads, size = hidden.shape[0], attn.num_attention_heads, attn.attention_head_size
     query = attn.query(hidden[:, 0]).view(batch, heads, size)
-    key_weight, value_weight = (w.view(heads, size, -1) for w in (attn.key.weight, attn.value.weight))
-    query_back = torch.einsum("bnd,ndh->bnh", query, key_weight)  # K_h^T q_h: [batch, heads, hidden]
-    scores = torch.einsum("bnh,bth->bnt", query_back, hidden)
-    scores = (scores + (query * attn.key.bias.view(heads, size)).sum(-1, keepdim=True)) * attn.scaling
-    scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
-    probs = attn.dropout(scores.softmax(-1))  # [batch, heads, tokens]
-    mixed = torch.einsum("bnt,bth->bnh", probs, hidden)
-    context = torch.einsum("bnh,ndh->bnd", mixed, value_weight)
-    context = context + probs.sum(-1, keepdim=True) * attn.value.bias.view(heads, size)
+    key, value = ((proj.weight.view(heads, size, -1), proj.bias.view(heads, size))
+                  for proj in (attn.key, attn.value))
+    context = _one_query_attention(query, hidden, key, value, attention_mask.bool(), attn.scaling,
+                                   attn.dropout)
     cls = layer.attention.output(context.reshape(batch, 1, heads * size), hidden[:, :1])
     return layer.output(layer.intermediate(cls), cls)
 
@@ -578,10 +589,36 @@ def _gpt2_prefix(model, input_ids, attention_mask, n_frozen: int) -> torch.Tenso
     return _gpt2_blocks(base, hidden, attention_mask, base.h[:n_frozen])
 
 
+def _gpt2_block_at(block: Any, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                   at: torch.Tensor) -> torch.Tensor:
+    """`block(hidden, ...)` at one position per row (`at`), `[batch, 1, hidden]`, computing only that: the
+    head reads nothing else from the last block. That token's query attends to the tokens it sees (causal,
+    and not padding) without projecting them (`_one_query_attention`: GPT-2's positions are added to the
+    embeddings, so keys are a plain projection); the feed-forward runs at that token alone."""
+    attn, (batch, length) = block.attn, hidden.shape[:2]
+    heads, size, width = attn.num_heads, attn.head_dim, attn.embed_dim
+    rows = torch.arange(batch, device=hidden.device)
+    normed = block.ln_1(hidden)
+    # c_attn is a Conv1D, x @ W + b, whose columns are the query, key and value projections side by side.
+    weights, biases = attn.c_attn.weight.split(width, dim=1), attn.c_attn.bias.split(width)
+    query = (normed[rows, at] @ weights[0] + biases[0]).view(batch, heads, size)
+    key, value = ((weights[i].t().view(heads, size, -1), biases[i].view(heads, size)) for i in (1, 2))
+    seen = (torch.arange(length, device=hidden.device) <= at[:, None]) & attention_mask.bool()
+    context = _one_query_attention(query, normed, key, value, seen, attn.scaling, attn.attn_dropout)
+    out = hidden[rows, at, None] + attn.resid_dropout(attn.c_proj(context.reshape(batch, 1, width)))
+    return out + block.mlp(block.ln_2(out))
+
+
 def _gpt2_top(model, hidden, input_ids, attention_mask, n_frozen: int) -> torch.Tensor:
     base = model.base_model
-    hidden = base.ln_f(_gpt2_blocks(base, hidden, attention_mask, base.h[n_frozen:]))
-    return _last_non_pad(model, model.score(hidden), input_ids)
+    top = base.h[n_frozen:]
+    if not top:
+        return _last_non_pad(model, model.score(base.ln_f(hidden)), input_ids)
+    if len(top) > 1:
+        hidden = _gpt2_blocks(base, hidden, attention_mask, top[:-1])
+    at = _pooled_positions(model, input_ids).to(hidden.device)
+    hidden = _gpt2_block_at(top[-1], hidden, attention_mask, at)
+    return model.score(base.ln_f(hidden))[:, 0]  # the last block ran at the pooled token only
 
 
 def _llama_blocks(base, hidden, attention_mask, layers) -> torch.Tensor:
