@@ -71,7 +71,7 @@ def _prompt(data: Path, shots: int) -> list[str]:
             "--labels", VERBALIZERS, "--shots", str(shots), "--json"]
 
 
-def methods(data: Path, work: Path) -> dict[str, tuple[str, list[str]]]:
+def methods(data: Path, work: Path, smollm2_last_n: int = 1) -> dict[str, tuple[str, list[str]]]:
     """Each method: a description and its `tunetext` command line."""
     whole_5 = ["train.early_stopping_patience=null"]
     return {
@@ -98,12 +98,14 @@ def methods(data: Path, work: Path) -> dict[str, tuple[str, list[str]]]:
         "distill_mpnet": ("MiniLM-L6 (6 blocks) taught by `mpnet full`",
                           _train(data, work / "distill_mpnet", "minilm-l6", "distill",
                                  f"train.distill_teacher={work / 'mpnet_full'}")),
-        "smollm2_last_n_cached": ("SmolLM2-135M last_n=1, frozen prefix cached",
+        "smollm2_last_n_cached": (f"SmolLM2-135M last_n={smollm2_last_n}, frozen prefix cached",
                                   _train(data, work / "smollm2_last_n_cached", "smollm2-135m", "last_n",
-                                         "train.last_n=1", "train.cache_frozen=on", *whole_5)),
-        "smollm2_last_n_uncached": ("SmolLM2-135M last_n=1, prefix run every step",
+                                         f"train.last_n={smollm2_last_n}", "train.cache_frozen=on",
+                                         *whole_5)),
+        "smollm2_last_n_uncached": (f"SmolLM2-135M last_n={smollm2_last_n}, prefix run every step",
                                     _train(data, work / "smollm2_last_n_uncached", "smollm2-135m", "last_n",
-                                           "train.last_n=1", "train.cache_frozen=off", *whole_5)),
+                                           f"train.last_n={smollm2_last_n}", "train.cache_frozen=off",
+                                           *whole_5)),
     }
 
 
@@ -166,7 +168,8 @@ def run_method(key: str, description: str, args: list[str], work: Path) -> dict[
                   cache_seconds=training.get("cache_seconds"), prefix_cached=training.get("prefix_cached"),
                   epochs_completed=training["epochs_completed"],
                   trainable_parameters=training["trainable_parameters"],
-                  total_parameters=training["total_parameters"], val_history=_val_history(work / key))
+                  total_parameters=training["total_parameters"], val_history=_val_history(work / key),
+                  **_seconds_logged(work / key))
     return result
 
 
@@ -184,13 +187,23 @@ def _seeds_result(out: Path) -> dict[str, Any]:
             "per_seed": {seed: _scores(m["test"]) for seed, m in runs.items()}}
 
 
-def _val_history(run_dir: Path) -> list[float]:
-    """Validation macro-F1 after each evaluation, from the run's log."""
+def _log(run_dir: Path) -> list[dict[str, Any]]:
     log = run_dir / "train_log.jsonl"
     if not log.is_file():
         return []
-    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [e["val_macro_f1"] for e in entries if e.get("event") == "eval"]
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def _val_history(run_dir: Path) -> list[float]:
+    """Validation macro-F1 after each evaluation, from the run's log."""
+    return [e["val_macro_f1"] for e in _log(run_dir) if e.get("event") == "eval"]
+
+
+def _seconds_logged(run_dir: Path) -> dict[str, list[float]]:
+    """Each epoch's training seconds and the cache build's, from the run's log."""
+    entries = _log(run_dir)
+    return {"epoch_seconds": [e["seconds"] for e in entries if e.get("event") == "epoch"],
+            "cache_build_seconds": [e["seconds"] for e in entries if e.get("event") == "cache"]}
 
 
 def student_speedup(teacher: Path, student: Path, texts: list[str], rounds: int = 3) -> dict[str, Any]:
@@ -279,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-strategies"),
                         help="where the runs and the balanced CSV are written")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(ALL)}")
+    parser.add_argument("--smollm2-last-n", type=int, default=1,
+                        help="blocks SmolLM2 trains under last_n (default 1: the last block and final norm)")
     parser.add_argument("--smollm2", action="store_true",
                         help="also fine-tune SmolLM2-135M (last_n, cached and uncached)")
     args = parser.parse_args(argv)
@@ -293,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{student} needs the {teacher} run as its teacher: include {teacher}, or run it "
                          "first")
 
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
     data = args.workdir / "sms_spam_balanced.csv"
     counts = balanced_csv(data)
     from tunetext.config import DataConfig
@@ -302,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     counts.update(train=len(split.train), val=len(split.val), test=len(split.test))
     print(f"balanced data: {counts}", flush=True)
 
-    specs = methods(data, args.workdir)
+    specs = methods(data, args.workdir, args.smollm2_last_n)
     results = {}
     for key in chosen:
         description, command = specs[key]
@@ -316,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         "what": "Test accuracy, macro-F1, time, trainable parameters and peak memory of every tunetext "
                 "classification method on one balanced sms_spam split (see the module docstring)",
         "command": "python benchmarks/strategies.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "started": started,
         "machine": machine_info(),
         "data": counts,
         "epochs": EPOCHS,

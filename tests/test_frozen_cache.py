@@ -106,6 +106,39 @@ def test_top_from_prefix_gives_the_whole_models_logits(family_name, attention, f
                 assert (pooled_wrong[:3] - whole[:3]).abs().max() > 1e-3
 
 
+def fixed_dropout(x, p=0.5, training=True, inplace=False):
+    """A deterministic stand-in for dropout: a factor that depends only on the position in the last
+    dimension, so that the whole model and `forward_top` must apply it at the same places to agree."""
+    if not training or p == 0:
+        return x
+    return x * (0.5 + 0.4 * (torch.arange(x.shape[-1], dtype=x.dtype) % 3))
+
+
+@pytest.mark.parametrize("family_name", ["bert", "gpt2", "llama"])
+def test_top_in_training_mode_applies_dropout_where_the_model_does(family_name, folders, monkeypatch):
+    """Training mode, every dropout of the top replaced by `fixed_dropout`: the top from the prefix still
+    gives the whole model's logits, so each dropout sits where transformers puts it (where attention
+    dropout zeroes weights, the value bias counts less, which the eval-mode test cannot see)."""
+    model, tokenizer, family = load_classifier(str(folders[family_name]), LABELS, attention="eager")
+    monkeypatch.setattr(torch.nn.functional, "dropout", fixed_dropout)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(head(model).weight, std=1.0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn_like(param), alpha=0.1)
+    _, batch = padded_batch(tokenizer)
+    mask = batch["attention_mask"]
+    train_mode(model, family, "last_n", 1)  # the prefix in eval mode, the top block and head training
+    with torch.no_grad():
+        whole = model(**batch).logits
+        hidden = encode_prefix(model, batch["input_ids"], mask, 1)
+        top = forward_top(model, hidden, batch["input_ids"], mask, 1)
+        torch.testing.assert_close(top, whole, atol=1e-5, rtol=0)
+        model.eval()  # control: the stand-in really changes the logits
+        assert (model(**batch).logits - whole).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("family_name", ["bert", "gpt2", "llama"])
 def test_last_n_runs_its_frozen_prefix_without_dropout(family_name, folders):
     model, tokenizer, family = load_classifier(str(folders[family_name]), LABELS)

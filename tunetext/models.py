@@ -512,7 +512,8 @@ def _one_query_attention(query: torch.Tensor, hidden: torch.Tensor, key: tuple[t
 
     For head h with key weights K_h, key bias k_h and query q_h, the score of token t is
     q_h . (K_h x_t + k_h) = (K_h^T q_h) . x_t + q_h . k_h: the query is projected back into the hidden space
-    once instead of every token into key space. Likewise the output sum_t p_t (V_h x_t + v_h) =
+    once instead of every token into key space (q_h . k_h is the same for every token and the softmax
+    cancels it, as it does in the block). Likewise the output sum_t p_t (V_h x_t + v_h) =
     V_h (sum_t p_t x_t) + (sum_t p_t) v_h mixes the hidden states first and projects one vector per head
     (the p do not sum to 1 where dropout zeroed some). The attention's sums in another order: the same
     numbers up to float rounding, for a fraction of the work when there is one query per text.

@@ -372,8 +372,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
             batches = (length_grouped_batches(train_lengths, tc.batch_size, epoch_seed) if tc.group_by_length
                        else shuffled_batches(len(train_ids), tc.batch_size, epoch_seed))
             batches = batches[accelerator.process_index::accelerator.num_processes][:micro_per_epoch]
-            epoch_start = time.perf_counter()
-            for b in range(state["batch"], len(batches)):
+            epoch_start, first_batch = time.perf_counter(), state["batch"]
+            for b in range(first_batch, len(batches)):
                 idx = batches[b]
                 sync = (b + 1) % tc.gradient_accumulation_steps == 0 or b + 1 == len(batches)
                 batch = collate([train_ids[i] for i in idx], tokenizer.pad_token_id,
@@ -412,8 +412,10 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
                     break
             epoch_seconds = time.perf_counter() - epoch_start
             state["train_seconds"] += epoch_seconds
-            write_log({"event": "epoch", "step": state["step"], "epoch": state["epoch"] + 1,
-                       "seconds": epoch_seconds, "complete": state["batch"] >= len(batches)})
+            if state["batch"] > first_batch:  # not after a resume that found the epoch already done
+                write_log({"event": "epoch", "step": state["step"], "epoch": state["epoch"] + 1,
+                           "seconds": epoch_seconds, "batches": state["batch"] - first_batch,
+                           "complete": state["batch"] >= len(batches)})
             if flag.requested:
                 accelerator.wait_for_everyone()
                 checkpoint()
