@@ -106,6 +106,45 @@ def test_top_from_prefix_gives_the_whole_models_logits(family_name, attention, f
                 assert (pooled_wrong[:3] - whole[:3]).abs().max() > 1e-3
 
 
+def config_variant(name: str):
+    """Tiny models whose configs change what the last block computes: GPT-2's layer-scaled, upcast
+    attention; Llama with biases everywhere, a head size that is not hidden / heads, and scaled rotary."""
+    from transformers import (
+        GPT2Config,
+        GPT2ForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+    )
+
+    torch.manual_seed(0)
+    if name == "gpt2-scaled":
+        return GPT2ForSequenceClassification(GPT2Config(
+            vocab_size=40, n_embd=32, n_layer=2, n_head=4, n_positions=32, pad_token_id=0, num_labels=2,
+            scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True, attn_implementation="eager"))
+    return LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, attention_bias=True, mlp_bias=True, pad_token_id=0, num_labels=2,
+        rope_scaling={"rope_type": "linear", "factor": 2.0}, attn_implementation="eager"))
+
+
+@pytest.mark.parametrize("name", ["gpt2-scaled", "llama-biased"])
+def test_top_follows_config_variants(name):
+    model = config_variant(name).eval()
+    with torch.no_grad():  # weights large enough for attention to be peaked and logits of order 1
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn_like(param), alpha=0.1)
+            else:
+                param.normal_(std=0.3)
+    ids = torch.tensor([[5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 14], [15, 16, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        whole = model(input_ids=ids, attention_mask=mask).logits
+        for n_frozen in (0, 1):
+            top = forward_top(model, encode_prefix(model, ids, mask, n_frozen), ids, mask, n_frozen)
+            torch.testing.assert_close(top, whole, atol=1e-5, rtol=0)
+
+
 def fixed_dropout(x, p=0.5, training=True, inplace=False):
     """A deterministic stand-in for dropout: a factor that depends only on the position in the last
     dimension, so that the whole model and `forward_top` must apply it at the same places to agree."""
