@@ -198,6 +198,21 @@ def test_duplicates_are_removed_before_splitting_and_reported():
             assert dataset.label_names[label] == text.split()[1]
 
 
+def test_dedupe_false_keeps_duplicates_and_says_how_many_held_out_texts_are_in_train():
+    pairs = balanced(30, 30) + [(f"text a {i}", "a") for i in range(20)]  # 20 copies of train-able texts
+    kept = prepare({"train": raw(pairs)}, DataConfig(dedupe=False), seed=1)
+    assert sum(len(s) for s in kept.splits().values()) == 80
+    assert "d.csv: kept 20 exact duplicate texts (data.dedupe=false)" in kept.report
+    train = set(kept.train.texts)
+    copied = {name: sum(t in train for t in kept.splits()[name].texts) for name in ("val", "test")}
+    assert sum(copied.values()) > 0  # with 20 of 40 "a" texts doubled, some copy lands on each side
+    (warning,) = [r for r in kept.report if r.startswith("warning: data.dedupe=false")]
+    assert (f"{copied['val']} of {len(kept.val)} val texts, {copied['test']} of {len(kept.test)} test texts "
+            "also appear in train") in warning
+    deduped = prepare({"train": raw(pairs)}, DataConfig(), seed=1)  # the default drops them
+    assert sum(len(s) for s in deduped.splits().values()) == 60
+
+
 def test_overlap_between_given_train_and_test_is_reported():
     train = raw(balanced(20, 20))
     test = raw(balanced(3, 3) + balanced(2, 2, prefix="new"), origin="test.csv")

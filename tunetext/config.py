@@ -64,6 +64,9 @@ class DataConfig(_Section):
                                           "split, for quick runs.")
     seed: int = Field(42, description="Seed for splitting and subsampling; kept apart from train.seed so "
                       "runs with different training seeds share one test split.")
+    dedupe: bool = Field(True, description="Drop exact duplicate texts (after cleaning) before splitting, so "
+                         "that no text is in two splits. false keeps them, as some published protocols do; "
+                         "copies of a test text may then sit in train, and the report says how many.")
     lowercase: bool = Field(False, description="Lowercase every text, in every split and at prediction "
                             "time; texts that then coincide are de-duplicated.")
     strip_urls: bool = Field(False, description="Remove URLs (http://, https://, ftp://, www.) from every "

@@ -280,7 +280,13 @@ def _clean_all(raw: dict[str, RawSplit], report: list[str],
         texts, labels, plain = _clean(split, report, config)
         if not texts:
             raise DataError(f"{split.origin}: no usable rows (every text was empty or unlabeled)")
-        cleaned[name] = _dedupe(texts, labels, split.origin, report, plain)
+        if config is not None and not config.dedupe:
+            copies = len(texts) - len(set(texts))
+            if copies:
+                report.append(f"{split.origin}: kept {copies} exact duplicate texts (data.dedupe=false)")
+            cleaned[name] = (texts, labels)
+        else:
+            cleaned[name] = _dedupe(texts, labels, split.origin, report, plain)
     return cleaned
 
 
@@ -375,7 +381,7 @@ def _encode(texts: list[str], labels: list, label_names: list[str], origin: str,
 
 def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
             label_names: list[str] | None = None) -> Dataset:
-    """Clean, de-duplicate and split raw data.
+    """Clean, de-duplicate (unless `config.dedupe` is false) and split raw data.
 
     With only a training split, a stratified split by `config.val_fraction`/`config.test_fraction`;
     with train and test, validation (`val_fraction` of train) is carved from train. `label_names` fixes
@@ -430,6 +436,14 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
                             "add training examples for them or drop them")
     if not len(val) or not len(test):
         raise DataError(f"too little data: {len(train)} train, {len(val)} val, {len(test)} test examples")
+    if not config.dedupe:
+        in_train = set(train.texts)
+        held = {"val": val, "test": test}
+        copied = {name: sum(t in in_train for t in split.texts) for name, split in held.items()}
+        if any(copied.values()):
+            counts = ", ".join(f"{copied[name]} of {len(split)} {name} texts" for name, split in held.items())
+            report.append(f"warning: data.dedupe=false: {counts} also appear in train; scores on those "
+                          "splits will be optimistic")
     if config.augment:
         train = augment(train, config, seed, report, held_out=set(val.texts) | set(test.texts))
     return Dataset(train, val, test, label_names, report)
