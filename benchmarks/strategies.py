@@ -15,6 +15,8 @@ On that one split, in this order, each in its own process (wall time and peak me
   lora                  LoRA r=8 on query/value and the head
   full                  every weight
   full seeds            the same with seeds 42, 43 and 44 (`--seeds 3`): how much one seed says
+  full book             `full` on the issue's (and the book's) own protocol, duplicates kept: all 747 spam
+                        messages and 747 of the 4,827 ham, `data.dedupe=false`, its own 70/10/20 split
   distill               a 3-block student cut from MiniLM-L6, taught by the `full` run
   mpnet full            all-mpnet-base-v2 (110M), every weight: a stronger teacher
   distill mpnet         the whole MiniLM-L6 (6 blocks) taught by `mpnet full`
@@ -51,9 +53,11 @@ TEMPLATE = 'Is the following SMS message spam? Answer yes or no.\n\nSMS: "{text}
 VERBALIZERS = "ham=no,spam=yes"
 SHOTS = 4
 SEEDS = 3
+BOOK_CSV = "sms_spam_balanced_with_duplicates.csv"
 TARGETS = {"accuracy_above": 0.977, "cache_speedup": 3.0, "lora_gap_points": 1.0}
 ALL = ["zero_shot", "few_shot", "features", "last_n_cached", "last_n_uncached", "lora", "full", "full_seeds",
-       "distill", "mpnet_full", "distill_mpnet", "smollm2_last_n_cached", "smollm2_last_n_uncached"]
+       "full_book", "distill", "mpnet_full", "distill_mpnet",
+       "smollm2_last_n_cached", "smollm2_last_n_uncached"]
 MINILM = ["features", "last_n_cached", "last_n_uncached", "lora", "full", "distill", "distill_mpnet"]
 TEACHERS = {"distill": "full", "distill_mpnet": "mpnet_full"}
 SMOLLM2 = [k for k in ALL if k.startswith("smollm2")]
@@ -90,6 +94,8 @@ def methods(data: Path, work: Path, smollm2_last_n: int = 1) -> dict[str, tuple[
         "full": ("MiniLM-L6 full fine-tuning", _train(data, work / "full", "minilm-l6", "full")),
         "full_seeds": (f"MiniLM-L6 full fine-tuning, mean of seeds 42-{41 + SEEDS}",
                        _train(data, work / "full_seeds", "minilm-l6", "full", "--seeds", str(SEEDS))),
+        "full_book": ("MiniLM-L6 full fine-tuning, the book's data: duplicates kept (another split)",
+                      _train(work / BOOK_CSV, work / "full_book", "minilm-l6", "full", "data.dedupe=false")),
         "distill": ("3-block MiniLM student taught by `full`",
                     _train(data, work / "distill", "minilm-l6", "distill", "train.student_layers=3",
                            f"train.distill_teacher={work / 'full'}")),
@@ -109,13 +115,14 @@ def methods(data: Path, work: Path, smollm2_last_n: int = 1) -> dict[str, tuple[
     }
 
 
-def balanced_csv(path: Path) -> dict[str, int]:
-    """Write the balanced data set to `path`: every unique spam text and as many unique ham texts."""
+def balanced_csv(path: Path, dedupe: bool = True) -> dict[str, int]:
+    """Write the balanced data set to `path`: every unique spam text and as many unique ham texts; with
+    `dedupe` false, every spam message and as many ham messages, duplicates and all, as the book does."""
     from tunetext.config import DataConfig
     from tunetext.data.prepare import load_all
 
     names = ["ham", "spam"]
-    pool, _ = load_all(DataConfig(source="sms_spam"), names)
+    pool, _ = load_all(DataConfig(source="sms_spam", dedupe=dedupe), names)
     by_label = {name: [t for t, y in zip(pool.texts, pool.labels, strict=True) if y == i]
                 for i, name in enumerate(names)}
     n = len(by_label["spam"])
@@ -127,7 +134,8 @@ def balanced_csv(path: Path) -> dict[str, int]:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
         writer.writerows(rows)
-    return {"unique_spam": n, "unique_ham_available": len(by_label["ham"]), "rows": len(rows)}
+    unique = "unique_" if dedupe else ""
+    return {f"{unique}spam": n, f"{unique}ham_available": len(by_label["ham"]), "rows": len(rows)}
 
 
 def run_process(args: list[str]) -> tuple[int, str, float, float]:
@@ -221,7 +229,7 @@ def student_speedup(teacher: Path, student: Path, texts: list[str], rounds: int 
             "speedup": best["teacher"] / best["student"]}
 
 
-def check_targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def check_targets(results: dict[str, dict[str, Any]], book: dict[str, Any]) -> dict[str, Any]:
     ok = {k: r for k, r in results.items() if "error" not in r}
     checks: dict[str, Any] = {}
     minilm = {k: r["accuracy"] for k, r in ok.items() if k in MINILM}
@@ -236,6 +244,11 @@ def check_targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         checks["accuracy over seeds"] = {"full_mean": seeds["accuracy"], "full_std": seeds["accuracy_std"],
                                          "per_seed": {s: r["accuracy"] for s, r in seeds["per_seed"].items()},
                                          "met": seeds["accuracy"] > TARGETS["accuracy_above"]}
+    if "full_book" in ok:
+        checks["accuracy, the book's data"] = {
+            "full_accuracy": ok["full_book"]["accuracy"], "test": book["test"],
+            "test_texts_also_in_train": book["test_texts_also_in_train"],
+            "met": ok["full_book"]["accuracy"] > TARGETS["accuracy_above"]}
     for model, (cached, uncached) in CACHE_PAIRS.items():
         if cached not in ok or uncached not in ok:
             continue
@@ -318,6 +331,15 @@ def main(argv: list[str] | None = None) -> None:
     counts.update(train=len(split.train), val=len(split.val), test=len(split.test))
     print(f"balanced data: {counts}", flush=True)
 
+    book: dict[str, Any] = {}
+    if "full_book" in chosen:
+        book = balanced_csv(args.workdir / BOOK_CSV, dedupe=False)
+        book_split = load_dataset(DataConfig(source=str(args.workdir / BOOK_CSV), dedupe=False))
+        in_train = set(book_split.train.texts)
+        book.update(train=len(book_split.train), val=len(book_split.val), test=len(book_split.test),
+                    test_texts_also_in_train=sum(t in in_train for t in book_split.test.texts))
+        print(f"the book's data, duplicates kept: {book}", flush=True)
+
     specs = methods(data, args.workdir, args.smollm2_last_n)
     results = {}
     for key in chosen:
@@ -335,10 +357,11 @@ def main(argv: list[str] | None = None) -> None:
         "started": started,
         "machine": machine_info(),
         "data": counts,
+        "data_with_duplicates": book,
         "epochs": EPOCHS,
         "prompt": {"template": TEMPLATE, "verbalizers": VERBALIZERS, "shots": SHOTS},
         "results": results,
-        "targets": check_targets(results),
+        "targets": check_targets(results, book),
     }
     report["student_speedup"] = {
         student: student_speedup(args.workdir / teacher, args.workdir / student, split.test.texts)
