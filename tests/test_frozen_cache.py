@@ -67,6 +67,17 @@ def head(model) -> torch.nn.Linear:
     return model.classifier if hasattr(model, "classifier") else model.score
 
 
+def perturb(model, matrices_std: float | None = None) -> None:
+    """Biases and norms away from their initial 0 and 1, so that every term counts; with `matrices_std`,
+    every weight matrix redrawn at that scale too."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn_like(param), alpha=0.1)
+            elif matrices_std is not None:
+                param.normal_(std=matrices_std)
+
+
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 @pytest.mark.parametrize("family_name", ["bert", "gpt2", "llama"])
 def test_top_from_prefix_gives_the_whole_models_logits(family_name, attention, folders):
@@ -74,10 +85,7 @@ def test_top_from_prefix_gives_the_whole_models_logits(family_name, attention, f
     model.eval()
     torch.manual_seed(0)
     torch.nn.init.normal_(head(model).weight, std=1.0)  # logits of order 1, not a fresh head's 0.01
-    with torch.no_grad():  # biases and norms away from their initial 0 and 1, so that every term counts
-        for param in model.parameters():
-            if param.ndim == 1:
-                param.add_(torch.randn_like(param), alpha=0.1)
+    perturb(model)
     ids, batch = padded_batch(tokenizer)
     mask = batch["attention_mask"]
     with torch.no_grad():
@@ -130,12 +138,7 @@ def config_variant(name: str):
 @pytest.mark.parametrize("name", ["gpt2-scaled", "llama-biased"])
 def test_top_follows_config_variants(name):
     model = config_variant(name).eval()
-    with torch.no_grad():  # weights large enough for attention to be peaked and logits of order 1
-        for param in model.parameters():
-            if param.ndim == 1:
-                param.add_(torch.randn_like(param), alpha=0.1)
-            else:
-                param.normal_(std=0.3)
+    perturb(model, matrices_std=0.3)  # weights large enough for attention to be peaked and logits of order 1
     ids = torch.tensor([[5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 14], [15, 16, 0, 0, 0, 0]])
     mask = (ids != 0).long()
     with torch.no_grad():
@@ -162,10 +165,7 @@ def test_top_in_training_mode_applies_dropout_where_the_model_does(family_name, 
     monkeypatch.setattr(torch.nn.functional, "dropout", fixed_dropout)
     torch.manual_seed(0)
     torch.nn.init.normal_(head(model).weight, std=1.0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.ndim == 1:
-                param.add_(torch.randn_like(param), alpha=0.1)
+    perturb(model)
     _, batch = padded_batch(tokenizer)
     mask = batch["attention_mask"]
     train_mode(model, family, "last_n", 1)  # the prefix in eval mode, the top block and head training
