@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
 
 from tunetext.config import TEXT_FIELD
@@ -69,13 +70,12 @@ def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 def collate(ids: list[list[int]], pad_id: int, labels: list[int] | None = None) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest sequence (right padding) and build the attention mask."""
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, :len(seq)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": mask}
+    lengths = np.array([len(seq) for seq in ids])
+    mask = np.arange(lengths.max())[None, :] < lengths[:, None]
+    input_ids = np.full(mask.shape, pad_id, dtype=np.int64)
+    input_ids[mask] = np.fromiter((t for seq in ids for t in seq), dtype=np.int64, count=lengths.sum())
+    batch = {"input_ids": torch.from_numpy(input_ids),
+             "attention_mask": torch.from_numpy(mask.astype(np.int64))}
     if labels is not None:
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
     return batch
