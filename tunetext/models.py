@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tunetext.assets import MultiPartAsset, PackagedAsset, cache_dir, fetch, publish
+from tunetext.assets import MultiPartAsset, PackagedAsset, cache_dir, cached, fetch, publish, staging
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +157,7 @@ def converted_gguf(name: str, entry: CatalogueModel) -> Path:
     interrupted conversion never leaves a folder that looks finished.
     """
     target = cache_dir() / "models" / name
-    if (target / ".complete").exists():
+    if cached(target):
         return target
     assert entry.gguf_file is not None
     assert isinstance(entry.asset, PackagedAsset)  # a GGUF entry is one wheel, not a MultiPartAsset
@@ -166,8 +165,8 @@ def converted_gguf(name: str, entry: CatalogueModel) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"tunetext: converting {entry.gguf_file} to safetensors in {target} (first use only, about a "
           "minute)", file=sys.stderr)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
-        staged = Path(tmp) / "model"
+    with staging(target.parent, name) as tmp:
+        staged = tmp / "model"
         model, tokenizer = _read_gguf(source, entry.gguf_file)
         model.save_pretrained(staged)
         tokenizer.save_pretrained(staged)
