@@ -1,7 +1,9 @@
 """Reading labelled text as it comes: built-in datasets, the user's files and Hugging Face datasets.
 
 Readers return raw splits: texts and labels exactly as found, with the row number each came from, so
-preparation can report precisely what it dropped. Nothing is cleaned here.
+preparation can report precisely what it dropped. Nothing is cleaned here; what cannot be read as text
+(a file that is not UTF-8, a JSONL text that is a list or a number, a directory) is an error naming the
+file and, where there is one, the line.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def __getattr__(name: str) -> Any:
 
 def read_file(path: Path, text_column: str, label_column: str) -> RawSplit:
     """Read a CSV, TSV, JSONL or Parquet file into a raw split."""
+    if path.is_dir():
+        raise _directory_error(path)
     kind = FILE_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; use one of "
@@ -62,15 +66,70 @@ def read_file(path: Path, text_column: str, label_column: str) -> RawSplit:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if kind == "parquet":
-        import pyarrow.parquet as pq
+        return _read_parquet(path, text_column, label_column)
+    try:
+        if kind == "jsonl":
+            return _read_jsonl(path, text_column, label_column)
+        return _read_delimited(path, "\t" if kind == "tsv" else ",", text_column, label_column)
+    except UnicodeDecodeError as exc:
+        # Text files are decoded a block at a time, so the exception's offset is within a block, not
+        # the file: find the first bad byte in the file itself.
+        raise _not_utf8(path, exc) from exc
 
-        table = pq.read_table(path)
-        _check_columns(path, table.column_names, text_column, label_column)
-        texts, labels = table.column(text_column).to_pylist(), table.column(label_column).to_pylist()
-        return RawSplit(str(path), texts, labels, list(range(1, len(texts) + 1)), "row")
-    if kind == "jsonl":
-        return _read_jsonl(path, text_column, label_column)
-    return _read_delimited(path, "\t" if kind == "tsv" else ",", text_column, label_column)
+
+def is_saved_hf_dataset(path: Path) -> bool:
+    """Whether `path` is a folder written by `datasets`' `save_to_disk` (a DatasetDict or a Dataset)."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _directory_error(path: Path) -> DataError:
+    if is_saved_hf_dataset(path):
+        return DataError(f"{path}: is a dataset written by datasets' save_to_disk, not a data file; give it "
+                         "as the data source (data.source), whose validation and test splits are used")
+    inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES and p.is_file())
+    if inside:
+        hint = (f"it holds {', '.join(inside[:5])}{' ...' if len(inside) > 5 else ''}: give one of those "
+                f"files instead, e.g. {path / inside[0]} (and any test file as data.test)")
+    else:
+        hint = "it holds no CSV, TSV, JSONL or Parquet file"
+    return DataError(f"{path}: is a directory, not a data file, nor a dataset written by datasets' "
+                     f"save_to_disk (it has no dataset_dict.json or state.json); {hint}")
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as found:
+        offset = found.start
+    else:  # cannot happen for a file that failed to decode, but the message must not depend on it
+        return DataError(f"{path}: not UTF-8 text ({exc}); re-encode the file as UTF-8")
+    line = data.count(b"\n", 0, offset) + 1
+    start = data.rfind(b"\n", 0, offset) + 1
+    end = data.find(b"\n", offset)
+    context = data[max(start, offset - 30):min(end if end >= 0 else len(data), offset + 30)]
+    return DataError(
+        f"{path}, line {line} (byte {offset}): not UTF-8 text: byte 0x{data[offset]:02x} in {context!r}. "
+        "Re-encode the file as UTF-8, e.g. `iconv -f windows-1252 -t utf-8 FILE > NEW_FILE` for a file "
+        "saved by Excel on Windows (or the encoding it was written in), and use the new file."
+    )
+
+
+def _read_parquet(path: Path, text_column: str, label_column: str) -> RawSplit:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    _check_columns(path, table.column_names, text_column, label_column)
+    kind = table.schema.field(text_column).type
+    value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    if not (pa.types.is_string(value_kind) or pa.types.is_large_string(value_kind)
+            or pa.types.is_null(value_kind)):
+        raise DataError(f"{path}: column {text_column!r} holds {kind} values, not text (strings). Choose "
+                        "the text column with --text-column (data.text_column), or store the texts as "
+                        "strings.")
+    texts, labels = table.column(text_column).to_pylist(), table.column(label_column).to_pylist()
+    return RawSplit(str(path), texts, labels, list(range(1, len(texts) + 1)), "row")
 
 
 def _check_columns(path: Path | str, columns: list[str], text_column: str, label_column: str) -> None:
@@ -110,8 +169,6 @@ def _read_delimited(path: Path, delimiter: str, text_column: str, label_column: 
                 line = reader.line_num + 1
         except csv.Error as exc:
             raise DataError(f"{path}, line {line}: unreadable row ({exc})") from exc
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc}); re-save it as UTF-8") from exc
     return split
 
 
@@ -130,7 +187,10 @@ def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSplit:
                 raise DataError(f"{path}, line {line_no}: expected a JSON object, "
                                 f"got {type(record).__name__}")
             seen_columns.update(record)
-            split.texts.append(record.get(text_column))
+            text = record.get(text_column)
+            if text is not None and not isinstance(text, str):
+                raise _json_text_error(path, line_no, text_column, text)
+            split.texts.append(text)
             split.labels.append(record.get(label_column))
             split.rows.append(line_no)
     if not split.texts:
@@ -138,6 +198,23 @@ def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSplit:
     if text_column not in seen_columns or label_column not in seen_columns:
         _check_columns(path, sorted(seen_columns), text_column, label_column)
     return split
+
+
+_JSON_KINDS = {list: "a JSON array", dict: "a JSON object", bool: "a JSON boolean", int: "a JSON number",
+               float: "a JSON number"}
+
+
+def _json_text_error(path: Path, line_no: int, text_column: str, value: Any) -> DataError:
+    shown = json.dumps(value, ensure_ascii=False)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    kind = _JSON_KINDS.get(type(value), type(value).__name__)
+    if isinstance(value, list | dict):
+        fix = ("join its parts into one string if they are one text, or choose another field with "
+               "--text-column (data.text_column)")
+    else:
+        fix = (f'write it as a JSON string ("{shown}") if it really is the text, or choose the text field '
+               "with --text-column (data.text_column)")
+    return DataError(f"{path}, line {line_no}: {text_column!r} is {kind}, {shown}, not a string; {fix}")
 
 
 # --- Hugging Face datasets ----------------------------------------------------------------------------
@@ -149,8 +226,11 @@ def read_hf_dataset(name_or_path: str, text_column: str, label_column: str) -> d
 
     from tunetext.data.builtin import BUILTIN
 
+    folder = Path(name_or_path)
+    if folder.is_dir() and not is_saved_hf_dataset(folder):
+        raise _directory_error(folder)
     try:
-        if Path(name_or_path).is_dir():
+        if folder.is_dir():
             loaded = datasets.load_from_disk(name_or_path)
         else:
             loaded = datasets.load_dataset(name_or_path)
@@ -167,6 +247,10 @@ def read_hf_dataset(name_or_path: str, text_column: str, label_column: str) -> d
         if canonical is None or canonical in splits:
             continue
         _check_columns(f"{name_or_path} [{split_name}]", ds.column_names, text_column, label_column)
+        text = ds.features[text_column]
+        if not (isinstance(text, datasets.Value) and text.dtype in ("string", "large_string")):
+            raise DataError(f"{name_or_path} [{split_name}]: column {text_column!r} holds {text}, not text "
+                            "(strings); choose the text column with --text-column (data.text_column)")
         feature = ds.features[label_column]
         names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
         splits[canonical] = RawSplit(f"{name_or_path} [{split_name}]", list(ds[text_column]),
@@ -183,7 +267,7 @@ def read_source(source: str, text_column: str = "text", label_column: str = "lab
 
     if source in BUILTIN:
         splits = BUILTIN[source].load()
-    elif Path(source).suffix.lower() in FILE_SUFFIXES:
+    elif Path(source).suffix.lower() in FILE_SUFFIXES and not Path(source).is_dir():
         splits = {"train": read_file(Path(source), text_column, label_column)}
     else:
         splits = read_hf_dataset(source, text_column, label_column)
