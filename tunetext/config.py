@@ -73,6 +73,11 @@ class DataConfig(_Section):
                              "text, in every split and at prediction time.")
     strip_markup: bool = Field(False, description="Remove HTML tags, comments and script/style blocks and "
                                "decode entities (`&amp;` -> `&`), in every split and at prediction time.")
+    similar_labels: Literal["error", "keep"] = Field(
+        "error", description="Labels that differ only in letter case or spaces (`Billing`, `billing`, "
+        "`bill ing`) are usually one class written two ways: `error` refuses the data, naming them with "
+        "counts and rows; `keep` keeps them as separate classes and says so in the report. (Spellings of "
+        "one number, `1`, `1.0`, `\" 1 \"`, are always one label, and the report says which were merged.)")
     balance: Literal["none", "undersample"] = Field(
         "none", description="`undersample` drops training examples of the larger classes (seeded) until "
         "every class has as many as the smallest; validation and test are untouched. For loss weights "

@@ -121,32 +121,78 @@ def clean_text(text: str, config: DataConfig | None = None) -> str:
     return normalize_text(text)
 
 
-def _label_key(value: Any) -> str | int | None:
+# An integral number as written in a text file: "1", "-2", "1.0"; not "01" or "+1", which may be codes.
+_INTEGRAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.0+)?")
+
+
+def label_key(value: Any) -> str | None:
+    """A raw label's canonical name, or None for a missing one. Strings are stripped; integral numbers are
+    written as integers, whether they came as numbers or as text (1, 1.0, "1", " 1 " and "1.0" are all
+    "1"); booleans are "true" and "false", as JSON writes them. Anything else keeps its spelling."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, bool):
-        return int(value)
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, int):
-        return value
+        return str(int(value))
     text = str(value).strip()
+    if _INTEGRAL.fullmatch(text):
+        return str(int(text.split(".")[0]))
     return text or None
 
 
-def _rows(rows: list[int], unit: str) -> str:
-    shown = ", ".join(str(r) for r in rows[:SHOW_ROWS])
-    more = f" and {len(rows) - SHOW_ROWS} more" if len(rows) > SHOW_ROWS else ""
+def similar_key(label: str) -> str:
+    """What labels that differ only in letter case or spaces have in common."""
+    return "".join(label.casefold().split())
+
+
+def _rows(rows: list[int], unit: str, show: int = SHOW_ROWS) -> str:
+    shown = ", ".join(str(r) for r in rows[:show])
+    more = f" and {len(rows) - show} more" if len(rows) > show else ""
     return f"{unit}s {shown}{more}"
 
 
-def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None,
-           ) -> tuple[list[str], list[str | int], list[str]]:
-    """Clean texts (`clean_text`) and normalise labels; drop and report empty texts and missing labels.
-    Also returns each kept text with only its whitespace normalised, to tell cleaning-made duplicates."""
+@dataclass
+class _Cleaned:
+    """One split after `_clean`: kept texts (cleaned, and with only whitespace normalised) and labels, the
+    rows where each label name was found (dropped rows included) and how its raw values were written."""
+
+    texts: list[str]
+    labels: list[str]
+    plain: list[str]
+    label_rows: dict[str, list[int]]
+    spellings: dict[str, Counter[str]]
+
+
+def _label(raw: RawSplit, value: Any, row: int, spellings: dict[str, Counter[str]]) -> str | None:
+    """The label name of one raw label; counts the raw spellings of each name in `spellings`."""
+    where = f"{raw.origin}, {raw.row_unit} {row}"
+    if isinstance(value, list | tuple | dict | set):
+        raise DataError(f"{where}: the label is a {type(value).__name__}, {value!r:.60}, not one value; each "
+                        "text takes exactly one label, a string or an integer (multi-label data is not "
+                        "supported)")
+    if raw.label_names is not None and isinstance(value, int) and not isinstance(value, bool):
+        if value == -1:
+            return None  # Hugging Face's ClassLabel marks unlabelled rows (GLUE test splits) with -1
+        if not 0 <= value < len(raw.label_names):
+            raise DataError(f"{where}: label index {value} is outside the dataset's "
+                            f"{len(raw.label_names)} label names")
+        return raw.label_names[value]
+    key = label_key(value)
+    if key is not None:
+        spellings.setdefault(key, Counter())[repr(value)] += 1
+    return key
+
+
+def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None) -> _Cleaned:
+    """Clean texts (`clean_text`) and normalise labels (`label_key`, reporting merged spellings); drop and
+    report empty texts and missing labels. Also keeps each kept text with only its whitespace normalised,
+    to tell cleaning-made duplicates."""
     texts: list[str] = []
     plain: list[str] = []
-    labels: list[str | int] = []
+    labels: list[str] = []
+    label_rows: dict[str, list[int]] = {}
+    spellings: dict[str, Counter[str]] = {}  # label name -> repr of each raw value -> rows
     empty: list[int] = []
     emptied: list[int] = []  # non-empty before the optional cleaning, empty after it
     unlabeled: list[int] = []
@@ -154,14 +200,9 @@ def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None,
     changed = Counter[str]()  # texts each step changed
     removed = Counter[str]()  # items (URLs, tags) each step removed
     for text, label, row in zip(raw.texts, raw.labels, raw.rows, strict=True):
-        key = _label_key(label)
-        if raw.label_names is not None and key == -1:
-            key = None  # Hugging Face's ClassLabel marks unlabelled rows (GLUE test splits) with -1
-        elif raw.label_names is not None and isinstance(key, int):
-            if not 0 <= key < len(raw.label_names):
-                raise DataError(f"{raw.origin}, {raw.row_unit} {row}: label index {key} is outside the "
-                                f"dataset's {len(raw.label_names)} label names")
-            key = raw.label_names[key]
+        key = _label(raw, label, row, spellings)
+        if key is not None:
+            label_rows.setdefault(key, []).append(row)
         original = normalize_text(str(text)) if text is not None else ""
         clean = str(text) if text is not None else ""
         if key is not None and original:
@@ -193,14 +234,19 @@ def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None,
     if unlabeled:
         report.append(f"{raw.origin}: dropped {len(unlabeled)} rows without a label "
                       f"({_rows(unlabeled, raw.row_unit)})")
-    return texts, labels, plain
+    for key, forms in spellings.items():
+        if len(forms) > 1:
+            ways = ", ".join(f"{form} ({n} rows)" for form, n in forms.most_common())
+            report.append(f"{raw.origin}: label {key!r} was written {len(forms)} ways, merged into it: "
+                          f"{ways}")
+    return _Cleaned(texts, labels, plain, label_rows, spellings)
 
 
-def _dedupe(texts: list[str], labels: list[str | int], origin: str, report: list[str],
-            plain: list[str] | None = None):
+def _dedupe(texts: list[str], labels: list[str], origin: str, report: list[str],
+            plain: list[str] | None = None) -> tuple[list[str], list[str]]:
     """Keep the first copy of every text. `plain` (the texts before the optional cleaning) tells how many
     duplicates only cleaning made."""
-    first: dict[str, tuple[str | int, str]] = {}
+    first: dict[str, tuple[str, str]] = {}
     conflicts = made_by_cleaning = 0
     out_t, out_l = [], []
     for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
@@ -226,12 +272,12 @@ def _dedupe(texts: list[str], labels: list[str | int], origin: str, report: list
     return out_t, out_l
 
 
-def label_order(values: set[str | int]) -> list[str]:
-    """Label names in a stable order: numeric labels numerically (also as CSV gives them, strings such
-    as "10", so "2" comes before "10"), others alphabetically."""
-    if all(isinstance(v, int) or re.fullmatch(r"-?\d+", v) for v in values):
-        return [str(v) for v in sorted(values, key=int)]
-    return sorted(str(v) for v in values)
+def label_order(values: set[str]) -> list[str]:
+    """Label names in a stable order: integers numerically (so "2" comes before "10"), others
+    alphabetically."""
+    if all(re.fullmatch(r"-?\d+", v) for v in values):
+        return sorted(values, key=int)
+    return sorted(values)
 
 
 def stratified_split(labels: list[int], fractions: list[float], seed: int) -> list[list[int]]:
@@ -274,20 +320,56 @@ def subsample(split: Split, n: int, seed: int) -> Split:
 
 
 def _clean_all(raw: dict[str, RawSplit], report: list[str],
-               config: DataConfig | None = None) -> dict[str, tuple[list[str], list]]:
+               config: DataConfig) -> dict[str, tuple[list[str], list[str]]]:
     cleaned = {}
+    parts: dict[str, _Cleaned] = {}
     for name, split in raw.items():
-        texts, labels, plain = _clean(split, report, config)
-        if not texts:
+        part = parts[name] = _clean(split, report, config)
+        if not part.texts:
             raise DataError(f"{split.origin}: no usable rows (every text was empty or unlabeled)")
-        if config is not None and not config.dedupe:
-            copies = len(texts) - len(set(texts))
+        if not config.dedupe:
+            copies = len(part.texts) - len(set(part.texts))
             if copies:
                 report.append(f"{split.origin}: kept {copies} exact duplicate texts (data.dedupe=false)")
-            cleaned[name] = (texts, labels)
+            cleaned[name] = (part.texts, part.labels)
         else:
-            cleaned[name] = _dedupe(texts, labels, split.origin, report, plain)
+            cleaned[name] = _dedupe(part.texts, part.labels, split.origin, report, part.plain)
+    _check_similar_labels(raw, parts, config, report)
     return cleaned
+
+
+def _check_similar_labels(raw: dict[str, RawSplit], parts: dict[str, _Cleaned], config: DataConfig,
+                          report: list[str]) -> None:
+    """Labels that differ only in case or spaces (`Billing`, `billing`, `bill ing`), in any split, are an
+    error unless `config.similar_labels` is `keep`; then they are reported."""
+    groups: dict[str, set[str]] = {}
+    for part in parts.values():
+        for label in part.label_rows:
+            groups.setdefault(similar_key(label), set()).add(label)
+    similar = [sorted(names) for names in groups.values() if len(names) > 1]
+    if not similar:
+        return
+
+    def where(label: str) -> str:
+        found = [(raw[name], part) for name, part in parts.items() if label in part.label_rows]
+        total = sum(len(part.label_rows[label]) for _, part in found)
+        places = "; ".join(f"{split.origin} {_rows(part.label_rows[label], split.row_unit, show=3)}"
+                           for split, part in found)
+        forms = sum((part.spellings.get(label, Counter()) for _, part in found), Counter[str]())
+        written = (", written " + ", ".join(f"{form} {n}" for form, n in forms.most_common())
+                   if len(forms) > 1 else "")
+        return f"{label!r} ({total} rows{written}: {places})"
+
+    described = "; ".join(" vs ".join(where(label) for label in names) for names in sorted(similar))
+    if config.similar_labels == "keep":
+        report.append(f"kept apart labels that differ only in letter case or spaces "
+                      f"(data.similar_labels=keep): {described}")
+        return
+    raise DataError(
+        f"labels that differ only in letter case or spaces would become separate classes: {described}. "
+        "If each group is one class, spell it one way in the data; if they really are different classes, "
+        "set data.similar_labels=keep (in the config file, or as a KEY=VALUE override of tunetext train)."
+    )
 
 
 # --- training-split options (DataConfig.balance, augment) ------------------------------------------------
@@ -367,16 +449,26 @@ def augment(split: Split, config: DataConfig, seed: int, report: list[str],
     return Split(texts, labels)
 
 
-def _encode(texts: list[str], labels: list, label_names: list[str], origin: str, split_name: str) -> Split:
+def _encode(texts: list[str], labels: list[str], label_names: list[str], origin: str,
+            split_name: str) -> Split:
     index = {name: i for i, name in enumerate(label_names)}
-    unknown = sorted({str(lbl) for lbl in labels} - set(index))
+    unknown = sorted(set(labels) - set(index))
     if unknown:
         raise DataError(
             f"{origin}: label(s) {', '.join(map(repr, unknown))} in the {split_name} split are not among "
             f"the known labels {', '.join(map(repr, label_names))}"
             + ("" if split_name == "train" else "; a model cannot learn a label the training data lacks")
         )
-    return Split(texts, [index[str(lbl)] for lbl in labels])
+    return Split(texts, [index[lbl] for lbl in labels])
+
+
+def _one_label_error(origin: str, label: str, rows: int, config: DataConfig) -> DataError:
+    return DataError(
+        f"{origin}: the training split has only one label, {label!r} (all {rows} usable rows); a classifier "
+        f"needs at least two, and one trained on this data would answer {label!r} for every text. Check that "
+        f"the label column is the right one (--label-column, data.label_column: now "
+        f"{config.label_column!r}), or add examples of the other classes."
+    )
 
 
 def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
@@ -397,9 +489,11 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
                 report.append(f"warning: {overlap} of {len(cleaned[name][0])} {name} texts also appear in "
                               "train; scores on that split will be optimistic")
     if label_names is None:
-        present = set(cleaned["train"][1])
+        present = Counter(cleaned["train"][1])
         declared = raw["train"].label_names  # a dataset's own names (ClassLabel) keep their order
-        label_names = [n for n in declared if n in present] if declared else label_order(present)
+        label_names = [n for n in declared if n in present] if declared else label_order(set(present))
+        if len(label_names) < 2:
+            raise _one_label_error(raw["train"].origin, label_names[0], present[label_names[0]], config)
     whole = _encode(*cleaned["train"], label_names, raw["train"].origin, "train")
     test = _encode(*cleaned["test"], label_names, raw["test"].origin, "test") if "test" in cleaned else None
     val = (_encode(*cleaned["validation"], label_names, raw["validation"].origin, "validation")
