@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -15,6 +16,21 @@ from tunetext.data.prepare import clean_text
 from tunetext.evaluate import predict_probabilities
 from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier
 from tunetext.runs import read_run
+
+# What a text needs to be worth classifying, in words for error messages.
+CONTENT = "a letter, digit, punctuation mark or symbol"
+
+
+def has_content(text: str) -> bool:
+    """Whether `text` has anything to classify: a character of Unicode category L, N, P or S (CONTENT).
+
+    Whitespace, control and format characters (NUL, zero-width spaces, byte-order marks), combining
+    marks, private-use and unassigned code points, and U+FFFD (what is left of undecodable bytes) are not
+    content: a text of only those is classified as nothing (BERT's tokenizer drops them all and the model
+    sees only [CLS] [SEP]), or as bytes the model never saw. The one test for both `Classifier.predict`
+    and the HTTP service.
+    """
+    return any(unicodedata.category(c)[0] in "LNPS" and c != "\ufffd" for c in text)
 
 
 @dataclass
@@ -52,13 +68,14 @@ class Classifier:
         """Calibrated probabilities, one row per text, columns in `self.label_names` order. Texts are
         cleaned as the training data was (`clean_text` with the run's data config)."""
         clean = self.clean(texts)
-        bad = [i for i, t in enumerate(clean) if not isinstance(t, str) or not t]
+        bad = [i for i, t in enumerate(clean) if not isinstance(t, str) or not has_content(t)]
         if bad:
-            emptied = [i for i in bad if isinstance(texts[i], str) and texts[i].strip()]
+            emptied = [i for i in bad if isinstance(texts[i], str) and has_content(texts[i])]
             why = (f"; position(s) {', '.join(map(str, emptied[:10]))} only became empty by this run's "
                    "text cleaning (data.strip_urls/strip_markup)" if emptied else "")
-            raise ValueError(f"texts must be non-empty strings; got empty or non-string text at "
-                             f"position(s) {', '.join(map(str, bad[:10]))}{why}")
+            raise ValueError(f"texts must be strings with {CONTENT}; got a non-string, or a text that is "
+                             "empty or only whitespace, control or zero-width characters or combining marks, "
+                             f"at position(s) {', '.join(map(str, bad[:10]))}{why}")
         ids = tokenize(self.tokenizer, clean, self.config.model.max_length, self.config.data.template)
         return predict_probabilities(self.model, ids, self.tokenizer.pad_token_id, batch_size,
                                      temperature=self.temperature)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from tunetext.batches import format_inputs
-from tunetext.predict import Classifier
+from tunetext.predict import CONTENT, Classifier, has_content
 
 T = TypeVar("T")
 
@@ -46,6 +46,15 @@ class StoppedError(RuntimeError):
 
 
 @dataclass
+class Measured:
+    """One text as the model would see it: its tokens (cleaned as the run's training data, in its template,
+    special tokens included, untruncated), or why it cannot be classified."""
+
+    tokens: int
+    error: str | None = None
+
+
+@dataclass
 class TextResult:
     """The answer for one text: probabilities in label order, or why the text cannot be classified."""
 
@@ -56,7 +65,8 @@ class TextResult:
 
 class Engine:
     """Classify a batch of validated texts with `Classifier.predict_proba` (sorted by length, in forward
-    passes of `pass_size` texts), and say which texts were longer than the model's window.
+    passes of `pass_size` texts), and say which texts were longer than the model's window. `measure`
+    checks texts and counts their tokens, for the service to refuse a request before it is queued.
 
     Several inference threads may call it at once: they share the model (inference does not change it)
     but each gets its own copy of the tokenizer, since a fast tokenizer called from two threads at once
@@ -78,30 +88,48 @@ class Engine:
             self._local.classifier = clf
         return clf
 
-    def __call__(self, texts: list[str]) -> list[TextResult]:
+    def measure(self, texts: list[str]) -> list[Measured]:
+        """Each text's token count, or why it cannot be classified: it has no content (`has_content`),
+        before or after the run's text cleaning, or the tokenizer makes nothing of it."""
         clf = self._own_classifier()
-        # Token counts untruncated, of the texts as the model sees them (cleaned as the run's training data,
-        # in its template), to report truncation; the Classifier cleans and tokenises again, truncating, so
-        # its own `predict_proba` stays the one definition of a prediction.
         cleaned = clf.clean(texts)
-        ids = clf.tokenizer(format_inputs(cleaned, clf.config.data.template), truncation=False,
-                            padding=False, verbose=False)["input_ids"]
-        results = [TextResult(None, error="the tokenizer turns this text into no tokens at all; send text "
-                                          "with letters, digits or punctuation") for _ in texts]
-        for i, text in enumerate(cleaned):
-            if not text:  # one such text must not fail the whole batch in predict_proba
-                results[i] = TextResult(None, error="nothing is left of this text after the run's text "
-                                                    "cleaning (data.strip_urls/strip_markup)")
-        usable = [i for i, seq in enumerate(ids) if seq and cleaned[i]]
+        results = [Measured(0, _why_not(text, clean)) for text, clean in zip(texts, cleaned, strict=True)]
+        usable = [i for i, r in enumerate(results) if r.error is None]
         if usable:
+            ids = clf.tokenizer(format_inputs([cleaned[i] for i in usable], clf.config.data.template),
+                                truncation=False, padding=False, verbose=False)["input_ids"]
+            nothing = f"the tokenizer turns this text into no tokens at all; send text with {CONTENT}"
+            for i, seq in zip(usable, ids, strict=True):
+                results[i] = Measured(len(seq)) if seq else Measured(0, nothing)
+        return results
+
+    def __call__(self, texts: list[str]) -> list[TextResult]:
+        # Measured again here, not only by the service before queueing: the model must never see a text
+        # without content, and `truncated` needs the untruncated count. The Classifier then cleans and
+        # tokenises again, truncating, so its own `predict_proba` stays the one definition of a prediction.
+        measured = self.measure(texts)
+        results = [TextResult(None, error=m.error) for m in measured]
+        usable = [i for i, m in enumerate(measured) if m.error is None]
+        if usable:  # one unusable text must not fail the whole batch in predict_proba
+            clf = self._own_classifier()
             precision = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
             # Equal passes of at most pass_size: 12 texts as 6 + 6 rather than 8 + 4.
             per_pass = -(-len(usable) // -(-len(usable) // self.pass_size))
             with precision:
                 probs = clf.predict_proba([texts[i] for i in usable], batch_size=per_pass)
             for row, i in enumerate(usable):
-                results[i] = TextResult(probs[row], truncated=len(ids[i]) > self.max_length)
+                results[i] = TextResult(probs[row], truncated=measured[i].tokens > self.max_length)
         return results
+
+
+def _why_not(text: str, cleaned: str) -> str | None:
+    """Why `text` cannot be classified (None: it can)."""
+    if not has_content(text):
+        return (f"must contain {CONTENT}; this text holds only whitespace, control or zero-width "
+                "characters or combining marks: nothing to classify")
+    if not has_content(cleaned):
+        return "nothing is left of this text after the run's text cleaning (data.strip_urls/strip_markup)"
+    return None
 
 
 @dataclass
