@@ -175,10 +175,11 @@ def test_unicode_beyond_ascii_is_fine(client, clf):
         assert_same(r.json(), clf.predict(text))
 
 
-def test_a_body_that_is_not_declared_json_is_422(client):
+def test_a_body_that_is_not_declared_json_is_415(client):
+    # A form, or text/plain, is what a page on another site can send without a CORS preflight.
     r = client.post("/predict", content=b"text=hello",
                     headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert r.status_code == 422 and "body" in r.json()["detail"]
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
 
 
 def test_too_many_texts_is_413(trained_run):

@@ -1,9 +1,12 @@
-"""What every request passes before the routes: counting (Prometheus), the API key, the body size limit.
+"""What every request passes before the routes: counting (Prometheus), the API key, the body's type and
+size.
 
 A plain ASGI middleware rather than Starlette's `BaseHTTPMiddleware`, which costs a task per request.
-Order: metrics outermost, so 401s and 413s are counted too; then the key, so an unauthenticated client
-gets 401 whatever it sent; then the body limit, which buffers the body (at most `max_body_bytes`) and
-replays it to the app.
+Order: metrics outermost, so 401s, 413s and 415s are counted too; then the key, so an unauthenticated
+client gets 401 whatever it sent; then the body's declared type, which must be JSON (415 otherwise: a
+web page on another site may send text/plain or a form to this server without asking, but it cannot send
+application/json unless the server agrees to a CORS preflight, which this one never does); then the
+body limit, which buffers the body (at most `max_body_bytes`) and replays it to the app.
 """
 
 from __future__ import annotations
@@ -79,13 +82,21 @@ async def _json_response(send: Send, status: int, detail: str,
     await send({"type": "http.response.body", "body": body})
 
 
+def _is_json(content_type: bytes) -> bool:
+    """`application/json`, with no charset or with UTF-8 (the only one JSON has), any case and spacing."""
+    media_type, *params = (part.strip().lower() for part in content_type.split(b";"))
+    charsets = [value.strip(b'"') for name, _, value in (p.partition(b"=") for p in params)
+                if name.strip() == b"charset"]
+    return media_type == b"application/json" and all(c in (b"utf-8", b"utf8") for c in charsets)
+
+
 class Guard:
-    """Count, check the API key, limit the body; then hand the request to `app`."""
+    """Count, check the API key and the body's type, limit the body; then hand the request to `app`."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, api_key: str | None, max_body_bytes: int):
         self.app = app
         self.metrics = metrics
-        self.expected = f"Bearer {api_key}".encode() if api_key else None
+        self.expected = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -111,9 +122,12 @@ class Guard:
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
         if self.expected is not None and scope["path"] not in OPEN_PATHS:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            given = headers.get(b"authorization", b"")
+            scheme, _, key = given.partition(b" ")
+            # The scheme's name is case-insensitive (RFC 7235): "bearer" and "BEARER" are "Bearer" too.
+            if not (scheme.lower() == b"bearer" and hmac.compare_digest(key.strip(b" "), self.expected)):
                 what = "is missing" if not given else "does not match"
                 await _json_response(send, 401, f"this server needs an API key: the Authorization header "
                                      f"{what}; send 'Authorization: Bearer <key>'",
@@ -122,7 +136,13 @@ class Guard:
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared_type = headers.get(b"content-type", b"")
+        if not _is_json(declared_type):
+            what = f"is {declared_type.decode('latin-1')!r}" if declared_type else "is missing"
+            await _json_response(send, 415, f"the request body must be JSON: its Content-Type header {what}; "
+                                 "send 'Content-Type: application/json'")
+            return
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._too_large(send, int(declared))
             return
