@@ -285,7 +285,7 @@ def test_openapi_and_docs(client):
     request = schema["components"]["schemas"]["PredictRequest"]
     assert request["additionalProperties"] is False
     assert request["properties"]["texts"]["maxItems"] == ServeSettings().max_texts
-    assert set(schema["paths"]["/predict"]["post"]["responses"]) == {"200", "413", "422", "503"}
+    assert set(schema["paths"]["/predict"]["post"]["responses"]) == {"200", "413", "415", "422", "503"}
     assert client.get("/docs").status_code == 200
 
 

@@ -16,7 +16,8 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tunetext.serve import ServeSettings, create_app
+from tunetext.predict import has_content
+from tunetext.serve import ServeSettings, create_app, server_options
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -26,8 +27,10 @@ KEY = "page-test-key"
 
 @contextmanager
 def live_server(app) -> Iterator[str]:
-    """Serve `app` on a free loopback port from a thread; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    """Serve `app` on a free loopback port from a thread, with `tunetext serve`'s connection limits; yields
+    its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           **server_options(app.state.tunetext.settings)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -67,7 +70,11 @@ def test_fuzz_finds_no_server_error_and_no_schema_violation(base_url, mode):
     for operation in operations:
         if mode is schemathesis.GenerationMode.NEGATIVE and not operation.body:
             continue  # nothing to get wrong in a GET without parameters
-        @given(case=operation.as_strategy(generation_mode=mode))
+        cases = operation.as_strategy(generation_mode=mode)
+        if mode is schemathesis.GenerationMode.POSITIVE:
+            cases = cases.filter(_worth_classifying)
+
+        @given(case=cases)
         @settings(max_examples=40, deadline=None, derandomize=True, database=None,
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
         def call(case):
@@ -75,6 +82,15 @@ def test_fuzz_finds_no_server_error_and_no_schema_violation(base_url, mode):
 
         call()
     assert _get(f"{base_url}/health") == 200  # still answering
+
+
+def _worth_classifying(case) -> bool:
+    """Whether every text in a generated body has content (`has_content`). The schema's pattern can only ask
+    for a non-space character (JSON Schema's regexes have no Unicode categories), so a text of, say, a soft
+    hyphen and a control character is valid by the schema and still refused with 422, by design."""
+    body = case.body if isinstance(case.body, dict) else {}
+    texts = [body["text"]] if isinstance(body.get("text"), str) else body.get("texts") or []
+    return all(has_content(text) for text in texts if isinstance(text, str))
 
 
 def _get(url: str) -> int:

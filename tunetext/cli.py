@@ -185,9 +185,22 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
           max_batch_size=args.max_batch_size, pass_size=args.pass_size, max_wait_ms=args.max_wait_ms,
-          max_texts=args.max_texts, max_body_bytes=args.max_body_bytes, precision=args.precision,
-          log_level=args.log_level)
+          max_texts=args.max_texts, max_body_bytes=args.max_body_bytes,
+          max_request_tokens=args.max_request_tokens, header_timeout_s=args.header_timeout,
+          body_timeout_s=args.body_timeout, max_header_bytes=args.max_header_bytes,
+          max_concurrency=args.max_concurrency, precision=args.precision, log_level=args.log_level)
     return 0
+
+
+def _port(text: str) -> int:
+    """A TCP port to listen on, for argparse: a usage error, not a traceback, when it is not one."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 65535, got {text!r}")
+    return port
 
 
 def _parse_labels(text: str | None) -> dict[str, str] | None:
@@ -377,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only; "
                    "0.0.0.0 for every interface)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default: 8000)")
     p.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
     # Unset limits take the defaults of `tunetext.serve.ServeSettings` (listed in docs/serving.md).
     p.add_argument("--threads", type=int, help="inference threads per worker, each running its own batch on "
@@ -390,6 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, help="longest a batch waits for more texts once it has one")
     p.add_argument("--max-texts", type=int, help="most texts in one request (more: 413)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (more: 413)")
+    p.add_argument("--max-request-tokens", type=int, help="most tokens one request may cost, each text "
+                   "counted up to the model's max_length (more: 413)")
+    p.add_argument("--header-timeout", type=float, help="seconds a client has to send a request's line and "
+                   "headers (then 408)")
+    p.add_argument("--body-timeout", type=float, help="seconds a client has to send a request's body once "
+                   "its headers are in (then 408)")
+    p.add_argument("--max-header-bytes", type=int, help="largest request line plus headers (more: 431)")
+    p.add_argument("--max-concurrency", type=int, help="most open connections and requests being answered "
+                   "(more: 503)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)
 

@@ -9,14 +9,17 @@ See docs/serving.md.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from tunetext.serve.app import ServeSettings, create_app
+from tunetext.serve.app import API_KEY_ENV, ServeSettings, create_app
+from tunetext.serve.protocol import limited_protocol
 
-__all__ = ["ServeSettings", "create_app", "serve"]
+__all__ = ["ServeSettings", "create_app", "serve", "server_options"]
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,11 @@ _SETTINGS_ENV = "TUNETEXT_SERVE_SETTINGS"
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           threads: int | None = None, max_batch_size: int | None = None, pass_size: int | None = None,
           max_wait_ms: float | None = None, max_texts: int | None = None, max_body_bytes: int | None = None,
-          precision: str | None = None, log_level: str = "info") -> None:
-    """Run the service until interrupted. Binds to loopback unless `host` says otherwise.
+          max_request_tokens: int | None = None, header_timeout_s: float | None = None,
+          body_timeout_s: float | None = None, max_header_bytes: int | None = None,
+          max_concurrency: int | None = None, precision: str | None = None, log_level: str = "info") -> None:
+    """Run the service until interrupted. Binds to loopback unless `host` says otherwise (and warns when
+    it does without an API key).
 
     Each of `workers` processes loads the model and runs batches on `threads` inference threads (default:
     cores // workers), one torch thread each. Settings left as None take the `ServeSettings` defaults.
@@ -40,7 +46,9 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
 
     given = {"workers": workers, "threads": threads, "max_batch_size": max_batch_size,
              "pass_size": pass_size, "max_wait_ms": max_wait_ms, "max_texts": max_texts,
-             "max_body_bytes": max_body_bytes, "precision": precision}
+             "max_body_bytes": max_body_bytes, "max_request_tokens": max_request_tokens,
+             "header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s,
+             "max_header_bytes": max_header_bytes, "max_concurrency": max_concurrency, "precision": precision}
     settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     read_run(run_dir)  # fail before starting any process
     # The Rust tokenizer would start a thread pool of its own in every worker; the batch is small.
@@ -48,8 +56,13 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
     log.info("serving %s on http://%s:%d with %d worker(s), %d inference thread(s) each, %s%s", run_dir,
              host, port, workers, settings.inference_threads(), "bf16" if settings.bf16() else "fp32",
              ", API key required" if settings.api_key else "")
+    if settings.api_key is None and not is_loopback(host):
+        log.warning("WARNING: serving on %s, which other machines can reach, WITHOUT an API key: anyone who "
+                    "can reach this port can use the model. Set %s, or bind to 127.0.0.1 and put a proxy in "
+                    "front. See docs/serving.md.", host, API_KEY_ENV)
+    options = server_options(settings)
     if workers == 1:
-        uvicorn.run(create_app(run_dir, settings), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(run_dir, settings), host=host, port=port, log_level=log_level, **options)
         return
     # Several processes: uvicorn imports the app in each, so pass what it needs through the environment,
     # and give prometheus_client a directory where the workers' metrics add up.
@@ -60,7 +73,23 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
         # A worker importing torch and loading a model can hold the GIL for seconds on a busy machine;
         # uvicorn's default 5 s health check would kill and restart it over and over.
         uvicorn.run("tunetext.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, timeout_worker_healthcheck=120)
+                    log_level=log_level, timeout_worker_healthcheck=120, **options)
+
+
+def server_options(settings: ServeSettings) -> dict[str, Any]:
+    """uvicorn's options for `settings`: its httptools protocol with the connection limits (header and
+    body timeouts, header size, concurrency; see `tunetext.serve.protocol`), and no WebSockets."""
+    return {"http": limited_protocol(settings.connection_limits()), "ws": "none"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine: localhost or a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost: it may resolve to any interface
+        return False
 
 
 def app_from_env():

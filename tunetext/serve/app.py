@@ -34,10 +34,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tunetext import __version__
-from tunetext.predict import Classifier
+from tunetext.predict import CONTENT, Classifier
 from tunetext.runs import read_run
 from tunetext.serve.batching import Batcher, BusyError, Engine, StoppedError, TextResult
 from tunetext.serve.guard import OPEN_PATHS, Guard, Metrics
+from tunetext.serve.protocol import ConnectionLimits
 from tunetext.train import use_bf16
 
 API_KEY_ENV = "TUNETEXT_API_KEY"
@@ -63,7 +64,22 @@ class ServeSettings(BaseModel):
                                "it has one; 0 runs whatever is waiting at once.")
     max_texts: int = Field(64, ge=1, description="Most texts in one request; more is answered 413.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; larger is 413.")
+    max_request_tokens: int = Field(8192, ge=1, description="Most tokens one request may cost: the sum "
+                                    "over its texts of each text's tokens as the model sees them, after "
+                                    "truncation to the run's max_length (the default, 8192, is 64 texts of "
+                                    "128 tokens); more is 413.")
     max_queue: int = Field(4096, ge=1, description="Most texts waiting for the model; beyond it, 503.")
+    header_timeout_s: float = Field(10.0, gt=0, le=3600, description="Seconds a client has to send a "
+                                    "request's line and headers, from connecting (or from the request's "
+                                    "first byte on a kept-alive connection); then 408 and the connection is "
+                                    "closed.")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="Seconds a client has to send a "
+                                  "request's body once its headers are in; then 408 and the connection is "
+                                  "closed.")
+    max_header_bytes: int = Field(16_384, ge=1024, description="Largest request line plus headers; more is "
+                                  "431, and the rest is not read.")
+    max_concurrency: int = Field(256, ge=1, description="Most connections open at once (idle kept-alive "
+                                 "ones included) and requests being answered; a request beyond it is 503.")
     workers: int = Field(1, ge=1, description="Worker processes (each loads the model).")
     threads: int | None = Field(None, ge=1, description="Inference threads per worker, each running its "
                                 "own batch on one torch thread; default: cores // workers (at least 1).")
@@ -82,6 +98,10 @@ class ServeSettings(BaseModel):
             raise ValueError(f"max_queue ({self.max_queue}) must be at least max_texts ({self.max_texts})")
         return self
 
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(self.header_timeout_s, self.body_timeout_s, self.max_header_bytes,
+                                self.max_concurrency)
+
     def inference_threads(self) -> int:
         return self.threads or max(1, cpu_count() // self.workers)
 
@@ -97,7 +117,9 @@ def _check_text(text: str) -> str:
     return text
 
 
-# The schema says "string with a non-space character" so that fuzzers and clients know what is valid.
+# The schema says "string with a non-space character" so that fuzzers and clients know what is valid. A
+# text must also have content (`has_content`: a letter, digit, punctuation mark or symbol), which JSON
+# Schema's regexes cannot say; that is checked with the tokens (`Engine.measure`), 422 naming the field.
 Text = Annotated[StrictStr, AfterValidator(_check_text), Field(json_schema_extra={"pattern": r"\S"})]
 # An integer as JSON Schema has it: 3 and 3.0, but not 3.5, "3" or true.
 Integer = Annotated[StrictInt, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer()
@@ -116,7 +138,8 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_request_schema)
 
-    text: Text = Field(None, description="A text to classify; the answer is one prediction.")  # type: ignore[assignment]
+    text: Text = Field(None, description="A text to classify; the answer is one prediction. A text must "
+                       f"contain {CONTENT} (422 otherwise).")  # type: ignore[assignment]
     texts: list[Text] = Field(None, min_length=1, description="Texts to classify; the answer is a list "  # type: ignore[arg-type]
                               "of predictions in the same order.")
     top_k: Integer = Field(None, ge=1, description="Return only the k most probable labels, "  # type: ignore[assignment]
@@ -168,9 +191,11 @@ class ReadyOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorOut, "description": "Too many texts, or a body over the size limit."},
-    422: {"model": ValidationErrorOut, "description": "Malformed JSON, or a field missing, empty or of "
-          "the wrong type."},
+    413: {"model": ErrorOut, "description": "Too many texts, more tokens than the per-request budget, or a "
+          "body over the size limit."},
+    415: {"model": ErrorOut, "description": "The body is not declared `Content-Type: application/json`."},
+    422: {"model": ValidationErrorOut, "description": "Malformed JSON, a field missing, empty or of the "
+          "wrong type, or a text with nothing to classify."},
     503: {"model": ErrorOut, "description": "The model is not loaded yet, or the queue is full."},
 }
 
@@ -182,6 +207,7 @@ class _State:
     settings: ServeSettings
     metrics: Metrics
     classifier: Classifier | None = None
+    engine: Engine | None = None
     batcher: Batcher | None = None
     info: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
@@ -226,7 +252,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
         threads, bf16 = settings.inference_threads(), settings.bf16()
         clf = await asyncio.to_thread(Classifier.load, run_dir)
         engine = Engine(clf, settings.pass_size, bf16)
-        state.classifier = clf
+        state.classifier, state.engine = clf, engine
         # One torch thread per inference thread (torch's setting is per thread, so it is set on each).
         state.batcher = Batcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.max_queue,
                                 threads=threads, on_batch=state.metrics.observe_batch,
@@ -254,10 +280,11 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                   description=f"Predictions from the tunetext run `{run_dir.name}` ({config.model.name}).")
     app.state.tunetext = state
 
-    def _ready_or_503() -> tuple[Classifier, Batcher]:
-        if not state.ready or state.classifier is None or state.batcher is None or not state.batcher.running:
+    def _ready_or_503() -> tuple[Classifier, Engine, Batcher]:
+        if not state.ready or state.classifier is None or state.engine is None or state.batcher is None \
+                or not state.batcher.running:
             raise HTTPException(503, "the model is not loaded yet; try again when /ready answers 200")
-        return state.classifier, state.batcher
+        return state.classifier, state.engine, state.batcher
 
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -296,12 +323,26 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
             body = PredictRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             return _unprocessable(exc.errors())
-        clf, batcher = _ready_or_503()
+        clf, engine, batcher = _ready_or_503()
         single = body.text is not None
         texts = [body.text] if single else body.texts
         if len(texts) > settings.max_texts:
             raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {settings.max_texts} "
                                 "(max_texts): split the list into several requests")
+        # Every text is checked and its cost counted before any of them reaches the model (off the event
+        # loop: tokenizing a megabyte of text takes a while).
+        measured = await asyncio.to_thread(engine.measure, texts)
+        failed = [{"type": "no_content", "loc": ("text",) if single else ("texts", i), "msg": m.error}
+                  for i, m in enumerate(measured) if m.error]
+        if failed:
+            return _unprocessable(failed)
+        cost = sum(min(m.tokens, engine.max_length) for m in measured)
+        if cost > settings.max_request_tokens:
+            raise HTTPException(413, f"this request costs {cost} tokens ({len(texts)} text(s), each "
+                                f"counted up to the model's max_length of {engine.max_length}); the limit is "
+                                f"{settings.max_request_tokens} tokens per request (max_request_tokens): "
+                                "send fewer or shorter texts per request, or start the server with a larger "
+                                "--max-request-tokens")
         try:
             results = await batcher.submit(texts)
         except BusyError as exc:
@@ -309,15 +350,23 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                                 headers={"Retry-After": "1"}) from None
         except StoppedError as exc:
             raise HTTPException(503, str(exc)) from None
-        failed = [{"type": "no_tokens", "loc": ("text",) if single else ("texts", i), "msg": r.error}
+        failed = [{"type": "no_content", "loc": ("text",) if single else ("texts", i), "msg": r.error}
                   for i, r in enumerate(results) if r.error]
-        if failed:
+        if failed:  # measured as fine above, so only if the engine disagrees with itself
             return _unprocessable(failed)
-        answers = [_answer(r, clf.label_names, body.top_k) for r in results]
+        answers = [_answer(r, clf.label_names, body.top_k, truncated=m.tokens > engine.max_length)
+                   for r, m in zip(results, measured, strict=True)]
         state.metrics.truncated.inc(sum(a["truncated"] for a in answers))
         # Built by hand, not through `response_model`: the schema is the same, without a validation pass
         # over every answer.
         return Response(json.dumps(answers[0] if single else answers), media_type="application/json")
+
+    @app.exception_handler(Exception)
+    async def unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette hands the exception on to the server, which logs it with its traceback; the client
+        # learns only that it happened.
+        return JSONResponse(status_code=500, content={
+            "detail": "the server failed while answering this request; the error is in the server's log"})
 
     _document(app, settings)
     app.add_middleware(Guard, metrics=state.metrics, max_body_bytes=settings.max_body_bytes,
@@ -325,13 +374,13 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
     return app
 
 
-def _answer(result: TextResult, labels: list[str], top_k: int | None) -> dict[str, Any]:
+def _answer(result: TextResult, labels: list[str], top_k: int | None, truncated: bool) -> dict[str, Any]:
     assert result.probabilities is not None
     probs = [float(p) for p in result.probabilities]
     best = max(range(len(probs)), key=probs.__getitem__)
     order = sorted(range(len(probs)), key=lambda i: -probs[i])[:top_k] if top_k else range(len(probs))
     return {"label": labels[best], "score": probs[best],
-            "probabilities": {labels[i]: probs[i] for i in order}, "truncated": result.truncated}
+            "probabilities": {labels[i]: probs[i] for i in order}, "truncated": truncated}
 
 
 def _document(app: FastAPI, settings: ServeSettings) -> None:

@@ -59,14 +59,13 @@ class TextResult:
     """The answer for one text: probabilities in label order, or why the text cannot be classified."""
 
     probabilities: np.ndarray | None
-    truncated: bool = False
     error: str | None = None
 
 
 class Engine:
     """Classify a batch of validated texts with `Classifier.predict_proba` (sorted by length, in forward
-    passes of `pass_size` texts), and say which texts were longer than the model's window. `measure`
-    checks texts and counts their tokens, for the service to refuse a request before it is queued.
+    passes of `pass_size` texts). `measure` checks texts and counts their tokens, for the service to
+    refuse a request before it is queued and to say which texts are longer than the model's window.
 
     Several inference threads may call it at once: they share the model (inference does not change it)
     but each gets its own copy of the tokenizer, since a fast tokenizer called from two threads at once
@@ -104,21 +103,21 @@ class Engine:
         return results
 
     def __call__(self, texts: list[str]) -> list[TextResult]:
-        # Measured again here, not only by the service before queueing: the model must never see a text
-        # without content, and `truncated` needs the untruncated count. The Classifier then cleans and
-        # tokenises again, truncating, so its own `predict_proba` stays the one definition of a prediction.
-        measured = self.measure(texts)
-        results = [TextResult(None, error=m.error) for m in measured]
-        usable = [i for i, m in enumerate(measured) if m.error is None]
+        # The service measured these texts already; their content is checked again (cheaply, without
+        # tokenizing) so that no caller can put a text without content before the model. The Classifier
+        # cleans and tokenises, truncating: its own `predict_proba` stays the one definition of a prediction.
+        clf = self._own_classifier()
+        errors = [_why_not(text, clean) for text, clean in zip(texts, clf.clean(texts), strict=True)]
+        results = [TextResult(None, error=error) for error in errors]
+        usable = [i for i, error in enumerate(errors) if error is None]
         if usable:  # one unusable text must not fail the whole batch in predict_proba
-            clf = self._own_classifier()
             precision = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
             # Equal passes of at most pass_size: 12 texts as 6 + 6 rather than 8 + 4.
             per_pass = -(-len(usable) // -(-len(usable) // self.pass_size))
             with precision:
                 probs = clf.predict_proba([texts[i] for i in usable], batch_size=per_pass)
             for row, i in enumerate(usable):
-                results[i] = TextResult(probs[row], truncated=measured[i].tokens > self.max_length)
+                results[i] = TextResult(probs[row])
         return results
 
 
