@@ -15,7 +15,7 @@ from conftest import tiny_config, tiny_texts
 from safetensors.torch import load_file
 
 import tunetext
-from tunetext import Classifier, TrainingInterrupted, load_config, train
+from tunetext import Classifier, TrainingInterrupted, load_config, runs, train
 from tunetext.data import load_dataset
 from tunetext.runs import RunError, has_checkpoint, is_finished
 
@@ -206,6 +206,7 @@ def test_unfinished_directory_without_checkpoint_cannot_be_loaded(tmp_path, tiny
     out = tmp_path / "crashed"
     out.mkdir()
     (out / "tunetext.yaml").write_text("train:\n  epochs: 1\n")  # a run that died before its first step
+    (out / runs.OWNER).write_text("")
     with pytest.raises(RunError, match=r"not a finished tunetext run \(no run.json\)"):
         Classifier.load(out)
     with pytest.raises(RunError, match="unfinished run.*--overwrite"):
@@ -229,6 +230,7 @@ def test_balanced_class_weights_are_the_inverse_class_frequencies(tmp_path, tiny
     out = tmp_path / "weighted"
     out.mkdir()
     (out / "tunetext.yaml").write_text("train:\n  epochs: 1\n")  # an earlier unfinished run, replaced
+    (out / runs.OWNER).write_text("")
     config = tiny_config(tiny_bert, class_weights="balanced", epochs=1)
     run = train(config, out, overwrite=True, progress=False)
     assert is_finished(out) and load_config(out / "tunetext.yaml") == config

@@ -5,14 +5,20 @@ Layout: a standard Hugging Face model folder (`model.safetensors`, `config.json`
 tokenizer files) plus `tunetext.yaml` (the resolved config), `metrics.json`, `train_log.jsonl`,
 `data.json` (split sizes, label counts, fingerprints) and `README.md`. `run.json` is written last, in
 one rename; a directory without it is unfinished. While training, `checkpoint/` holds the resumable
-state; it is removed when the run finishes.
+state; it is removed when the run finishes, after `run.json` is written.
+
+tunetext deletes only what it wrote: a folder counts as a run only with one of tunetext's markers
+(`run.json`, a checkpoint, or the `.tunetext-run` file written when the folder is made), and replacing a
+run (`--overwrite`) removes only the run's own files, refusing while anything else is in it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,19 @@ METRICS = "metrics.json"
 LOG = "train_log.jsonl"
 DATA = "data.json"
 CHECKPOINT = "checkpoint"
+OWNER = ".tunetext-run"  # written first into every run folder tunetext makes
+REPORT = "report"  # `tunetext report`'s default output folder
+
+# What a run folder may hold that tunetext wrote: its own files, plus what `save_pretrained` writes for a
+# model, tokenizer or PEFT adapter (a finished run also lists the latter in run.json's "files").
+OWN_FILES = frozenset({MARKER, CONFIG, METRICS, LOG, DATA, "README.md", OWNER})
+OWN_FOLDERS = {CHECKPOINT: re.compile(r"state\.pt(\.tmp)?"),
+               REPORT: re.compile(r"\.?[\w.-]+\.(html|png)(\.tmp)?")}
+MODEL_FILES = re.compile(
+    r"(config|generation_config|tokenizer|tokenizer_config|special_tokens_map|added_tokens|vocab|"
+    r"adapter_config)\.json|model(-\d+-of-\d+)?\.safetensors(\.index\.json)?|adapter_model\.safetensors|"
+    r"vocab\.txt|merges\.txt|chat_template\.jinja|tokenizer\.model|spiece\.model|sentencepiece\.bpe\.model")
+TEMP_FILE = re.compile(r"\..+\.tmp")  # write_json's and write_config's half-written files
 
 
 class RunError(ValueError):
@@ -37,6 +56,15 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of a run, or a `RunError` naming it when it is not JSON (truncated or edited)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path} is not valid JSON ({exc}); it was cut short or edited after tunetext wrote "
+                       "it. Restore it, or train the run again") from exc
+
+
 def is_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / MARKER).is_file()
 
@@ -45,32 +73,114 @@ def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / CHECKPOINT / "state.pt").is_file()
 
 
+def is_run(run_dir: str | Path) -> bool:
+    """Whether tunetext made `run_dir`: it carries one of tunetext's markers. A `tunetext.yaml` alone is
+    not one (a project folder may keep its config under that name)."""
+    path = Path(run_dir)
+    return is_finished(path) or has_checkpoint(path) or (path / OWNER).is_file()
+
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """The names in `run_dir` that tunetext did not write there, sorted."""
+    listed: set[str] = set()
+    if is_finished(run_dir):
+        with_files = read_json(run_dir / MARKER)
+        listed = set(with_files.get("files", [])) if isinstance(with_files, dict) else set()
+    foreign = []
+    for entry in run_dir.iterdir():
+        name = entry.name
+        if entry.is_symlink():
+            ours = False  # tunetext writes no links; deleting one could be mistaken for its target
+        elif entry.is_dir():
+            pattern = OWN_FOLDERS.get(name)
+            ours = pattern is not None and all(
+                f.is_file() and not f.is_symlink() and pattern.fullmatch(f.name) for f in entry.iterdir())
+        else:
+            ours = (name in OWN_FILES or name in listed or MODEL_FILES.fullmatch(name) is not None
+                    or TEMP_FILE.fullmatch(name) is not None)
+        if not ours:
+            foreign.append(name + ("/" if entry.is_dir() else ""))
+    return sorted(foreign)
+
+
+def _never_deleted(path: Path) -> str | None:
+    """Why `path` must never be emptied, whatever it holds: `/`, the home folder, the working folder or
+    one of its parents."""
+    resolved, cwd = path.resolve(), Path.cwd().resolve()
+    if resolved == Path(resolved.anchor):
+        return "the root of the file system"
+    if resolved == Path.home().resolve():
+        return "your home folder"
+    if resolved == cwd:
+        return "the current working folder"
+    if resolved in cwd.parents:
+        return "a parent of the current working folder"
+    return None
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before any data or model loads when `path` cannot become a folder tunetext may write in."""
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} is a file, not a folder; choose another --output")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunError(f"cannot make {path}: {ancestor} is a file, not a folder; choose another --output")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write in {ancestor} (permission denied), so {path} cannot be written; "
+                       "choose an --output you can write to, or change the folder's permissions")
+
+
 def check_output(run_dir: str | Path, resume: bool, overwrite: bool) -> None:
     """Raise `RunError` unless `run_dir` may be written as asked; changes nothing."""
     path = Path(run_dir)
+    _check_writable(path)
     if resume:
         if not has_checkpoint(path):
             raise RunError(f"{path} has no checkpoint to resume from; train without --resume")
+        if is_finished(path):
+            raise RunError(f"{path} is a finished run; there is nothing to resume")
         return
     if path.exists() and any(path.iterdir()):
-        ours = is_finished(path) or has_checkpoint(path) or (path / CONFIG).is_file()
-        if not ours:
-            raise RunError(f"{path} exists and is not a tunetext run; choose an empty or new --output")
+        if not is_run(path):
+            raise RunError(f"{path} exists and is not a tunetext run (it has none of {MARKER}, {CHECKPOINT}/ "
+                           f"or {OWNER}); tunetext writes only into a new or empty folder and never deletes "
+                           "files it did not write. Choose an empty or new --output")
         if not overwrite:
             what = ("a finished run" if is_finished(path) else
                     "an interrupted run (continue it with --resume)" if has_checkpoint(path) else
                     "an unfinished run")
             raise RunError(f"{path} already holds {what}; pass --overwrite to replace it")
+        protected = _never_deleted(path)
+        if protected is not None:
+            raise RunError(f"refusing to overwrite {path}: it is {protected}. Write runs into a folder of "
+                           "their own, e.g. --output runs/NAME")
+        foreign = foreign_entries(path)
+        if foreign:
+            shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+            raise RunError(f"{path} holds a run but also files tunetext did not write ({shown}); "
+                           "--overwrite deletes only a run's own files, so move those out first or choose "
+                           "another --output")
 
 
 def prepare_output(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
-    """Check that `run_dir` may be written as asked, and make it (emptied when overwriting)."""
+    """Check that `run_dir` may be written as asked, and make it (its run files removed when
+    overwriting)."""
     path = Path(run_dir)
     check_output(path, resume, overwrite)
     if not resume and path.exists() and any(path.iterdir()):
         (path / MARKER).unlink(missing_ok=True)  # first, so a crash mid-delete leaves no finished look
-        shutil.rmtree(path)
+        for entry in path.iterdir():  # check_output found nothing here but tunetext's own files
+            if entry.name == OWNER:
+                continue  # kept to the end: the folder stays recognisably tunetext's
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
+    (path / OWNER).write_text("This folder is a tunetext run directory; tunetext may replace the files it "
+                              "wrote here.\n")
     return path
 
 
@@ -81,9 +191,34 @@ def write_config(run_dir: Path, config: RunConfig) -> None:
 
 
 def finish(run_dir: Path, info: dict[str, Any]) -> None:
-    """Mark a run finished: drop the checkpoint, then write `run.json` last."""
+    """Mark a run finished: write `run.json`, listing the files written, then drop the checkpoint (in that
+    order, so no crash between the two loses both)."""
+    files = sorted(p.name for p in run_dir.iterdir() if p.is_file() and p.name != MARKER)
+    normal_permissions(run_dir)
+    write_json(run_dir / MARKER, {**info, "files": files})
     shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)
-    write_json(run_dir / MARKER, info)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it."""
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def normal_permissions(run_dir: Path) -> None:
+    """Give the files in `run_dir` the permissions the umask gives a new file (0644 under umask 022).
+
+    Some writers (transformers' `save_pretrained`, through a temporary file) leave 0600, so another user,
+    or the Docker image's non-root user reading a mounted run, could not load the model."""
+    mode = 0o666 & ~_umask()
+    for entry in run_dir.iterdir():
+        if entry.is_file() and not entry.is_symlink() and entry.stat().st_mode & 0o777 != mode:
+            entry.chmod(mode)
 
 
 def read_run(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any], dict[str, Any]]:
@@ -96,8 +231,8 @@ def read_run(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any], dict[str, 
                 f"{path}`." if has_checkpoint(path) else "")
         raise RunError(f"{path} is not a finished tunetext run (no {MARKER}).{hint}")
     config = load_config(path / CONFIG)
-    metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
-    return config, metrics, json.loads((path / MARKER).read_text())
+    metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
+    return config, metrics, read_json(path / MARKER)
 
 
 README_TEMPLATE = """# tunetext run
