@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import resource
 import signal
 import sys
@@ -50,12 +51,17 @@ log = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C or SIGTERM after saving a resumable checkpoint."""
+    """Training stopped by Ctrl-C or SIGTERM: after saving a resumable checkpoint, or before anything
+    was written (`saved=False`)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, saved: bool = True):
         self.run_dir = run_dir
-        super().__init__(f"training interrupted; a checkpoint is saved in {run_dir / runs.CHECKPOINT}. "
-                         f"Continue with: tunetext train --resume --output {run_dir}")
+        if saved:
+            message = (f"training interrupted; a checkpoint is saved in {run_dir / runs.CHECKPOINT}. "
+                       f"Continue with: tunetext train --resume --output {run_dir}")
+        else:
+            message = f"training interrupted before it started; nothing was written to {run_dir}"
+        super().__init__(message)
 
 
 @dataclass
@@ -95,7 +101,7 @@ class _StopFlag:
         self.requested = True
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-        print("\ntunetext: stopping after this step and saving a checkpoint (again to kill now)",
+        print("\ntunetext: stopping at the end of this step and saving a checkpoint (again to kill now)",
               file=sys.stderr)
 
     def __exit__(self, *exc):
@@ -134,12 +140,20 @@ def _class_weights(labels: list[int], num_labels: int, mode: str) -> torch.Tenso
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The random generators' states as tensors and plain numbers: what `torch.load(weights_only=True)`
+    reads back without unpickling any other type."""
+    _, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)}}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["key"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["gauss"]))
     torch.set_rng_state(state["torch"])
 
 
@@ -149,11 +163,44 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "best_weights", "rng", "step", "epoch",
+                             "batch", "log_bytes"})
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.mkdir(exist_ok=True)
     tmp = path / "state.pt.tmp"
     torch.save(state, tmp)
     tmp.replace(path / "state.pt")
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's state, read with `weights_only=True`: tensors, numbers, strings and containers of
+    them, never an object that runs code while it is unpickled (a run folder may be shared)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch reports a refused type, a damaged zip and a short file differently
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        why = (f"it holds an object of type {refused.group(1)}, which could run code when loaded"
+               if refused else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        raise runs.RunError(
+            f"{path} cannot be read as a tunetext checkpoint ({why}). It is damaged, or was not written by "
+            "this version of tunetext: tunetext loads checkpoints with weights_only=True and never runs "
+            "code from them. Start the run again with --overwrite"
+        ) from exc
+    missing = CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else CHECKPOINT_KEYS
+    if missing:
+        raise runs.RunError(f"{path} is not a tunetext checkpoint (it lacks {', '.join(sorted(missing))}); "
+                            "start the run again with --overwrite")
+    return state
+
+
+def _truncate_log(path: Path, size: int) -> None:
+    """Cut the training log back to its length at the checkpoint: what a killed run logged after its last
+    checkpoint is logged again when the resumed run repeats those steps."""
+    if path.is_file() and path.stat().st_size > size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
 
 
 def default_output_dir(config: RunConfig) -> Path:
@@ -170,10 +217,16 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
 
     With `resume=True`, continue the interrupted run in `output_dir` from its checkpoint (the config
     must be the one it was started with). Ctrl-C or SIGTERM saves a checkpoint and raises
-    `TrainingInterrupted`. `on_evaluate`, if given, sees every validation result (`step`, `epoch`,
-    `val_accuracy`, `val_macro_f1`, `val_<metric>`); an exception it raises (such as a hyperparameter
-    search pruning the trial) ends training there.
+    `TrainingInterrupted` (before the run folder is made, it saves nothing). `on_evaluate`, if given,
+    sees every validation result (`step`, `epoch`, `val_accuracy`, `val_macro_f1`, `val_<metric>`); an
+    exception it raises (such as a hyperparameter search pruning the trial) ends training there.
     """
+    with _StopFlag() as flag:  # from the start: a signal while data and model load is answered too
+        return _train(config, output_dir, resume, overwrite, progress, on_evaluate, flag)
+
+
+def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overwrite: bool, progress: bool,
+           on_evaluate: Callable[[dict[str, Any]], None] | None, flag: _StopFlag) -> Run:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -219,6 +272,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     log.info("model: %s (%s, %s), %.1fM parameters, %.1fM trainable (%s)", config.model.name,
              model.config.model_type, family.kind, total_params / 1e6, trainable / 1e6, tc.strategy)
     model.to(device)
+    if flag.requested:
+        raise TrainingInterrupted(run_dir, saved=False)
     if main:  # data and model loaded: only now is the run directory made (or emptied)
         runs.prepare_output(run_dir, resume, overwrite)
         if not resume:
@@ -261,12 +316,14 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     best_weights: dict[str, torch.Tensor] | None = None
     checkpoint_dir = run_dir / runs.CHECKPOINT
     if resume:
-        saved_state = torch.load(checkpoint_dir / "state.pt", weights_only=False)
+        saved_state = _load_checkpoint(checkpoint_dir / "state.pt")
         model.load_state_dict(saved_state.pop("model"))
         optimizer.load_state_dict(saved_state.pop("optimizer"))
         scheduler.load_state_dict(saved_state.pop("scheduler"))
         best_weights = saved_state.pop("best_weights")
         _set_rng_state(saved_state.pop("rng"))
+        if main:
+            _truncate_log(run_dir / runs.LOG, saved_state.pop("log_bytes"))
         state = saved_state
         log.info("resuming at epoch %d, step %d", state["epoch"] + 1, state["step"])
     else:
@@ -282,9 +339,11 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
 
     def checkpoint() -> None:
         if main:
+            log_file = run_dir / runs.LOG
             _save_checkpoint(checkpoint_dir, {
                 **state, "model": inner.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "best_weights": best_weights, "rng": _rng_state()})
+                "scheduler": scheduler.state_dict(), "best_weights": best_weights, "rng": _rng_state(),
+                "log_bytes": log_file.stat().st_size if log_file.is_file() else 0})
 
     def write_log(entry: dict[str, Any]) -> None:
         if main:
@@ -369,68 +428,72 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
                      train_seconds=state["features"]["encode_seconds"] + state["features"]["fit_seconds"])
         stop = evaluate_and_maybe_stop()
         state["epoch"] = tc.epochs
-    with _StopFlag() as flag:
-        while state["epoch"] < tc.epochs and not stop:
-            epoch_seed = tc.seed + state["epoch"]
-            batches = (length_grouped_batches(train_lengths, tc.batch_size, epoch_seed) if tc.group_by_length
-                       else shuffled_batches(len(train_ids), tc.batch_size, epoch_seed))
-            batches = batches[accelerator.process_index::accelerator.num_processes][:micro_per_epoch]
-            epoch_start, first_batch = time.perf_counter(), state["batch"]
-            for b in range(first_batch, len(batches)):
-                idx = batches[b]
-                sync = (b + 1) % tc.gradient_accumulation_steps == 0 or b + 1 == len(batches)
-                batch = collate([train_ids[i] for i in idx], tokenizer.pad_token_id,
-                                [dataset.train.labels[i] for i in idx])
-                if hidden_cache is not None:
-                    batch["hidden"] = prefix_cache.collate_hidden([hidden_cache[i] for i in idx])
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with nullcontext() if sync else accelerator.no_sync(model):
-                    logits = forward(batch)
-                    loss = loss_fn(logits.float(), batch["labels"], idx)
-                    accelerator.backward(loss / tc.gradient_accumulation_steps)
-                window_loss += loss.item() * len(idx)
-                window_samples += len(idx)
-                state["batch"] = b + 1
-                if not sync:
-                    continue
-                if tc.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(trained, tc.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state["step"] += 1
-                bar.update(1)
+    if flag.requested:  # during the evaluation before fine-tuning, or while the cache was built
+        accelerator.wait_for_everyone()
+        checkpoint()
+        bar.close()
+        raise TrainingInterrupted(run_dir)
+    while state["epoch"] < tc.epochs and not stop:
+        epoch_seed = tc.seed + state["epoch"]
+        batches = (length_grouped_batches(train_lengths, tc.batch_size, epoch_seed) if tc.group_by_length
+                   else shuffled_batches(len(train_ids), tc.batch_size, epoch_seed))
+        batches = batches[accelerator.process_index::accelerator.num_processes][:micro_per_epoch]
+        epoch_start, first_batch = time.perf_counter(), state["batch"]
+        for b in range(first_batch, len(batches)):
+            idx = batches[b]
+            sync = (b + 1) % tc.gradient_accumulation_steps == 0 or b + 1 == len(batches)
+            batch = collate([train_ids[i] for i in idx], tokenizer.pad_token_id,
+                            [dataset.train.labels[i] for i in idx])
+            if hidden_cache is not None:
+                batch["hidden"] = prefix_cache.collate_hidden([hidden_cache[i] for i in idx])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with nullcontext() if sync else accelerator.no_sync(model):
+                logits = forward(batch)
+                loss = loss_fn(logits.float(), batch["labels"], idx)
+                accelerator.backward(loss / tc.gradient_accumulation_steps)
+            window_loss += loss.item() * len(idx)
+            window_samples += len(idx)
+            state["batch"] = b + 1
+            if not sync:
+                continue
+            if tc.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(trained, tc.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            bar.update(1)
 
-                if state["step"] % tc.log_every == 0 or b + 1 == len(batches):
-                    elapsed = time.perf_counter() - window_start
-                    entry = {"event": "train", "step": state["step"], "epoch": state["epoch"] + 1,
-                             "loss": window_loss / window_samples, "lr": scheduler.get_last_lr()[0],
-                             "samples_per_s": window_samples * accelerator.num_processes / elapsed}
-                    write_log(entry)
-                    bar.set_postfix(loss=f"{entry['loss']:.4f}", samples_s=f"{entry['samples_per_s']:.0f}")
-                    window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
-                if tc.eval_every is not None and state["step"] % tc.eval_every == 0:
-                    stop = evaluate_and_maybe_stop()
-                if stop or flag.requested:
-                    break
-            epoch_seconds = time.perf_counter() - epoch_start
-            state["train_seconds"] += epoch_seconds
-            if state["batch"] > first_batch:  # not after a resume that found the epoch already done
-                write_log({"event": "epoch", "step": state["step"], "epoch": state["epoch"] + 1,
-                           "seconds": epoch_seconds, "batches": state["batch"] - first_batch,
-                           "complete": state["batch"] >= len(batches)})
-            if flag.requested:
-                accelerator.wait_for_everyone()
+            if state["step"] % tc.log_every == 0 or b + 1 == len(batches):
+                elapsed = time.perf_counter() - window_start
+                entry = {"event": "train", "step": state["step"], "epoch": state["epoch"] + 1,
+                         "loss": window_loss / window_samples, "lr": scheduler.get_last_lr()[0],
+                         "samples_per_s": window_samples * accelerator.num_processes / elapsed}
+                write_log(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.4f}", samples_s=f"{entry['samples_per_s']:.0f}")
+                window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
+            if tc.eval_every is not None and state["step"] % tc.eval_every == 0:
+                stop = evaluate_and_maybe_stop()
+            if stop or flag.requested:
+                break
+        epoch_seconds = time.perf_counter() - epoch_start
+        state["train_seconds"] += epoch_seconds
+        if state["batch"] > first_batch:  # not after a resume that found the epoch already done
+            write_log({"event": "epoch", "step": state["step"], "epoch": state["epoch"] + 1,
+                       "seconds": epoch_seconds, "batches": state["batch"] - first_batch,
+                       "complete": state["batch"] >= len(batches)})
+        if flag.requested:
+            accelerator.wait_for_everyone()
+            checkpoint()
+            bar.close()
+            raise TrainingInterrupted(run_dir)
+        if state["batch"] >= len(batches):  # the epoch is complete
+            if tc.eval_every is None:
+                stop = evaluate_and_maybe_stop()
+            state["epoch"] += 1
+            state["batch"] = 0
+            if tc.checkpoint_every_epoch and not stop and state["epoch"] < tc.epochs:
                 checkpoint()
-                bar.close()
-                raise TrainingInterrupted(run_dir)
-            if state["batch"] >= len(batches):  # the epoch is complete
-                if tc.eval_every is None:
-                    stop = evaluate_and_maybe_stop()
-                state["epoch"] += 1
-                state["batch"] = 0
-                if tc.checkpoint_every_epoch and not stop and state["epoch"] < tc.epochs:
-                    checkpoint()
     bar.close()
     state["stopped_early"] = stop
 
