@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import logging
 import sys
@@ -490,6 +491,29 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ModelError, RunError, FetchError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a folder without write permission, a path through a file
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+
+
+OS_ERROR_FIXES = {
+    errno.EACCES: "check the permissions of the path, or choose one you can write to",
+    errno.EPERM: "check the permissions of the path, or choose one you can write to",
+    errno.EROFS: "the file system is read-only; choose a path on a writable one",
+    errno.ENOSPC: "free some disk space, or point --output or TUNETEXT_CACHE at a disk with room, and run "
+                  "again (an interrupted training run continues with --resume)",
+    errno.EDQUOT: "your disk quota is used up; free some space and run again",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; correct the path",
+    errno.EISDIR: "a folder was found where a file was expected; correct the path",
+    errno.ENOENT: "check that the path exists",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An `OSError` as one line for a user: what failed, on which path, and what to do."""
+    where = f": {exc.filename}" if exc.filename is not None else ""
+    fix = OS_ERROR_FIXES.get(exc.errno or 0, "check the path and try again")
+    return f"{exc.strerror or exc}{where}; {fix}"
 
 
 if __name__ == "__main__":

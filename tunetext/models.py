@@ -8,12 +8,14 @@ table, and nowhere else.
 from __future__ import annotations
 
 import logging
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from tunetext.assets import MultiPartAsset, PackagedAsset, cache_dir, cached, fetch, publish, staging
@@ -190,7 +192,17 @@ def _read_gguf(folder: Path, gguf_file: str):
     return model, tokenizer
 
 
+# What transformers raises for a folder it cannot load: missing or unreadable files, a bad config, damaged
+# safetensors, a pickled `.bin` that `weights_only` loading refuses.
+LOAD_ERRORS = (OSError, ValueError, SafetensorError, pickle.UnpicklingError)
+
+
 def _load_error(name: str, exc: Exception) -> ModelError:
+    if Path(name).expanduser().is_dir():
+        return ModelError(
+            f"could not load the model in {name}: {type(exc).__name__}: {str(exc)[:300]}. Its files are "
+            "damaged, incomplete or not safe to load (tunetext never unpickles code); for a tunetext run, "
+            "train it again, for a model folder, copy it again")
     return ModelError(
         f"could not load model {name!r}: it is not in the catalogue ({', '.join(CATALOGUE)}), not a local "
         f"folder, and loading it as a Hugging Face hub id failed: {exc}"
@@ -207,7 +219,7 @@ def load_tokenizer(name_or_path: str):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as exc:
+    except LOAD_ERRORS as exc:
         raise _load_error(name_or_path, exc) from exc
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -240,8 +252,8 @@ def load_classifier(name_or_path: str, label_names: list[str] | None = None, att
     path = resolve(name_or_path)
     try:
         config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise _load_error(name_or_path, exc) from exc
+    except LOAD_ERRORS as exc:
+        raise _load_error(path, exc) from exc
     family = family_of(config)
     tokenizer = load_tokenizer(path)
     kwargs = {}
@@ -255,8 +267,8 @@ def load_classifier(name_or_path: str, label_names: list[str] | None = None, att
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path, attn_implementation=kernel, pad_token_id=tokenizer.pad_token_id, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise _load_error(name_or_path, exc) from exc
+    except LOAD_ERRORS as exc:
+        raise _load_error(path, exc) from exc
     return model, tokenizer, family
 
 
@@ -268,8 +280,8 @@ def load_causal_lm(name_or_path: str, attention: str = "auto", device: torch.dev
     path = resolve(name_or_path)
     try:
         config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise _load_error(name_or_path, exc) from exc
+    except LOAD_ERRORS as exc:
+        raise _load_error(path, exc) from exc
     if family_of(config).kind != "decoder":
         decoders = ", ".join(sorted(k for k, f in FAMILIES.items() if f.kind == "decoder"))
         raise ModelError(f"{name_or_path} is a {config.model_type!r} encoder; prompt classification scores "
@@ -279,8 +291,8 @@ def load_causal_lm(name_or_path: str, attention: str = "auto", device: torch.dev
     kernel = attention_kernel(attention, device or torch.device("cpu"))
     try:
         model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=kernel, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise _load_error(name_or_path, exc) from exc
+    except LOAD_ERRORS as exc:
+        raise _load_error(path, exc) from exc
     return model.eval(), tokenizer
 
 
@@ -296,7 +308,7 @@ def _load_scratch_gpt2(path: str, model_type: str, kernel: str, pad_token_id: in
     try:
         return GPT2Classifier.from_pretrained(path, attention=kernel, pad_token_id=pad_token_id,
                                               **config_overrides)
-    except (OSError, ValueError) as exc:
+    except LOAD_ERRORS as exc:
         raise ModelError(f"could not load {path} into tunetext's scratch GPT-2: {exc}") from exc
 
 
@@ -448,7 +460,10 @@ def load_adapter_classifier(run_dir: str | Path, base_name: str, label_names: li
     model, tokenizer, family = load_classifier(base_name, label_names, attention, device)
     if student_layers is not None:
         truncate_blocks(model, family, student_layers)
-    return PeftModel.from_pretrained(model, str(run_dir)), tokenizer
+    try:
+        return PeftModel.from_pretrained(model, str(run_dir)), tokenizer
+    except LOAD_ERRORS as exc:
+        raise _load_error(str(run_dir), exc) from exc
 
 # --- running a model in two parts: a frozen prefix, whose output can be cached, and the top ---------------
 #

@@ -15,7 +15,7 @@ from tunetext.config import RunConfig
 from tunetext.data.prepare import clean_text
 from tunetext.evaluate import predict_probabilities
 from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier
-from tunetext.runs import read_run
+from tunetext.runs import RunError, read_run
 
 # What a text needs to be worth classifying, in words for error messages.
 CONTENT = "a letter, digit, punctuation mark or symbol"
@@ -55,7 +55,13 @@ class Classifier:
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:
         config, metrics, info = read_run(run_dir)
-        if (Path(run_dir) / ADAPTER_CONFIG).is_file():  # a PEFT adapter and head, for model.name's weights
+        adapter = (Path(run_dir) / ADAPTER_CONFIG).is_file()
+        weights = ["adapter_model.safetensors"] if adapter else ["model.safetensors",
+                                                                 "model.safetensors.index.json"]
+        if not any((Path(run_dir) / name).is_file() for name in weights):  # so no pickled .bin is tried
+            raise RunError(f"{run_dir} has no {weights[0]}: the run's weights were removed or never "
+                           "finished writing; train it again")
+        if adapter:  # a PEFT adapter and head, for model.name's weights
             model, tokenizer = load_adapter_classifier(run_dir, config.model.name, info["label_names"],
                                                        config.train.student_layers, config.model.attention,
                                                        torch.device(device))

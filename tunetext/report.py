@@ -93,17 +93,23 @@ def report(run_dir: str | Path, output: str | Path | None = None, batch_size: in
 # --- inputs -----------------------------------------------------------------------------------------------
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return runs.read_json(path) if path.is_file() else {}
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
-    """The training log; a resumed run may log a step twice, and the later entry wins."""
+    """The training log; a resumed run may log a step twice, and the later entry wins. A line that is not
+    JSON (a run killed while writing it) is left out, with a warning naming it."""
     if not path.is_file():
         return []
     entries: dict[tuple[str, int], dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if line.strip():
-            entry = json.loads(line)
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("report: %s line %d is not JSON (cut short?); left out of the curves",
+                            path, number)
+                continue
             entries[(entry.get("event", ""), entry.get("step", 0))] = entry
     return sorted(entries.values(), key=lambda e: e.get("step", 0))
 
