@@ -172,6 +172,18 @@ def test_data_show_missing_column_exits_2(capsys):
     assert "no column 'category'" in stderr and "'text', 'label'" in stderr
 
 
+def test_data_show_takes_data_settings(tmp_path, capsys):
+    rows = [f"text number {i},{label}" for i in range(12) for label in ("Billing", "billing", "other")]
+    path = tmp_path / "similar.csv"
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    code, _, stderr = run_cli(capsys, "data", "show", path)
+    assert code == 2 and "differ only in letter case" in stderr and "tunetext data show" in stderr
+    code, stdout, _ = run_cli(capsys, "data", "show", path, "data.similar_labels=keep")
+    assert code == 0 and "3 labels: Billing, billing, other" in stdout
+    code, _, stderr = run_cli(capsys, "data", "show", path, "data.similar_labels=merge")
+    assert code == 2 and "similar_labels" in stderr
+
+
 def test_data_list(capsys):
     code, stdout, _ = run_cli(capsys, "data", "list")
     assert code == 0

@@ -274,10 +274,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _data_show(args: argparse.Namespace) -> int:
-    from tunetext.config import DataConfig
+    from tunetext.config import ConfigError, load_config, parse_overrides
     from tunetext.data import BUILTIN, load_dataset
 
-    config = DataConfig(source=args.source, text_column=args.text_column, label_column=args.label_column)
+    problems: list[str] = []
+    overrides = {**parse_overrides(args.overrides, problems), "data.source": args.source,
+                 "data.text_column": args.text_column, "data.label_column": args.label_column}
+    if problems:
+        raise ConfigError(problems)
+    config = load_config(overrides=overrides).data  # only the data settings matter here
     dataset = load_dataset(config, args.seed)
     card = BUILTIN[args.source].card if args.source in BUILTIN else None
     for line in card.lines() if card is not None else []:
@@ -461,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("show", help="sizes, label counts and examples of a dataset")
     q.add_argument("source")
+    q.add_argument("overrides", nargs="*", metavar="data.KEY=VALUE",
+                   help="preparation settings, as for train (e.g. data.lowercase=true "
+                   "data.similar_labels=keep)")
     q.add_argument("--text-column", default="text")
     q.add_argument("--label-column", default="label")
     q.add_argument("--examples", type=int, default=2)

@@ -142,9 +142,9 @@ def _class_weights(labels: list[int], num_labels: int, mode: str) -> torch.Tenso
 def _rng_state() -> dict[str, Any]:
     """The random generators' states as tensors and plain numbers: what `torch.load(weights_only=True)`
     reads back without unpickling any other type."""
-    _, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    _, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # ("MT19937", keys, pos, ...)
     return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+            "numpy": {"key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
 
 

@@ -368,7 +368,8 @@ def _check_similar_labels(raw: dict[str, RawSplit], parts: dict[str, _Cleaned], 
     raise DataError(
         f"labels that differ only in letter case or spaces would become separate classes: {described}. "
         "If each group is one class, spell it one way in the data; if they really are different classes, "
-        "set data.similar_labels=keep (in the config file, or as a KEY=VALUE override of tunetext train)."
+        "set data.similar_labels=keep (in the config file, or as a KEY=VALUE argument of tunetext train or "
+        "tunetext data show)."
     )
 
 
