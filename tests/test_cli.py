@@ -173,7 +173,8 @@ def test_data_show_missing_column_exits_2(capsys):
 
 
 def test_data_show_takes_data_settings(tmp_path, capsys):
-    rows = [f"text number {i},{label}" for i in range(12) for label in ("Billing", "billing", "other")]
+    labels = ("Billing", "billing", "other")
+    rows = [f"text {i} of kind {k},{label}" for i in range(12) for k, label in enumerate(labels)]
     path = tmp_path / "similar.csv"
     path.write_text("text,label\n" + "\n".join(rows) + "\n")
     code, _, stderr = run_cli(capsys, "data", "show", path)
