@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import random
 import re
 import resource
@@ -180,9 +181,12 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch reports a refused type, a damaged zip and a short file differently
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        why = (f"it holds an object of type {refused.group(1)}, which could run code when loaded"
-               if refused else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        if isinstance(exc, pickle.UnpicklingError):  # torch's own text advises weights_only=False: not shown
+            refused = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
+            what = f"an object of type {refused.group(1)}" if refused else "an object"
+            why = f"it holds {what} other than tensors and numbers, which could run code when loaded"
+        else:
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         raise runs.RunError(
             f"{path} cannot be read as a tunetext checkpoint ({why}). It is damaged, or was not written by "
             "this version of tunetext: tunetext loads checkpoints with weights_only=True and never runs "
