@@ -275,7 +275,7 @@ def test_sigterm_during_the_evaluation_before_training_saves_a_checkpoint(tmp_pa
         patch.setattr(train_module, "evaluate_split", evaluate_split)
         with pytest.raises(TrainingInterrupted, match="--resume"):
             train(config, out, progress=False)
-    assert "stopping at the end of this step and saving a checkpoint" in capsys.readouterr().err
+    assert "stopping at the next safe point, saving a checkpoint" in capsys.readouterr().err
     assert has_checkpoint(out) and not is_finished(out)
     assert torch.load(out / "checkpoint" / "state.pt", weights_only=True)["step"] == 0
     resumed = train(config, out, resume=True, progress=False)

@@ -102,8 +102,8 @@ class _StopFlag:
         self.requested = True
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-        print("\ntunetext: stopping at the end of this step and saving a checkpoint (again to kill now)",
-              file=sys.stderr)
+        print("\ntunetext: stopping at the next safe point, saving a checkpoint if training has begun "
+              "(again to kill now)", file=sys.stderr)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
