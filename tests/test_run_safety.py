@@ -218,6 +218,39 @@ def test_cli_turns_file_system_errors_into_one_line(tmp_path, tiny_bert, monkeyp
     assert "Traceback" not in err
 
 
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, tiny_bert, monkeypatch):
+    real = torch.save
+    calls = {"n": 0}
+
+    def save(obj, path, *args, **kwargs):  # what torch's zip writer raised on a full tmpfs
+        calls["n"] += 1
+        if calls["n"] == 2:
+            Path(path).write_bytes(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 89664 vs 89552")
+        return real(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.torch, "save", save)
+    out = tmp_path / "run"
+    with pytest.raises(RunError, match="could not write a checkpoint .*previous one is kept.*--resume"):
+        train(tiny_config(tiny_bert), out, progress=False)
+    assert not (out / "checkpoint" / "state.pt.tmp").exists()
+    assert torch.load(out / "checkpoint" / "state.pt", weights_only=True)["epoch"] == 1
+
+
+def test_a_full_disk_while_saving_the_weights_is_one_error(tmp_path, tiny_bert, monkeypatch):
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    out = tmp_path / "run"
+    with pytest.raises(RunError, match=r"could not write the model's weights into .*No space left.*--resume"):
+        train(tiny_config(tiny_bert), out, progress=False)
+    assert has_checkpoint(out) and not is_finished(out)
+
+
 def test_describe_os_error_names_path_and_fix():
     text = cli.describe_os_error(PermissionError(errno.EACCES, "Permission denied", "/srv/runs/x"))
     assert text == ("Permission denied: /srv/runs/x; check the permissions of the path, or choose one you "

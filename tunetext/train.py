@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from tunetext import __version__, prefix_cache, runs
@@ -169,9 +170,18 @@ CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "best_weights", 
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write the checkpoint beside the previous one and swap it in, so a failed write loses nothing."""
     path.mkdir(exist_ok=True)
     tmp = path / "state.pt.tmp"
-    torch.save(state, tmp)
+    try:
+        torch.save(state, tmp)
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        then = ("the previous one is kept: make room (a full disk?) or fix the folder, then continue "
+                "with --resume" if (path / "state.pt").is_file() else
+                "make room (a full disk?) or fix the folder, then train again with --overwrite")
+        raise runs.RunError(f"could not write a checkpoint into {path} ({str(exc).splitlines()[0]}); "
+                            f"{then}") from exc
     tmp.replace(path / "state.pt")
 
 
@@ -545,7 +555,13 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
             **compare_with_teacher(model, test_ids, tokenizer.pad_token_id, teacher, dataset.test.texts,
                                    dataset.test.labels, tc.eval_batch_size)}
     if main:
-        model.save_pretrained(run_dir)
+        try:
+            model.save_pretrained(run_dir)
+        except SafetensorError as exc:  # safetensors reports a full disk or a write error as its own type
+            again = (f"continue with tunetext train --resume --output {run_dir}"
+                     if runs.has_checkpoint(run_dir) else "train again with --overwrite")
+            raise runs.RunError(f"could not write the model's weights into {run_dir} ({exc}); make room or "
+                                f"fix the folder, then {again}") from exc
         tokenizer.save_pretrained(run_dir)
         runs.write_json(run_dir / runs.METRICS, metrics)
         runs.write_json(run_dir / runs.DATA, {"source": config.data.source, **dataset.summary(),
