@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -291,9 +290,8 @@ def main() -> int:
         run_baseline_server(args.baseline_server, args.port)
         return 0
 
-    import torch
+    from train_speed import machine_info
 
-    import tunetext
     from tunetext.runs import read_run
 
     run_dir = ensure_run(args.run_dir)
@@ -341,9 +339,7 @@ def main() -> int:
         warnings.append(f"1-minute load average {busy:.1f} before a load phase: other work on the machine "
                         "makes the numbers indicative only")
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "tunetext": tunetext.__version__},
+        "machine": machine_info(),
         "config": {"run_dir": str(run_dir), "model": read_run(run_dir)[0].model.name,
                    "requests": args.requests, "rounds": args.rounds, "concurrency": args.concurrency,
                    "warmup": args.warmup,

@@ -233,7 +233,8 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "amx_bf16": "amx_bf16" in flags.split(),
+        "amx_bf16": "amx_bf16" in flags.split(),  # what precision=auto's bf16 needs (Intel AMX)
+        "avx512_bf16": "avx512_bf16" in flags.split(),  # bf16 dot products without AMX (e.g. AMD Zen 4)
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "platform": platform.platform(),
