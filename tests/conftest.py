@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -138,3 +144,44 @@ def trained_run(tmp_path_factory, tiny_bert) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny-bert"
     train(tiny_config(tiny_bert), out, progress=False)
     return out
+
+
+@contextmanager
+def live_server(app) -> Iterator[int]:
+    """Serve `app` on a free loopback port from a thread, with the connection limits `tunetext serve` uses;
+    yields the port."""
+    import uvicorn
+
+    from tunetext.serve import server_options
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           **server_options(app.state.tunetext.settings)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def interrupt_after(monkeypatch, batches: int) -> None:
+    """Send ourselves SIGINT (as Ctrl-C does) while the `batches`-th training batch is collated."""
+    import importlib
+
+    train_module = importlib.import_module("tunetext.train")  # `tunetext.train` is also the function
+    calls = {"n": 0}
+    real = train_module.collate
+
+    def collate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == batches:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "collate", collate)

@@ -107,16 +107,21 @@ def test_truncated_cached_file_is_reported_and_fetched_again(served, capsys):
     assert assets.fetch(csv) == path and len(downloads) == 2  # the fresh copy checks out
 
 
+def flip_in_place(path, offset: int) -> None:
+    """Overwrite 4 bytes of `path` at `offset` with FLIP, keeping its size."""
+    before = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(FLIP)
+    # A write moves the mtime on; pinned here, as the clock may not have ticked since the fetch.
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+
+
 def test_four_bytes_changed_in_place_are_caught_by_the_sha256(served, capsys):
     _, model, downloads = served
     path = assets.fetch(model)
     weights = path / "weights.bin"
-    before = weights.stat()
-    with open(weights, "r+b") as f:
-        f.seek(2048)
-        f.write(FLIP)
-    # A write moves the mtime on; pinned here, as the clock may not have ticked since the fetch.
-    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    flip_in_place(weights, 2048)
     assert weights.stat().st_size == len(WEIGHTS)
     capsys.readouterr()
     assert assets.fetch(model) == path
@@ -282,11 +287,7 @@ def test_converted_gguf_folder_is_checked_and_converted_again_when_damaged(tmp_p
     assert len(conversions) == 1
 
     weights = folder / "model.safetensors"
-    before = weights.stat()
-    with open(weights, "r+b") as f:
-        f.seek(1000)
-        f.write(FLIP)
-    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    flip_in_place(weights, 1000)
     capsys.readouterr()
     assert models.converted_gguf("tiny-gguf", entry) == folder
     assert len(conversions) == 2 and weights.read_bytes() == WEIGHTS

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import interrupt_after, tiny_config
 
 from tunetext import Classifier, TrainingInterrupted, cli, runs, train
 from tunetext.models import ModelError
@@ -49,17 +49,8 @@ class Planted:
 
 def interrupted_run(config, out: Path, monkeypatch, at_batch: int) -> None:
     """Train until SIGINT arrives while batch `at_batch` is collated: a checkpoint is saved."""
-    calls = {"n": 0}
-    real = train_module.collate
-
-    def collate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == at_batch:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-
     with monkeypatch.context() as patch:
-        patch.setattr(train_module, "collate", collate)
+        interrupt_after(patch, at_batch)
         with pytest.raises(TrainingInterrupted):
             train(config, out, progress=False)
 

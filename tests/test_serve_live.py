@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import schemathesis
-import uvicorn
+from conftest import live_server
 from hypothesis import HealthCheck, Phase, given, settings
 
 from tunetext.predict import has_content
-from tunetext.serve import ServeSettings, create_app, server_options
+from tunetext.serve import ServeSettings, create_app
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -25,31 +22,10 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 KEY = "page-test-key"
 
 
-@contextmanager
-def live_server(app) -> Iterator[str]:
-    """Serve `app` on a free loopback port from a thread, with `tunetext serve`'s connection limits; yields
-    its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           **server_options(app.state.tunetext.settings)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def base_url(trained_run) -> Iterator[str]:
-    with live_server(create_app(trained_run, ServeSettings(max_texts=8, max_body_bytes=20_000))) as url:
-        yield url
+    with live_server(create_app(trained_run, ServeSettings(max_texts=8, max_body_bytes=20_000))) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 # ---- fuzzing --------------------------------------------------------------------------------------------
@@ -193,7 +169,8 @@ def test_the_page_classifies_in_a_real_browser(browser, base_url, trained_run):
 def test_the_page_asks_for_the_api_key(browser, trained_run):
     from selenium.webdriver.common.by import By
 
-    with live_server(create_app(trained_run, ServeSettings(api_key=KEY))) as url:
+    with live_server(create_app(trained_run, ServeSettings(api_key=KEY))) as port:
+        url = f"http://127.0.0.1:{port}"
         browser.get(f"{url}/")
         _wait(browser, lambda d: d.find_element(By.ID, "key-panel").is_displayed())
         assert "needs an API key" in browser.find_element(By.ID, "status").text

@@ -10,13 +10,13 @@ import json
 import logging
 import pickle
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 import uvicorn
+from conftest import live_server
 from fastapi.testclient import TestClient
 
 from tunetext import Classifier
@@ -31,26 +31,6 @@ NO_CONTENT = ["\x00\x00\x00", "\u200b\u200b", "\u0301\u0308", "\ufeff \x07 \u200
 
 
 # ---- a live server and a raw client ----------------------------------------------------------------------
-
-@contextmanager
-def live_server(app) -> Iterator[int]:
-    """Serve `app` on a free loopback port from a thread, with the options `tunetext serve` uses; its port."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            **server_options(app.state.tunetext.settings))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
 
 @pytest.fixture(scope="module")
 def port(trained_run) -> Iterator[int]:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, tiny_texts
+from conftest import interrupt_after, tiny_config, tiny_texts
 from safetensors.torch import load_file
 
 import tunetext
@@ -150,20 +148,6 @@ def test_resume_without_checkpoint_is_refused(tmp_path, tiny_bert):
 
 
 # --- interrupt and resume -----------------------------------------------------------------------------
-
-
-def interrupt_after(monkeypatch, steps: int) -> None:
-    """Send ourselves SIGINT (as Ctrl-C does) while the `steps`-th training batch is collated."""
-    calls = {"n": 0}
-    real = train_module.collate
-
-    def collate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == steps:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "collate", collate)
 
 
 def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_bert, monkeypatch):

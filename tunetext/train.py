@@ -191,7 +191,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch reports a refused type, a damaged zip and a short file differently
-        if isinstance(exc, pickle.UnpicklingError):  # torch's own text advises weights_only=False: not shown
+        if isinstance(exc, pickle.UnpicklingError):  # torch's own text advises loading it unsafely
             refused = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
             what = f"an object of type {refused.group(1)}" if refused else "an object"
             why = f"it holds {what} other than tensors and numbers, which could run code when loaded"
