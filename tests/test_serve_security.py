@@ -130,10 +130,12 @@ def test_a_kept_alive_connection_gets_the_header_timeout_for_each_request(port):
 
 
 def test_beyond_max_concurrency_a_request_is_503(port):
-    held = [connect(port) for _ in range(3)]  # max_concurrency=3 connections, kept alive after a request
+    # Three requests being answered (max_concurrency=3): their headers are in, their bodies still coming.
+    held = [connect(port) for _ in range(3)]
     for s in held:
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_response(s).startswith(b"HTTP/1.1 200")
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(GOOD) + GOOD[:5])
+    time.sleep(0.1)  # well within the 0.5 s body timeout
     sock = connect(port)
     sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(GOOD) + GOOD)
@@ -147,6 +149,19 @@ def test_beyond_max_concurrency_a_request_is_503(port):
     while post(port) != 200:  # the server notices the closed connections at once, but not instantly
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_idle_and_slow_connections_do_not_lock_others_out(port):
+    idle = [connect(port) for _ in range(3)]  # as many as max_concurrency, kept alive after a request
+    for s in idle:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s).startswith(b"HTTP/1.1 200")
+    slow = [connect(port) for _ in range(10)]  # and more than that still sending their headers
+    for s in slow:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+    assert post(port) == 200
+    for s in idle + slow:
+        s.close()
 
 
 # ---- 8: header size --------------------------------------------------------------------------------------

@@ -416,8 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body-timeout", type=float, help="seconds a client has to send a request's body once "
                    "its headers are in (then 408)")
     p.add_argument("--max-header-bytes", type=int, help="largest request line plus headers (more: 431)")
-    p.add_argument("--max-concurrency", type=int, help="most open connections and requests being answered "
-                   "(more: 503)")
+    p.add_argument("--max-concurrency", type=int, help="most requests being answered at once (more: 503)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)
 

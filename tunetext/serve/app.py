@@ -78,8 +78,9 @@ class ServeSettings(BaseModel):
                                   "closed.")
     max_header_bytes: int = Field(16_384, ge=1024, description="Largest request line plus headers; more is "
                                   "431, and the rest is not read.")
-    max_concurrency: int = Field(256, ge=1, description="Most connections open at once (idle kept-alive "
-                                 "ones included) and requests being answered; a request beyond it is 503.")
+    max_concurrency: int = Field(256, ge=1, description="Most requests being answered at once (from the "
+                                 "end of their headers to the end of their answer); a request beyond it is "
+                                 "503. Idle and slow connections are bounded by the timeouts instead.")
     workers: int = Field(1, ge=1, description="Worker processes (each loads the model).")
     threads: int | None = Field(None, ge=1, description="Inference threads per worker, each running its "
                                 "own batch on one torch thread; default: cores // workers (at least 1).")

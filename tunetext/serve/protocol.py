@@ -11,8 +11,10 @@ half-sent requests, or grow the server's memory by gigabytes before the API key 
   client sent nothing at all). The time the app takes to answer is not limited here;
 - size: the request line and headers may take `max_header_bytes`; beyond that, 431 and the connection
   is closed, without reading further;
-- load: a request arriving while more than `max_concurrency` connections are open, or as many requests
-  are being answered, is answered 503 (uvicorn's `limit_concurrency` does the same in plain text).
+- load: a request arriving while `max_concurrency` requests are being answered is answered 503.
+  Connections that are idle or still sending their headers do not count: they are bounded by the
+  timeouts, and counting them would let a client that keeps opening slow connections lock everyone else
+  out (uvicorn's `limit_concurrency` counts them, and answers in plain text).
 
 These answers are JSON (`{"detail": ...}`) like the app's, but they are given before the app sees the
 request, so the app's metrics do not count them. uvicorn's own 400 for a malformed request is JSON too.
@@ -45,7 +47,7 @@ def limited_protocol(limits: ConnectionLimits) -> partial[LimitedHttpToolsProtoc
 
 
 async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
-    body = json.dumps({"detail": "the server is at its limit of concurrent connections and requests "
+    body = json.dumps({"detail": "the server is at its limit of requests answered at once "
                                  "(max_concurrency); retry shortly"}).encode()
     await send({"type": "http.response.start", "status": 503,
                 "headers": [(b"content-type", b"application/json"),
@@ -96,9 +98,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._expect("body", self.limits.body_timeout_s, "body_timeout_s")
         limit = self.limits.max_concurrency
-        busy = len(self.connections) > limit or len(self.tasks) >= limit  # connections include this one
+        busy = len(self.tasks) >= limit  # the requests being answered; this one has no task yet
         if busy:
-            self.logger.warning("503: more than %d connections or requests at once (max_concurrency)", limit)
+            self.logger.warning("503: %d requests being answered already (max_concurrency)", limit)
         self.app = _over_capacity if busy else self.config.loaded_app
         super().on_headers_complete()
 
