@@ -277,6 +277,28 @@ def test_a_request_over_the_token_budget_is_413_saying_what_it_cost(trained_run)
     assert ServeSettings().max_request_tokens == 8192
 
 
+def test_a_full_queue_refuses_a_request_before_tokenizing_it(trained_run):
+    from tunetext.serve.batching import Engine
+
+    measured = []
+    with running(trained_run, max_texts=2, max_queue=2) as c:
+        state = c.app.state.tunetext
+        real = Engine.measure
+
+        def spy(self, texts):
+            measured.append(texts)
+            return real(self, texts)
+
+        state.engine.measure = spy.__get__(state.engine)
+        assert c.post("/predict", json={"text": "ok"}).status_code == 200 and len(measured) == 1
+        state.batcher._pending.extend([object(), object()])  # the queue is full
+        r = c.post("/predict", json={"text": "x" * 100_000})
+        assert r.status_code == 503 and "max_queue=2" in r.json()["detail"]
+        assert r.headers["retry-after"] == "1"
+        assert len(measured) == 1  # refused before any tokenizing
+        state.batcher._pending.clear()
+
+
 # ---- 10: texts with nothing to classify ------------------------------------------------------------------
 
 @pytest.mark.parametrize(("text", "content"), [

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
@@ -240,6 +241,18 @@ def _unprocessable(errors: list[Any]) -> JSONResponse:
         "errors": [{"field": f, "message": m} for f, m in problems]})
 
 
+@contextmanager
+def _busy_as_503() -> Iterator[None]:
+    """The batcher's refusals as the service's 503s."""
+    try:
+        yield
+    except BusyError as exc:
+        raise HTTPException(503, f"the server is busy ({exc}); retry shortly",
+                            headers={"Retry-After": "1"}) from None
+    except StoppedError as exc:
+        raise HTTPException(503, str(exc)) from None
+
+
 def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> FastAPI:
     """The service for one finished run. The model loads when the app starts (its lifespan)."""
     settings = settings or ServeSettings()
@@ -330,6 +343,8 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
         if len(texts) > settings.max_texts:
             raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {settings.max_texts} "
                                 "(max_texts): split the list into several requests")
+        with _busy_as_503():  # a full queue refuses the request before any text is tokenized
+            batcher.check_room(len(texts))
         # Every text is checked and its cost counted before any of them reaches the model (off the event
         # loop: tokenizing a megabyte of text takes a while).
         measured = await asyncio.to_thread(engine.measure, texts)
@@ -344,13 +359,8 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                                 f"{settings.max_request_tokens} tokens per request (max_request_tokens): "
                                 "send fewer or shorter texts per request, or start the server with a larger "
                                 "--max-request-tokens")
-        try:
+        with _busy_as_503():
             results = await batcher.submit(texts)
-        except BusyError as exc:
-            raise HTTPException(503, f"the server is busy ({exc}); retry shortly",
-                                headers={"Retry-After": "1"}) from None
-        except StoppedError as exc:
-            raise HTTPException(503, str(exc)) from None
         failed = [{"type": "no_content", "loc": ("text",) if single else ("texts", i), "msg": r.error}
                   for i, r in enumerate(results) if r.error]
         if failed:  # measured as fine above, so only if the engine disagrees with itself

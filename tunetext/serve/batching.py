@@ -203,12 +203,18 @@ class Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str]) -> list[TextResult]:
-        """Queue texts and wait for their answers, in order."""
+    def check_room(self, n: int) -> None:
+        """Raise `StoppedError` or `BusyError` unless `n` more texts can be queued now: for a caller to
+        refuse a request before doing any work for it."""
         if not self.running or self._arrived is None:
             raise StoppedError("the model is not loaded yet, or the server is shutting down")
-        if len(self._pending) + len(texts) > self.max_queue:
+        if len(self._pending) + n > self.max_queue:
             raise BusyError(f"{len(self._pending)} texts are already waiting (max_queue={self.max_queue})")
+
+    async def submit(self, texts: list[str]) -> list[TextResult]:
+        """Queue texts and wait for their answers, in order."""
+        self.check_room(len(texts))
+        assert self._arrived is not None  # check_room found the batcher running
         loop = asyncio.get_running_loop()
         items = [_Pending(t, loop.create_future()) for t in texts]
         self._pending.extend(items)
