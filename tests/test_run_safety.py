@@ -154,6 +154,29 @@ def test_overwrite_replaces_a_run_and_its_report(run_copy, tiny_bert):
     assert "model.safetensors" in listed and "tokenizer.json" in listed and "run.json" not in listed
 
 
+def test_a_run_with_a_damaged_run_json_can_still_be_overwritten(run_copy, tiny_bert):
+    (run_copy / "run.json").write_text('{"files": ["mod')
+    train(tiny_config(tiny_bert, epochs=1), run_copy, overwrite=True, progress=False)
+    assert is_finished(run_copy)
+
+
+def test_a_file_dropped_into_a_training_run_is_not_listed_as_the_runs(tmp_path, tiny_bert, monkeypatch):
+    out = tmp_path / "run"
+    real = train_module.evaluate_split
+
+    def evaluate_split(*args, **kwargs):
+        if out.is_dir():
+            (out / "notes.txt").write_text("mine")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_split", evaluate_split)
+    train(tiny_config(tiny_bert, epochs=1), out, progress=False)
+    assert "notes.txt" not in json.loads((out / "run.json").read_text())["files"]
+    with pytest.raises(RunError, match=r"files tunetext did not write \(notes.txt\)"):
+        train(tiny_config(tiny_bert, epochs=1), out, overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("where", ["cwd", "parent of cwd", "home"])
 def test_overwrite_never_empties_the_working_or_home_folder(run_copy, tiny_bert, monkeypatch, where):
     if where == "cwd":
@@ -306,17 +329,42 @@ def test_sigterm_during_the_evaluation_before_training_saves_a_checkpoint(tmp_pa
     assert resumed.metrics["training"]["steps"] == 15
 
 
-def test_sigterm_while_the_data_loads_writes_nothing(tmp_path, tiny_bert, monkeypatch):
-    real = train_module.load_dataset
+def test_sigterm_while_the_data_loads_stops_at_once_and_writes_nothing(tmp_path, tiny_bert, monkeypatch):
+    went_on = []
 
-    def load_dataset(*args, **kwargs):
+    def load_dataset(*args, **kwargs):  # loading may take minutes (a first fetch): it is not waited for
         os.kill(os.getpid(), signal.SIGTERM)
-        return real(*args, **kwargs)
+        went_on.append(True)
 
     monkeypatch.setattr(train_module, "load_dataset", load_dataset)
     with pytest.raises(TrainingInterrupted, match="before it started; nothing was written"):
         train(tiny_config(tiny_bert), tmp_path / "run", progress=False)
-    assert not (tmp_path / "run").exists()
+    assert not went_on and not (tmp_path / "run").exists()
+
+
+def test_sigterm_while_a_resume_loads_leaves_the_checkpoint(tmp_path, tiny_bert, monkeypatch):
+    config = tiny_config(tiny_bert)
+    out = tmp_path / "run"
+    interrupted_run(config, out, monkeypatch, at_batch=7)
+    before = (out / "checkpoint" / "state.pt").read_bytes()
+
+    def load_classifier(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train_module, "load_classifier", load_classifier)
+    with pytest.raises(TrainingInterrupted, match="before it resumed; the checkpoint in .* is as it was"):
+        train(config, out, resume=True, progress=False)
+    assert (out / "checkpoint" / "state.pt").read_bytes() == before
+
+
+def test_a_second_ctrl_c_ends_the_cli_without_a_traceback(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_data_list", interrupted)
+    assert cli.main(["data", "list"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
 
 
 def test_a_crash_while_finishing_never_loses_both_checkpoint_and_run(tmp_path, tiny_bert, monkeypatch):
@@ -336,6 +384,16 @@ def test_a_crash_while_finishing_never_loses_both_checkpoint_and_run(tmp_path, t
 
 
 # --- 16. a damaged metrics.json names itself -----------------------------------------------------------
+
+
+def test_the_report_leaves_out_log_lines_that_are_not_json_objects(run_copy, caplog):
+    from tunetext.report import _read_log
+
+    log = run_copy / "train_log.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([lines[0], "3", '{"event": "tr', *lines[1:]]) + "\n")
+    assert len(_read_log(log)) == len({(e["event"], e["step"]) for e in map(json.loads, lines)})
+    assert "line 2 is not a JSON object" in caplog.text and "line 3 is not a JSON object" in caplog.text
 
 
 def test_a_metrics_file_that_is_not_json_is_named(run_copy, capsys):

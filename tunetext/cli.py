@@ -495,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except (ConfigError, DataError, ModelError, RunError, FetchError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -107,7 +107,9 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
-                log.warning("report: %s line %d is not JSON (cut short?); left out of the curves",
+                entry = None
+            if not isinstance(entry, dict):
+                log.warning("report: %s line %d is not a JSON object (cut short?); left out of the curves",
                             path, number)
                 continue
             entries[(entry.get("event", ""), entry.get("step", 0))] = entry

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,9 @@ def foreign_entries(run_dir: Path) -> list[str]:
     """The names in `run_dir` that tunetext did not write there, sorted."""
     listed: set[str] = set()
     if is_finished(run_dir):
-        with_files = read_json(run_dir / MARKER)
-        listed = set(with_files.get("files", [])) if isinstance(with_files, dict) else set()
+        with suppress(RunError):  # a damaged run.json lists nothing; the names tunetext uses still count
+            with_files = read_json(run_dir / MARKER)
+            listed = set(with_files.get("files", [])) if isinstance(with_files, dict) else set()
     foreign = []
     for entry in run_dir.iterdir():
         name = entry.name
@@ -190,10 +192,13 @@ def write_config(run_dir: Path, config: RunConfig) -> None:
     os.replace(tmp, run_dir / CONFIG)
 
 
-def finish(run_dir: Path, info: dict[str, Any]) -> None:
-    """Mark a run finished: write `run.json`, listing the files written, then drop the checkpoint (in that
-    order, so no crash between the two loses both)."""
-    files = sorted(p.name for p in run_dir.iterdir() if p.is_file() and p.name != MARKER)
+def finish(run_dir: Path, info: dict[str, Any], tokenizer_files: Iterable[str] = ()) -> None:
+    """Mark a run finished: write `run.json`, listing the files tunetext wrote (its own, the model's, and
+    `tokenizer_files`, as the tokenizer's `save_pretrained` returns them), then drop the checkpoint (in
+    that order, so no crash between the two loses both). A file someone else put there is not listed."""
+    files = sorted({p.name for p in run_dir.iterdir() if p.is_file() and p.name != MARKER
+                    and (p.name in OWN_FILES or MODEL_FILES.fullmatch(p.name))}
+                   | {Path(f).name for f in tokenizer_files})
     normal_permissions(run_dir)
     write_json(run_dir / MARKER, {**info, "files": files})
     shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)

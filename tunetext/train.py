@@ -53,14 +53,17 @@ log = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C or SIGTERM: after saving a resumable checkpoint, or before anything
-    was written (`saved=False`)."""
+    """Training stopped by Ctrl-C or SIGTERM: after saving a resumable checkpoint, or while data and
+    model loaded, before anything was written (`saved=False`)."""
 
-    def __init__(self, run_dir: Path, saved: bool = True):
+    def __init__(self, run_dir: Path, saved: bool = True, resuming: bool = False):
         self.run_dir = run_dir
         if saved:
             message = (f"training interrupted; a checkpoint is saved in {run_dir / runs.CHECKPOINT}. "
                        f"Continue with: tunetext train --resume --output {run_dir}")
+        elif resuming:
+            message = (f"training interrupted before it resumed; the checkpoint in "
+                       f"{run_dir / runs.CHECKPOINT} is as it was")
         else:
             message = f"training interrupted before it started; nothing was written to {run_dir}"
         super().__init__(message)
@@ -87,10 +90,14 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 
 class _StopFlag:
-    """Turns the first Ctrl-C or SIGTERM into a request to checkpoint and stop; a second one kills."""
+    """Turns the first Ctrl-C or SIGTERM into a request to checkpoint and stop; a second one kills.
+
+    While `before_start` is set (data and model loading, which may take minutes), the first signal raises
+    it at once instead: there is nothing to save yet."""
 
     def __init__(self):
         self.requested = False
+        self.before_start: TrainingInterrupted | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self):
@@ -100,6 +107,8 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame):
+        if self.before_start is not None:
+            raise self.before_start
         self.requested = True
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
@@ -260,6 +269,9 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
             raise runs.RunError("resume=True needs the output_dir of the interrupted run")
         output_dir = default_output_dir(config)
     run_dir = Path(output_dir)
+    flag.before_start = TrainingInterrupted(run_dir, saved=False, resuming=resume)
+    if flag.requested:  # signalled while accelerate started
+        raise flag.before_start
     runs.check_output(run_dir, resume, overwrite)  # fail fast; the folder is made once data and model load
     if resume:
         saved = load_config(run_dir / runs.CONFIG)
@@ -286,8 +298,7 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
     log.info("model: %s (%s, %s), %.1fM parameters, %.1fM trainable (%s)", config.model.name,
              model.config.model_type, family.kind, total_params / 1e6, trainable / 1e6, tc.strategy)
     model.to(device)
-    if flag.requested:
-        raise TrainingInterrupted(run_dir, saved=False)
+    flag.before_start = None  # from here on a signal asks for a checkpoint
     if main:  # data and model loaded: only now is the run directory made (or emptied)
         runs.prepare_output(run_dir, resume, overwrite)
         if not resume:
@@ -562,7 +573,7 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
                      if runs.has_checkpoint(run_dir) else "train again with --overwrite")
             raise runs.RunError(f"could not write the model's weights into {run_dir} ({exc}); make room or "
                                 f"fix the folder, then {again}") from exc
-        tokenizer.save_pretrained(run_dir)
+        tokenizer_files = tokenizer.save_pretrained(run_dir)
         runs.write_json(run_dir / runs.METRICS, metrics)
         runs.write_json(run_dir / runs.DATA, {"source": config.data.source, **dataset.summary(),
                                               "preparation": dataset.report})
@@ -573,7 +584,7 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
             loading=runs.loading_note(run_dir, config.model.name)))
         runs.finish(run_dir, {"tunetext_version": __version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                               "model": config.model.name, "data": config.data.source,
-                              "label_names": labels, "config_yaml": dump_config(config)})
+                              "label_names": labels, "config_yaml": dump_config(config)}, tokenizer_files)
     accelerator.wait_for_everyone()
     return Run(run_dir, config, metrics, labels, model)
 
