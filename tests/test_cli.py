@@ -183,6 +183,8 @@ def test_data_show_takes_data_settings(tmp_path, capsys):
     assert code == 0 and "3 labels: Billing, billing, other" in stdout
     code, _, stderr = run_cli(capsys, "data", "show", path, "data.similar_labels=merge")
     assert code == 2 and "similar_labels" in stderr
+    code, _, stderr = run_cli(capsys, "data", "show", path, "train.epochs=3")
+    assert code == 2 and "train.epochs: tunetext data show takes data settings only" in stderr
 
 
 def test_data_list(capsys):

@@ -278,8 +278,11 @@ def _data_show(args: argparse.Namespace) -> int:
     from tunetext.data import BUILTIN, load_dataset
 
     problems: list[str] = []
-    overrides = {**parse_overrides(args.overrides, problems), "data.source": args.source,
-                 "data.text_column": args.text_column, "data.label_column": args.label_column}
+    given = parse_overrides(args.overrides, problems)
+    problems += [f"{key}: tunetext data show takes data settings only (data.KEY=VALUE)"
+                 for key in given if not key.startswith("data.")]
+    overrides = {**given, "data.source": args.source, "data.text_column": args.text_column,
+                 "data.label_column": args.label_column}
     if problems:
         raise ConfigError(problems)
     config = load_config(overrides=overrides).data  # only the data settings matter here
@@ -336,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="built-in dataset name, a CSV/TSV/JSONL/Parquet file, or a Hugging Face "
                    "dataset (default: sms_spam)")
     p.add_argument("--model", help="catalogue name, local model folder or hub id (default: minilm-l6)")
-    p.add_argument("--output", required=True, help="run directory to write")
+    p.add_argument("--output", required=True, help="run directory to write: a new or empty folder, or a run "
+                   "to continue (--resume) or replace (--overwrite)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--strategy", choices=list(get_args(TrainConfig.model_fields["strategy"].annotation)),
                    help="how to fine-tune (docs/strategies.md); its settings are train.* overrides")
@@ -347,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", help="prompt template with {text} where the text goes, applied in training, "
                    "evaluation and prediction (data.template)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --output")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --output, deleting only its "
+                   "own files (refused if the folder holds anything else)")
     p.add_argument("--seeds", type=int, help="train N times with seeds train.seed, train.seed+1, ... into "
                    "OUTPUT/seed-S and report mean and std of every metric (same data split)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
