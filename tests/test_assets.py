@@ -171,12 +171,17 @@ def test_a_file_tunetext_did_not_write_is_never_deleted(served):
     assert assets.fetch(model) == path and len(downloads) == 1  # the rest still checks out
 
 
+def as_an_earlier_tunetext_left_it(folder) -> None:
+    """Remove the records this version writes: earlier ones left the files and a plain .complete."""
+    for record in (assets.MANIFEST, assets.VERIFIED):
+        (folder / record).unlink()
+
+
 def test_cache_from_an_earlier_tunetext_is_fetched_again_with_a_message(served, capsys):
     csv, _, downloads = served
     path = assets.fetch(csv)
     folder = path.parents[2]
-    for record in (assets.MANIFEST, assets.VERIFIED):
-        (folder / record).unlink()  # what earlier versions wrote: files and a plain .complete
+    as_an_earlier_tunetext_left_it(folder)
     with open(path, "r+b") as f:
         f.truncate(500)  # the issue's truncated sms-spam.csv, in such a cache
     capsys.readouterr()
@@ -190,8 +195,7 @@ def test_an_earlier_tunetexts_copy_of_a_pinned_file_is_checked_against_its_pin_o
     csv, _, downloads = served
     path = assets.fetch(csv)
     folder = path.parents[2]
-    for record in (assets.MANIFEST, assets.VERIFIED):
-        (folder / record).unlink()
+    as_an_earlier_tunetext_left_it(folder)
     offline(monkeypatch)
     assert assets.fetch(csv) == path and len(downloads) == 1  # its sha256 matches the pinned one
     assert (folder / assets.MANIFEST).is_file()  # and it is checked like any other from now on
@@ -201,8 +205,7 @@ def test_an_earlier_tunetexts_folder_is_used_with_a_warning_when_offline(served,
     _, model, downloads = served
     path = assets.fetch(model)
     folder = path.parents[1]
-    for record in (assets.MANIFEST, assets.VERIFIED):
-        (folder / record).unlink()
+    as_an_earlier_tunetext_left_it(folder)
     offline(monkeypatch)
     capsys.readouterr()
     assert assets.fetch(model) == path and len(downloads) == 1
