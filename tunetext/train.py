@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -186,12 +186,17 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
     except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
-        then = ("the previous one is kept: make room (a full disk?) or fix the folder, then continue "
-                "with --resume" if (path / "state.pt").is_file() else
-                "make room (a full disk?) or fix the folder, then train again with --overwrite")
+        kept = "the previous one is kept: " if (path / "state.pt").is_file() else ""
         raise runs.RunError(f"could not write a checkpoint into {path} ({str(exc).splitlines()[0]}); "
-                            f"{then}") from exc
+                            f"{kept}{_after_a_failed_write(path.parent)}") from exc
     tmp.replace(path / "state.pt")
+
+
+def _after_a_failed_write(run_dir: Path) -> str:
+    """What to do when a write into `run_dir` failed: from its checkpoint if it has one, else anew."""
+    again = (f"continue with tunetext train --resume --output {run_dir}" if runs.has_checkpoint(run_dir)
+             else "train again with --overwrite")
+    return f"make room (a full disk?) or fix the folder, then {again}"
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -370,6 +375,13 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
                 "scheduler": scheduler.state_dict(), "best_weights": best_weights, "rng": _rng_state(),
                 "log_bytes": log_file.stat().st_size if log_file.is_file() else 0})
 
+    def checkpoint_and_stop() -> NoReturn:
+        """Answer a Ctrl-C or SIGTERM: save where training is, and stop."""
+        accelerator.wait_for_everyone()
+        checkpoint()
+        bar.close()
+        raise TrainingInterrupted(run_dir)
+
     def write_log(entry: dict[str, Any]) -> None:
         if main:
             with open(run_dir / runs.LOG, "a") as f:
@@ -454,10 +466,7 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
         stop = evaluate_and_maybe_stop()
         state["epoch"] = tc.epochs
     if flag.requested:  # during the evaluation before fine-tuning, or while the cache was built
-        accelerator.wait_for_everyone()
-        checkpoint()
-        bar.close()
-        raise TrainingInterrupted(run_dir)
+        checkpoint_and_stop()
     while state["epoch"] < tc.epochs and not stop:
         epoch_seed = tc.seed + state["epoch"]
         batches = (length_grouped_batches(train_lengths, tc.batch_size, epoch_seed) if tc.group_by_length
@@ -508,10 +517,7 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
                        "seconds": epoch_seconds, "batches": state["batch"] - first_batch,
                        "complete": state["batch"] >= len(batches)})
         if flag.requested:
-            accelerator.wait_for_everyone()
-            checkpoint()
-            bar.close()
-            raise TrainingInterrupted(run_dir)
+            checkpoint_and_stop()
         if state["batch"] >= len(batches):  # the epoch is complete
             if tc.eval_every is None:
                 stop = evaluate_and_maybe_stop()
@@ -569,10 +575,8 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
         try:
             model.save_pretrained(run_dir)
         except SafetensorError as exc:  # safetensors reports a full disk or a write error as its own type
-            again = (f"continue with tunetext train --resume --output {run_dir}"
-                     if runs.has_checkpoint(run_dir) else "train again with --overwrite")
-            raise runs.RunError(f"could not write the model's weights into {run_dir} ({exc}); make room or "
-                                f"fix the folder, then {again}") from exc
+            raise runs.RunError(f"could not write the model's weights into {run_dir} ({exc}); "
+                                f"{_after_a_failed_write(run_dir)}") from exc
         tokenizer_files = tokenizer.save_pretrained(run_dir)
         runs.write_json(run_dir / runs.METRICS, metrics)
         runs.write_json(run_dir / runs.DATA, {"source": config.data.source, **dataset.summary(),
