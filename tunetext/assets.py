@@ -29,6 +29,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunetext.errors import TunetextError
+
 COMPLETE = ".complete"  # the requirements a folder came from; its presence means "published"
 MANIFEST = ".manifest.json"  # {"files": {relative path: {"size", "sha256"}}}, written once at publish
 VERIFIED = ".verified.json"  # the stat signature of each file when its sha256 last matched; rewritten
@@ -38,7 +40,7 @@ _STALE_DEAD_S = 3600  # a staging folder whose process is gone, untouched this l
 _STALE_ANY_S = 86400  # untouched this long, it is left over whoever made it (process ids get reused)
 
 
-class FetchError(RuntimeError):
+class FetchError(TunetextError, RuntimeError):
     """A packaged asset could not be fetched or failed its checksum."""
 
 

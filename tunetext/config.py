@@ -16,8 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.functional_validators import field_validator
 
+from tunetext.errors import TunetextError
 
-class ConfigError(ValueError):
+
+class ConfigError(TunetextError, ValueError):
     """A configuration that cannot be used; the message lists every problem found."""
 
     def __init__(self, problems: list[str]):

@@ -19,11 +19,12 @@ from safetensors import SafetensorError
 from torch import nn
 
 from tunetext.assets import MultiPartAsset, PackagedAsset, cache_dir, cached, fetch, publish, staging
+from tunetext.errors import TunetextError
 
 log = logging.getLogger(__name__)
 
 
-class ModelError(ValueError):
+class ModelError(TunetextError, ValueError):
     """A model name or folder that cannot be used; the message says why and what to do."""
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tunetext.config import RunConfig, dump_config, load_config
+from tunetext.errors import TunetextError
 
 MARKER = "run.json"
 CONFIG = "tunetext.yaml"
@@ -46,7 +47,7 @@ MODEL_FILES = re.compile(
 TEMP_FILE = re.compile(r"\..+\.tmp")  # write_json's and write_config's half-written files
 
 
-class RunError(ValueError):
+class RunError(TunetextError, ValueError):
     """A run directory that cannot be used as asked."""
 
 

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunetext.errors import TunetextError
+
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
                  "dev": "validation", "test": "test"}
 FILE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
                  ".parquet": "parquet", ".pq": "parquet"}
 
 
-class DataError(ValueError):
+class DataError(TunetextError, ValueError):
     """Input data that cannot be used as given; the message says where and what to do."""
 
 
