@@ -247,3 +247,13 @@ def test_a_data_error_leaves_no_output_folder(tmp_path, tiny_bert):
     with pytest.raises(ValueError):
         train(config, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()  # so retrying needs no --overwrite
+
+
+def test_runs_in_one_process_may_differ_in_precision():
+    """accelerate refuses a second Accelerator with another mixed precision; `fresh_accelerator` is the one
+    place tunetext resets its private state, and this fails if an accelerate upgrade removes the reset."""
+    from tunetext.train import fresh_accelerator
+
+    assert fresh_accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"
+    assert fresh_accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
+    assert fresh_accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"

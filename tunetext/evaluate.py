@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from tunetext.batches import collate, sorted_batches, tokenize
+from tunetext.data.prepare import Split
 
 
 def compute_metrics(labels: list[int] | np.ndarray, preds: list[int] | np.ndarray,
@@ -234,3 +235,19 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
     metrics["split"] = split
     metrics["report"] = report
     return metrics
+
+
+def calibrated_scores(model, tokenizer, val: Split, test: Split, label_names: list[str], max_length: int,
+                      batch_size: int, template: str | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Validation and test metrics of a trained model in fp32, as `Classifier.predict` computes them, with
+    the temperature that calibrates its probabilities on validation (argmax, and so accuracy and F1, are
+    unchanged by it): (val metrics, test metrics, temperature)."""
+    val_log_probs = np.concatenate([lp for _, lp in iter_log_probs(
+        model, tokenizer, val.texts, max_length, batch_size, template=template)])
+    temperature = fit_temperature(val_log_probs, val.labels)
+    val_scores = MetricAccumulator(label_names, temperature)
+    val_scores.update(val_log_probs, val.labels)
+    test_scores = evaluate_split(model, tokenizer, test.texts, test.labels, label_names, max_length,
+                                 batch_size, temperature=temperature, template=template)
+    return val_scores.result(), test_scores, temperature

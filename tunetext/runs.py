@@ -18,10 +18,13 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
+
+from safetensors import SafetensorError
 
 from tunetext.config import RunConfig, dump_config, load_config
 from tunetext.errors import TunetextError
@@ -185,6 +188,34 @@ def prepare_output(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     (path / OWNER).write_text("This folder is a tunetext run directory; tunetext may replace the files it "
                               "wrote here.\n")
     return path
+
+
+def after_a_failed_write(run_dir: Path) -> str:
+    """What to do when a write into `run_dir` failed: from its checkpoint if it has one, else anew."""
+    again = (f"continue with tunetext train --resume --output {run_dir}" if has_checkpoint(run_dir)
+             else "train again with --overwrite")
+    return f"make room (a full disk?) or fix the folder, then {again}"
+
+
+def write_run(run_dir: Path, model: Any, tokenizer: Any, config: RunConfig, metrics: dict[str, Any],
+              data: dict[str, Any], label_names: list[str], tunetext_version: str) -> None:
+    """A trained model's run files: weights, tokenizer, metrics, the data summary (`data`), the README, and
+    last `run.json`, which marks the run finished (`finish`)."""
+    try:
+        model.save_pretrained(run_dir)
+    except SafetensorError as exc:  # safetensors reports a full disk or a write error as its own type
+        raise RunError(f"could not write the model's weights into {run_dir} ({exc}); "
+                       f"{after_a_failed_write(run_dir)}") from exc
+    tokenizer_files = tokenizer.save_pretrained(run_dir)
+    write_json(run_dir / METRICS, metrics)
+    write_json(run_dir / DATA, data)
+    (run_dir / "README.md").write_text(README_TEMPLATE.format(
+        model=config.model.name, data=config.data.source, strategy=config.train.strategy,
+        labels=", ".join(label_names), accuracy=metrics["test"]["accuracy"],
+        macro_f1=metrics["test"]["macro_f1"], path=run_dir, loading=loading_note(run_dir, config.model.name)))
+    finish(run_dir, {"tunetext_version": tunetext_version, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     "model": config.model.name, "data": config.data.source, "label_names": label_names,
+                     "config_yaml": dump_config(config)}, tokenizer_files)
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:

@@ -9,33 +9,30 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import random
-import re
 import resource
-import signal
-import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
-from tunetext import __version__, prefix_cache, runs
+from tunetext import __version__, checkpoints, prefix_cache, runs
 from tunetext.batches import collate, length_grouped_batches, shuffled_batches, tokenize
-from tunetext.config import RunConfig, dump_config, load_config
-from tunetext.data import load_dataset
-from tunetext.evaluate import MetricAccumulator, evaluate_split, fit_temperature, iter_log_probs
+from tunetext.checkpoints import StopFlag, TrainingInterrupted
+from tunetext.config import RunConfig, TrainConfig, load_config
+from tunetext.data import Dataset, Split, load_dataset
+from tunetext.evaluate import calibrated_scores, evaluate_split
 from tunetext.models import (
-    blocks,
-    encode_prefix,
-    forward_top,
+    Family,
     load_classifier,
     setup_strategy,
     train_mode,
@@ -50,23 +47,6 @@ from tunetext.strategies import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C or SIGTERM: after saving a resumable checkpoint, or while data and
-    model loaded, before anything was written (`saved=False`)."""
-
-    def __init__(self, run_dir: Path, saved: bool = True, resuming: bool = False):
-        self.run_dir = run_dir
-        if saved:
-            message = (f"training interrupted; a checkpoint is saved in {run_dir / runs.CHECKPOINT}. "
-                       f"Continue with: tunetext train --resume --output {run_dir}")
-        elif resuming:
-            message = (f"training interrupted before it resumed; the checkpoint in "
-                       f"{run_dir / runs.CHECKPOINT} is as it was")
-        else:
-            message = f"training interrupted before it started; nothing was written to {run_dir}"
-        super().__init__(message)
 
 
 @dataclass
@@ -87,37 +67,6 @@ def use_bf16(precision: str, device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     # bf16 autocast only pays off on CPUs with native bf16 matrix units (AMX / AVX512-BF16).
     return device.type == "cpu" and torch.cpu._is_amx_tile_supported()
-
-
-class _StopFlag:
-    """Turns the first Ctrl-C or SIGTERM into a request to checkpoint and stop; a second one kills.
-
-    While `before_start` is set (data and model loading, which may take minutes), the first signal raises
-    it at once instead: there is nothing to save yet."""
-
-    def __init__(self):
-        self.requested = False
-        self.before_start: TrainingInterrupted | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with suppress(ValueError):  # not the main thread: leave signals alone
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.before_start is not None:
-            raise self.before_start
-        self.requested = True
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        print("\ntunetext: stopping at the next safe point, saving a checkpoint if training has begun "
-              "(again to kill now)", file=sys.stderr)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _optimizer(model, config: RunConfig) -> torch.optim.Optimizer:
@@ -150,91 +99,27 @@ def _class_weights(labels: list[int], num_labels: int, mode: str) -> torch.Tenso
     return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def _rng_state() -> dict[str, Any]:
-    """The random generators' states as tensors and plain numbers: what `torch.load(weights_only=True)`
-    reads back without unpickling any other type."""
-    _, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # ("MT19937", keys, pos, ...)
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": {"key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)}}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["key"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["gauss"]))
-    torch.set_rng_state(state["torch"])
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "best_weights", "rng", "step", "epoch",
-                             "batch", "log_bytes"})
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write the checkpoint beside the previous one and swap it in, so a failed write loses nothing."""
-    path.mkdir(exist_ok=True)
-    tmp = path / "state.pt.tmp"
-    try:
-        torch.save(state, tmp)
-    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as a RuntimeError
-        tmp.unlink(missing_ok=True)
-        kept = "the previous one is kept: " if (path / "state.pt").is_file() else ""
-        raise runs.RunError(f"could not write a checkpoint into {path} ({str(exc).splitlines()[0]}); "
-                            f"{kept}{_after_a_failed_write(path.parent)}") from exc
-    tmp.replace(path / "state.pt")
-
-
-def _after_a_failed_write(run_dir: Path) -> str:
-    """What to do when a write into `run_dir` failed: from its checkpoint if it has one, else anew."""
-    again = (f"continue with tunetext train --resume --output {run_dir}" if runs.has_checkpoint(run_dir)
-             else "train again with --overwrite")
-    return f"make room (a full disk?) or fix the folder, then {again}"
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's state, read with `weights_only=True`: tensors, numbers, strings and containers of
-    them, never an object that runs code while it is unpickled (a run folder may be shared)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch reports a refused type, a damaged zip and a short file differently
-        if isinstance(exc, pickle.UnpicklingError):  # torch's own text advises loading it unsafely
-            refused = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
-            what = f"an object of type {refused.group(1)}" if refused else "an object"
-            why = f"it holds {what} other than tensors and numbers, which could run code when loaded"
-        else:
-            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-        raise runs.RunError(
-            f"{path} cannot be read as a tunetext checkpoint ({why}). It is damaged, or was not written by "
-            "this version of tunetext: tunetext loads checkpoints with weights_only=True and never runs "
-            "code from them. Start the run again with --overwrite"
-        ) from exc
-    missing = CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else CHECKPOINT_KEYS
-    if missing:
-        raise runs.RunError(f"{path} is not a tunetext checkpoint (it lacks {', '.join(sorted(missing))}); "
-                            "start the run again with --overwrite")
-    return state
-
-
-def _truncate_log(path: Path, size: int) -> None:
-    """Cut the training log back to its length at the checkpoint: what a killed run logged after its last
-    checkpoint is logged again when the resumed run repeats those steps."""
-    if path.is_file() and path.stat().st_size > size:
-        with open(path, "r+b") as f:
-            f.truncate(size)
-
-
 def default_output_dir(config: RunConfig) -> Path:
     """`runs/<data>-<model>-<timestamp>` for runs started without an output directory."""
     data, model = Path(config.data.source).stem, Path(config.model.name.rstrip("/")).name
     return Path("runs") / f"{data}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def fresh_accelerator(cpu: bool, mixed_precision: str) -> Accelerator:
+    """An `Accelerator` with this run's precision.
+
+    accelerate keeps one process-wide state and refuses a second `Accelerator` whose mixed precision
+    differs from the first (a search, or `train_seeds` after a bf16 run). It has no public way to start
+    over, so this is the one place tunetext calls its private `AcceleratorState._reset_state`; the process
+    group (`PartialState`) stays. tests/test_train.py fails if an accelerate upgrade removes it."""
+    AcceleratorState._reset_state()
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
 def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False,
@@ -249,75 +134,38 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     sees every validation result (`step`, `epoch`, `val_accuracy`, `val_macro_f1`, `val_<metric>`); an
     exception it raises (such as a hyperparameter search pruning the trial) ends training there.
     """
-    with _StopFlag() as flag:  # from the start: a signal while data and model load is answered too
-        return _train(config, output_dir, resume, overwrite, progress, on_evaluate, flag)
+    with StopFlag() as flag:  # from the start: a signal while data and model load is answered too
+        return _fine_tune(config, output_dir, resume, overwrite, progress, on_evaluate, flag)
 
 
-def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overwrite: bool, progress: bool,
-           on_evaluate: Callable[[dict[str, Any]], None] | None, flag: _StopFlag) -> Run:
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
+def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, overwrite: bool,
+               progress: bool, on_evaluate: Callable[[dict[str, Any]], None] | None, flag: StopFlag) -> Run:
+    """`train`'s story, under its signal handler: set up, then the loop, then the final scores and files."""
     tc = config.train
     started = time.perf_counter()
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     on_cpu = not torch.cuda.is_available()
     bf16 = use_bf16(tc.precision, torch.device("cpu" if on_cpu else "cuda"))
-    AcceleratorState._reset_state()  # the precision is per run; the process group (PartialState) stays
-    accelerator = Accelerator(cpu=on_cpu, mixed_precision="bf16" if bf16 else "no")
-    device = accelerator.device
-    main = accelerator.is_main_process
-
-    if output_dir is None:
-        if resume:
-            raise runs.RunError("resume=True needs the output_dir of the interrupted run")
-        output_dir = default_output_dir(config)
-    run_dir = Path(output_dir)
-    flag.before_start = TrainingInterrupted(run_dir, saved=False, resuming=resume)
-    if flag.requested:  # signalled while accelerate started
-        raise flag.before_start
-    runs.check_output(run_dir, resume, overwrite)  # fail fast; the folder is made once data and model load
-    if resume:
-        saved = load_config(run_dir / runs.CONFIG)
-        if saved != config:
-            raise runs.RunError(f"{run_dir} was started with a different configuration; resume with the "
-                                f"saved one ({run_dir / runs.CONFIG}) or start a new run")
+    accelerator = fresh_accelerator(cpu=on_cpu, mixed_precision="bf16" if bf16 else "no")
+    device, main = accelerator.device, accelerator.is_main_process
+    run_dir = _checked_run_dir(config, output_dir, resume, overwrite, flag)
     _seed_everything(tc.seed)
 
-    # --- data -------------------------------------------------------------------------------------------
-    dataset = load_dataset(config.data)
-    for line in dataset.report:
-        log.info("data: %s", line)
-    labels = dataset.label_names
-    log.info("data: %d train, %d val, %d test examples; labels %s",
-             len(dataset.train), len(dataset.val), len(dataset.test), ", ".join(labels))
-
-    # --- model ------------------------------------------------------------------------------------------
-    model, tokenizer, family = load_classifier(config.model.name, labels, config.model.attention, device,
-                                               config.model.implementation)
-    if tc.student_layers is not None:
-        truncate_blocks(model, family, tc.student_layers)
-    model, trainable = setup_strategy(model, family, tc)  # lora and prompt_tuning wrap the model in peft's
+    # --- data and model: only once both have loaded is the run directory made (or emptied) -------------
+    dataset, model, tokenizer, family, trainable = _load_data_and_model(config, device)
     total_params = sum(p.numel() for p in model.parameters())
-    log.info("model: %s (%s, %s), %.1fM parameters, %.1fM trainable (%s)", config.model.name,
-             model.config.model_type, family.kind, total_params / 1e6, trainable / 1e6, tc.strategy)
-    model.to(device)
     flag.before_start = None  # from here on a signal asks for a checkpoint
-    if main:  # data and model loaded: only now is the run directory made (or emptied)
+    if main:
         runs.prepare_output(run_dir, resume, overwrite)
         if not resume:
             runs.write_config(run_dir, config)
     accelerator.wait_for_everyone()
-    template = config.data.template
+    labels, template, pad_id = dataset.label_names, config.data.template, tokenizer.pad_token_id
     train_ids = tokenize(tokenizer, dataset.train.texts, config.model.max_length, template)
-    train_lengths = [len(x) for x in train_ids]
+    score = partial(_score, tokenizer=tokenizer, config=config, label_names=labels, bf16=bf16)
 
-    def evaluate_on(split, use_model) -> dict[str, Any]:
-        return evaluate_split(use_model, tokenizer, split.texts, split.labels, labels,
-                              config.model.max_length, tc.eval_batch_size, bf16=bf16, template=template)
-
-    # --- optimizer and schedule -------------------------------------------------------------------------
+    # --- optimizer, schedule and loss -------------------------------------------------------------------
     # Every process must run the same number of batches, or the gradient all-reduce waits forever.
     micro_per_epoch = max(1, -(-len(train_ids) // tc.batch_size) // accelerator.num_processes)
     steps_per_epoch = max(1, -(-micro_per_epoch // tc.gradient_accumulation_steps))
@@ -326,39 +174,17 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
     scheduler = _linear_schedule(optimizer, round(tc.warmup_ratio * total_steps), total_steps)
     weights = _class_weights(dataset.train.labels, len(labels), tc.class_weights)
     cross_entropy = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
-    # distill: the teacher scores every training text once, with its own tokenizer; the loss mixes its
-    # softened distribution with the true labels. Every other strategy trains on cross-entropy alone.
-    teacher = load_teacher(tc.distill_teacher, labels, device) if tc.distill_teacher is not None else None
-    teacher_start = time.perf_counter()
-    soft_targets = (teacher_log_probs(teacher, dataset.train.texts, tc.eval_batch_size)
-                    if teacher is not None else None)
-    teacher_seconds = time.perf_counter() - teacher_start
-
-    def loss_fn(logits: torch.Tensor, targets: torch.Tensor, idx: list[int]) -> torch.Tensor:
-        if soft_targets is None:
-            return cross_entropy(logits, targets)
-        return distill_loss(logits, soft_targets[idx].to(device), targets, tc.distill_alpha,
-                            tc.distill_temperature, cross_entropy)
+    teacher, soft_targets, teacher_seconds = _teacher_targets(tc, labels, dataset.train.texts, device)
 
     # --- state, fresh or resumed ------------------------------------------------------------------------
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best_score": -1.0, "best_step": 0,
-                             "bad_evals": 0, "evals": [], "train_seconds": 0.0, "stopped_early": False}
-    best_weights: dict[str, torch.Tensor] | None = None
     checkpoint_dir = run_dir / runs.CHECKPOINT
     if resume:
-        saved_state = _load_checkpoint(checkpoint_dir / "state.pt")
-        model.load_state_dict(saved_state.pop("model"))
-        optimizer.load_state_dict(saved_state.pop("optimizer"))
-        scheduler.load_state_dict(saved_state.pop("scheduler"))
-        best_weights = saved_state.pop("best_weights")
-        _set_rng_state(saved_state.pop("rng"))
-        if main:
-            _truncate_log(run_dir / runs.LOG, saved_state.pop("log_bytes"))
-        state = saved_state
-        log.info("resuming at epoch %d, step %d", state["epoch"] + 1, state["step"])
+        state, best_weights = _restore(checkpoint_dir, run_dir, model, optimizer, scheduler, main)
     else:
-        state["before_finetune"] = {"val": evaluate_on(dataset.val, model),
-                                    "test": evaluate_on(dataset.test, model)}
+        best_weights = None
+        state = {"step": 0, "epoch": 0, "batch": 0, "best_score": -1.0, "best_step": 0, "bad_evals": 0,
+                 "evals": [], "train_seconds": 0.0, "stopped_early": False,
+                 "before_finetune": {"val": score(model, dataset.val), "test": score(model, dataset.test)}}
         log.info("before fine-tuning: test accuracy %.4f, macro-F1 %.4f",
                  state["before_finetune"]["test"]["accuracy"], state["before_finetune"]["test"]["macro_f1"])
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -370,10 +196,20 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
     def checkpoint() -> None:
         if main:
             log_file = run_dir / runs.LOG
-            _save_checkpoint(checkpoint_dir, {
+            checkpoints.save(checkpoint_dir, {
                 **state, "model": inner.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "best_weights": best_weights, "rng": _rng_state(),
+                "scheduler": scheduler.state_dict(), "best_weights": best_weights,
+                "rng": checkpoints.rng_state(),
                 "log_bytes": log_file.stat().st_size if log_file.is_file() else 0})
+
+    def validate() -> bool:
+        """Score validation, keep the best weights, and say whether to stop early."""
+        nonlocal best_weights
+        improved, stop = _validate(inner, family, score(inner, dataset.val), state, tc, run_dir, main, bar,
+                                   on_evaluate)
+        if improved:
+            best_weights = {k: v.detach().clone() for k, v in inner.state_dict().items()}
+        return stop
 
     def checkpoint_and_stop() -> NoReturn:
         """Answer a Ctrl-C or SIGTERM: save where training is, and stop."""
@@ -382,71 +218,15 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
         bar.close()
         raise TrainingInterrupted(run_dir)
 
-    def write_log(entry: dict[str, Any]) -> None:
-        if main:
-            with open(run_dir / runs.LOG, "a") as f:
-                f.write(json.dumps(entry) + "\n")
-
-    def evaluate_and_maybe_stop() -> bool:
-        """Score validation, keep the best weights, and say whether to stop early."""
-        nonlocal best_weights
-        metrics = evaluate_on(dataset.val, inner)
-        train_mode(inner, family, tc.strategy, tc.last_n)  # evaluation put the whole model in train mode
-        score = metrics[tc.metric]
-        entry = {"step": state["step"], "epoch": state["epoch"] + 1, "val_accuracy": metrics["accuracy"],
-                 "val_macro_f1": metrics["macro_f1"], f"val_{tc.metric}": score}
-        state["evals"].append(entry)
-        write_log({"event": "eval", **entry})
-        if on_evaluate is not None:
-            on_evaluate(entry)
-        bar.write(f"step {state['step']} epoch {state['epoch'] + 1}: val accuracy {metrics['accuracy']:.4f}, "
-                  f"macro-F1 {metrics['macro_f1']:.4f}")
-        if score > state["best_score"]:
-            state.update(best_score=score, best_step=state["step"], bad_evals=0)
-            best_weights = {k: v.detach().clone() for k, v in inner.state_dict().items()}
-            return False
-        state["bad_evals"] += 1
-        return tc.early_stopping_patience is not None and state["bad_evals"] >= tc.early_stopping_patience
-
     # --- the forward pass: the whole model, or the top blocks from the frozen prefix's cached output -----
     # Under last_n the frozen prefix runs in eval mode (no dropout) cached or not, so caching is exact.
     train_mode(inner, family, tc.strategy, tc.last_n)
-    cached, why = prefix_cache.decide(tc.cache_frozen, tc.strategy, inner, accelerator.num_processes,
-                                      train_lengths, device)
-    log.info("frozen-prefix cache: %s", why)
-    n_frozen = len(blocks(inner, family)) - tc.last_n
-    hidden_cache: list[torch.Tensor] | None = None
-    cache_seconds = 0.0
-    if cached:  # recomputed on resume: one pass of the frozen layers over the training set
-        cache_start = time.perf_counter()
-        # In training-sized batches: on a CPU, batches of 128 took 30-60% longer than 32 for the same texts.
-        with accelerator.autocast():
-            hidden_cache = prefix_cache.build(inner, family, train_ids, tokenizer.pad_token_id, n_frozen,
-                                              tc.batch_size, device)
-        cache_seconds = time.perf_counter() - cache_start
-        write_log({"event": "cache", "step": state["step"], "seconds": cache_seconds,
-                   "texts": len(train_ids)})
-        state["train_seconds"] += cache_seconds  # a cost of training, like the uncached path's prefix passes
-
-    def full_forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-    def cached_forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with accelerator.autocast():
-            return forward_top(inner, batch["hidden"], batch["input_ids"], batch["attention_mask"], n_frozen)
-
-    def prefix_forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Uncached last_n: the frozen prefix at every step, then the very top the cached path runs, so
-        the two take the same steps; the prefix needs no autograd graph."""
-        with torch.no_grad(), accelerator.autocast():
-            hidden = encode_prefix(inner, batch["input_ids"], batch["attention_mask"], n_frozen)
-        return cached_forward(batch | {"hidden": hidden})
-
-    forward = full_forward
+    forward, hidden_cache, cache_seconds = prefix_cache.choose_forward(model, inner, family, tc, accelerator,
+                                                                       train_ids, pad_id, device)
     if hidden_cache is not None:
-        forward = cached_forward
-    elif tc.strategy == "last_n" and prefix_cache.why_not_split(inner, accelerator.num_processes) is None:
-        forward = prefix_forward  # elsewhere the whole model runs, as transformers runs it
+        _append_log(run_dir, main, {"event": "cache", "step": state["step"], "seconds": cache_seconds,
+                                    "texts": len(train_ids)})
+        state["train_seconds"] += cache_seconds  # a cost of training, like the uncached path's prefix passes
 
     # --- the loop ---------------------------------------------------------------------------------------
     bar = tqdm(total=total_steps, initial=state["step"], desc="fine-tuning", unit="step",
@@ -459,14 +239,14 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
         # has no epoch left to run, and the run finishes as any other.
         val_ids = tokenize(tokenizer, dataset.val.texts, config.model.max_length, template)
         state["features"] = train_features_head(inner, family, train_ids, dataset.train.labels, val_ids,
-                                                dataset.val.labels, labels, tokenizer.pad_token_id, tc,
-                                                weights)
+                                                dataset.val.labels, labels, pad_id, tc, weights)
         state.update(step=state["features"]["iterations"],
                      train_seconds=state["features"]["encode_seconds"] + state["features"]["fit_seconds"])
-        stop = evaluate_and_maybe_stop()
+        stop = validate()
         state["epoch"] = tc.epochs
     if flag.requested:  # during the evaluation before fine-tuning, or while the cache was built
         checkpoint_and_stop()
+    train_lengths = [len(x) for x in train_ids]
     while state["epoch"] < tc.epochs and not stop:
         epoch_seed = tc.seed + state["epoch"]
         batches = (length_grouped_batches(train_lengths, tc.batch_size, epoch_seed) if tc.group_by_length
@@ -476,14 +256,17 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
         for b in range(first_batch, len(batches)):
             idx = batches[b]
             sync = (b + 1) % tc.gradient_accumulation_steps == 0 or b + 1 == len(batches)
-            batch = collate([train_ids[i] for i in idx], tokenizer.pad_token_id,
-                            [dataset.train.labels[i] for i in idx])
+            batch = collate([train_ids[i] for i in idx], pad_id, [dataset.train.labels[i] for i in idx])
             if hidden_cache is not None:
                 batch["hidden"] = prefix_cache.collate_hidden([hidden_cache[i] for i in idx])
             batch = {k: v.to(device) for k, v in batch.items()}
             with nullcontext() if sync else accelerator.no_sync(model):
-                logits = forward(batch)
-                loss = loss_fn(logits.float(), batch["labels"], idx)
+                logits = forward(batch).float()
+                if soft_targets is None:
+                    loss = cross_entropy(logits, batch["labels"])
+                else:
+                    loss = distill_loss(logits, soft_targets[idx].to(device), batch["labels"],
+                                        tc.distill_alpha, tc.distill_temperature, cross_entropy)
                 accelerator.backward(loss / tc.gradient_accumulation_steps)
             window_loss += loss.item() * len(idx)
             window_samples += len(idx)
@@ -503,24 +286,24 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
                 entry = {"event": "train", "step": state["step"], "epoch": state["epoch"] + 1,
                          "loss": window_loss / window_samples, "lr": scheduler.get_last_lr()[0],
                          "samples_per_s": window_samples * accelerator.num_processes / elapsed}
-                write_log(entry)
+                _append_log(run_dir, main, entry)
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", samples_s=f"{entry['samples_per_s']:.0f}")
                 window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
             if tc.eval_every is not None and state["step"] % tc.eval_every == 0:
-                stop = evaluate_and_maybe_stop()
+                stop = validate()
             if stop or flag.requested:
                 break
         epoch_seconds = time.perf_counter() - epoch_start
         state["train_seconds"] += epoch_seconds
         if state["batch"] > first_batch:  # not after a resume that found the epoch already done
-            write_log({"event": "epoch", "step": state["step"], "epoch": state["epoch"] + 1,
-                       "seconds": epoch_seconds, "batches": state["batch"] - first_batch,
-                       "complete": state["batch"] >= len(batches)})
+            _append_log(run_dir, main, {"event": "epoch", "step": state["step"], "epoch": state["epoch"] + 1,
+                                        "seconds": epoch_seconds, "batches": state["batch"] - first_batch,
+                                        "complete": state["batch"] >= len(batches)})
         if flag.requested:
             checkpoint_and_stop()
         if state["batch"] >= len(batches):  # the epoch is complete
             if tc.eval_every is None:
-                stop = evaluate_and_maybe_stop()
+                stop = validate()
             state["epoch"] += 1
             state["batch"] = 0
             if tc.checkpoint_every_epoch and not stop and state["epoch"] < tc.epochs:
@@ -530,37 +313,25 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
 
     # --- finish: best weights, final scores, artifacts --------------------------------------------------
     if tc.eval_every is not None and state["step"] != (state["evals"] or [{}])[-1].get("step"):
-        evaluate_and_maybe_stop()  # score the final weights too
+        validate()  # score the final weights too
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if best_weights is not None:
         model.load_state_dict(best_weights)
     if tc.strategy == "lora" and tc.lora_merge:
         model = model.merge_and_unload()  # a standard model folder, loaded and served like any run
-    # Final scores in fp32, as `Classifier.predict` computes them, with the temperature that calibrates
-    # the probabilities on validation (argmax, and so accuracy and F1, are unchanged by it).
-    val_log_probs = np.concatenate([lp for _, lp in iter_log_probs(
-        model, tokenizer, dataset.val.texts, config.model.max_length, tc.eval_batch_size,
-        template=template)])
-    temperature = fit_temperature(val_log_probs, dataset.val.labels)
-
-    val_scores = MetricAccumulator(labels, temperature)
-    val_scores.update(val_log_probs, dataset.val.labels)
-    metrics = {
-        "val": val_scores.result(),
-        "test": evaluate_split(model, tokenizer, dataset.test.texts, dataset.test.labels, labels,
-                               config.model.max_length, tc.eval_batch_size, temperature=temperature,
-                               template=template),
-        "before_finetune": state["before_finetune"],
-        "calibration": {"temperature": temperature},
-        "training": {
-            "train_seconds": state["train_seconds"], "total_seconds": time.perf_counter() - started,
-            "steps": state["step"], "epochs_completed": state["epoch"], "best_step": state["best_step"],
-            "stopped_early": state["stopped_early"], "best_val_" + tc.metric: state["best_score"],
-            "trainable_parameters": trainable, "total_parameters": total_params,
-            "bf16": bf16, "processes": accelerator.num_processes,
-            "prefix_cached": hidden_cache is not None, "cache_seconds": cache_seconds,
-            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        },
+    val_scores, test_scores, temperature = calibrated_scores(
+        model, tokenizer, dataset.val, dataset.test, labels, config.model.max_length, tc.eval_batch_size,
+        template)
+    metrics = {"val": val_scores, "test": test_scores, "before_finetune": state["before_finetune"],
+               "calibration": {"temperature": temperature}}
+    metrics["training"] = {
+        "train_seconds": state["train_seconds"], "total_seconds": time.perf_counter() - started,
+        "steps": state["step"], "epochs_completed": state["epoch"], "best_step": state["best_step"],
+        "stopped_early": state["stopped_early"], "best_val_" + tc.metric: state["best_score"],
+        "trainable_parameters": trainable, "total_parameters": total_params,
+        "bf16": bf16, "processes": accelerator.num_processes,
+        "prefix_cached": hidden_cache is not None, "cache_seconds": cache_seconds,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if tc.strategy == "features":
         metrics["features"] = state["features"]
@@ -569,28 +340,123 @@ def _train(config: RunConfig, output_dir: str | Path | None, resume: bool, overw
         metrics["distill"] = {
             "teacher": tc.distill_teacher, "teacher_model": teacher.config.model.name,
             "student_layers": tc.student_layers, "teacher_scoring_seconds": teacher_seconds,
-            **compare_with_teacher(model, test_ids, tokenizer.pad_token_id, teacher, dataset.test.texts,
-                                   dataset.test.labels, tc.eval_batch_size)}
+            **compare_with_teacher(model, test_ids, pad_id, teacher, dataset.test.texts, dataset.test.labels,
+                                   tc.eval_batch_size)}
     if main:
-        try:
-            model.save_pretrained(run_dir)
-        except SafetensorError as exc:  # safetensors reports a full disk or a write error as its own type
-            raise runs.RunError(f"could not write the model's weights into {run_dir} ({exc}); "
-                                f"{_after_a_failed_write(run_dir)}") from exc
-        tokenizer_files = tokenizer.save_pretrained(run_dir)
-        runs.write_json(run_dir / runs.METRICS, metrics)
-        runs.write_json(run_dir / runs.DATA, {"source": config.data.source, **dataset.summary(),
-                                              "preparation": dataset.report})
-        (run_dir / "README.md").write_text(runs.README_TEMPLATE.format(
-            model=config.model.name, data=config.data.source, strategy=tc.strategy,
-            labels=", ".join(labels), accuracy=metrics["test"]["accuracy"],
-            macro_f1=metrics["test"]["macro_f1"], path=run_dir,
-            loading=runs.loading_note(run_dir, config.model.name)))
-        runs.finish(run_dir, {"tunetext_version": __version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                              "model": config.model.name, "data": config.data.source,
-                              "label_names": labels, "config_yaml": dump_config(config)}, tokenizer_files)
+        data_summary = {"source": config.data.source, **dataset.summary(), "preparation": dataset.report}
+        runs.write_run(run_dir, model, tokenizer, config, metrics, data_summary, labels, __version__)
     accelerator.wait_for_everyone()
     return Run(run_dir, config, metrics, labels, model)
+
+
+# --- the steps `_fine_tune` takes, in the order it takes them ---------------------------------------------
+
+def _checked_run_dir(config: RunConfig, output_dir: str | Path | None, resume: bool, overwrite: bool,
+                     flag: StopFlag) -> Path:
+    """The run directory, checked before anything slow happens (it is made only once data and model have
+    loaded); from here until then a signal stops at once with nothing written."""
+    if output_dir is None:
+        if resume:
+            raise runs.RunError("resume=True needs the output_dir of the interrupted run")
+        output_dir = default_output_dir(config)
+    run_dir = Path(output_dir)
+    flag.before_start = TrainingInterrupted(run_dir, saved=False, resuming=resume)
+    if flag.requested:  # signalled while accelerate started
+        raise flag.before_start
+    runs.check_output(run_dir, resume, overwrite)
+    if resume:
+        saved = load_config(run_dir / runs.CONFIG)
+        if saved != config:
+            raise runs.RunError(f"{run_dir} was started with a different configuration; resume with the "
+                                f"saved one ({run_dir / runs.CONFIG}) or start a new run")
+    return run_dir
+
+
+def _load_data_and_model(config: RunConfig, device: torch.device) -> tuple[Dataset, Any, Any, Family, int]:
+    """The prepared data, and the model set up for the strategy: (dataset, model, tokenizer, family,
+    trainable parameter count)."""
+    tc = config.train
+    dataset = load_dataset(config.data)
+    for line in dataset.report:
+        log.info("data: %s", line)
+    log.info("data: %d train, %d val, %d test examples; labels %s", len(dataset.train), len(dataset.val),
+             len(dataset.test), ", ".join(dataset.label_names))
+    model, tokenizer, family = load_classifier(config.model.name, dataset.label_names, config.model.attention,
+                                               device, config.model.implementation)
+    if tc.student_layers is not None:
+        truncate_blocks(model, family, tc.student_layers)
+    model, trainable = setup_strategy(model, family, tc)  # lora and prompt_tuning wrap the model in peft's
+    log.info("model: %s (%s, %s), %.1fM parameters, %.1fM trainable (%s)", config.model.name,
+             model.config.model_type, family.kind, sum(p.numel() for p in model.parameters()) / 1e6,
+             trainable / 1e6, tc.strategy)
+    return dataset, model.to(device), tokenizer, family, trainable
+
+
+def _score(model: Any, split: Split, tokenizer: Any, config: RunConfig, label_names: list[str],
+           bf16: bool) -> dict[str, Any]:
+    """Metrics of `model` on a labelled split, as validation and the score before fine-tuning compute
+    them (in the run's precision)."""
+    return evaluate_split(model, tokenizer, split.texts, split.labels, label_names, config.model.max_length,
+                          config.train.eval_batch_size, bf16=bf16, template=config.data.template)
+
+
+def _teacher_targets(tc: TrainConfig, label_names: list[str], texts: list[str],
+                     device: torch.device) -> tuple[Any, torch.Tensor | None, float]:
+    """Strategy distill: the teacher scores every training text once, with its own tokenizer, and the loss
+    mixes its softened distribution with the true labels. Every other strategy trains on cross-entropy
+    alone: (None, None, 0)."""
+    if tc.distill_teacher is None:
+        return None, None, 0.0
+    teacher = load_teacher(tc.distill_teacher, label_names, device)
+    start = time.perf_counter()
+    soft_targets = teacher_log_probs(teacher, texts, tc.eval_batch_size)
+    return teacher, soft_targets, time.perf_counter() - start
+
+
+def _restore(checkpoint_dir: Path, run_dir: Path, model: Any, optimizer: torch.optim.Optimizer,
+             scheduler: Any, main: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Load the interrupted run's checkpoint into the model, optimizer, schedule and random generators;
+    return the loop's state and the best weights so far."""
+    state = checkpoints.load(checkpoint_dir / "state.pt")
+    model.load_state_dict(state.pop("model"))
+    optimizer.load_state_dict(state.pop("optimizer"))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    best_weights = state.pop("best_weights")
+    checkpoints.set_rng_state(state.pop("rng"))
+    log_bytes = state.pop("log_bytes")
+    if main:
+        checkpoints.truncate_log(run_dir / runs.LOG, log_bytes)
+    log.info("resuming at epoch %d, step %d", state["epoch"] + 1, state["step"])
+    return state, best_weights
+
+
+def _append_log(run_dir: Path, main: bool, entry: dict[str, Any]) -> None:
+    """One line of the run's `train_log.jsonl`, written by the main process only."""
+    if main:
+        with open(run_dir / runs.LOG, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def _validate(inner: Any, family: Family, metrics: dict[str, Any], state: dict[str, Any], tc: TrainConfig,
+              run_dir: Path, main: bool, bar: tqdm,
+              on_evaluate: Callable[[dict[str, Any]], None] | None) -> tuple[bool, bool]:
+    """Record a validation result in the state, the log, the progress bar and `on_evaluate`; return
+    (whether it is the best so far, whether early stopping says stop)."""
+    train_mode(inner, family, tc.strategy, tc.last_n)  # evaluation put the whole model in train mode
+    score = metrics[tc.metric]
+    entry = {"step": state["step"], "epoch": state["epoch"] + 1, "val_accuracy": metrics["accuracy"],
+             "val_macro_f1": metrics["macro_f1"], f"val_{tc.metric}": score}
+    state["evals"].append(entry)
+    _append_log(run_dir, main, {"event": "eval", **entry})
+    if on_evaluate is not None:
+        on_evaluate(entry)
+    bar.write(f"step {state['step']} epoch {state['epoch'] + 1}: val accuracy {metrics['accuracy']:.4f}, "
+              f"macro-F1 {metrics['macro_f1']:.4f}")
+    if score > state["best_score"]:
+        state.update(best_score=score, best_step=state["step"], bad_evals=0)
+        return True, False
+    state["bad_evals"] += 1
+    return False, tc.early_stopping_patience is not None and state["bad_evals"] >= tc.early_stopping_patience
 
 
 def train_seeds(config: RunConfig, output_dir: str | Path, seeds: int | list[int], overwrite: bool = False,
