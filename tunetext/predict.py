@@ -13,7 +13,7 @@ import torch
 from tunetext.batches import tokenize
 from tunetext.config import RunConfig
 from tunetext.data.prepare import clean_text
-from tunetext.evaluate import predict_probabilities
+from tunetext.inference import predict_probabilities
 from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier
 from tunetext.runs import RunError, read_run
 

@@ -31,7 +31,8 @@ from tunetext import __version__, prefix_cache, runs
 from tunetext.batches import collate, length_grouped_batches, shuffled_batches, tokenize
 from tunetext.config import RunConfig, dump_config, load_config
 from tunetext.data import load_dataset
-from tunetext.evaluate import MetricAccumulator, evaluate_split, fit_temperature, iter_log_probs
+from tunetext.evaluate import MetricAccumulator, evaluate_split, fit_temperature
+from tunetext.inference import iter_log_probs, use_bf16
 from tunetext.models import (
     blocks,
     encode_prefix,
@@ -78,15 +79,6 @@ class Run:
     metrics: dict[str, Any]
     label_names: list[str]
     model: Any = field(default=None, repr=False)  # the trained model in memory, as saved; None when read back
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # bf16 autocast only pays off on CPUs with native bf16 matrix units (AMX / AVX512-BF16).
-    return device.type == "cpu" and torch.cpu._is_amx_tile_supported()
 
 
 class _StopFlag:
