@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from tunetext.data.prepare import load_all, load_dataset
+from tunetext.errors import UsageError
 from tunetext.inference import iter_log_probs, softmax_with_temperature
 from tunetext.predict import Classifier
 
@@ -177,7 +178,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
         dataset = load_dataset(data_config, label_names=clf.label_names)
         examples, report = dataset.splits()[split], dataset.report
     else:
-        raise ValueError(f"split must be train, val, test or all; got {split!r}")
+        raise UsageError(f"split must be train, val, test or all; got {split!r}")
     metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels,
                              clf.label_names, clf.config.model.max_length, batch_size,
                              temperature=clf.temperature, template=clf.config.data.template)

@@ -13,6 +13,7 @@ import torch
 from tunetext.batches import tokenize
 from tunetext.config import RunConfig
 from tunetext.data.prepare import clean_text
+from tunetext.errors import UsageError
 from tunetext.inference import predict_probabilities
 from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier
 from tunetext.runs import RunError, read_run
@@ -79,7 +80,7 @@ class Classifier:
             emptied = [i for i in bad if isinstance(texts[i], str) and has_content(texts[i])]
             why = (f"; position(s) {', '.join(map(str, emptied[:10]))} only became empty by this run's "
                    "text cleaning (data.strip_urls/strip_markup)" if emptied else "")
-            raise ValueError(f"texts must be strings with {CONTENT}; got a non-string, or a text that is "
+            raise UsageError(f"texts must be strings with {CONTENT}; got a non-string, or a text that is "
                              "empty or only whitespace, control or zero-width characters or combining marks, "
                              f"at position(s) {', '.join(map(str, bad[:10]))}{why}")
         ids = tokenize(self.tokenizer, clean, self.config.model.max_length, self.config.data.template)
