@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from tunetext.batches import collate, length_grouped_batches, sorted_batches
+from tunetext.batches import collate, length_grouped_batches, sorted_batches, tokenize, tokenize_marking_cuts
 
 
 def test_collate_pads_on_the_right_and_masks_the_padding():
@@ -23,3 +24,37 @@ def test_every_text_lands_in_exactly_one_batch():
         assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
         assert all(len(b) <= 3 for b in batches)
     assert [lengths[b[0]] for b in sorted_batches(lengths, 3)] == [9, 7, 4, 1]
+
+
+@pytest.fixture
+def word_tokenizer(tiny_bert):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_bert)  # [CLS] words [SEP]: a text of n words is n + 2 tokens
+
+
+class _PythonTokenizer:
+    """The tokenizer, answering as a pure-Python one does: without the Rust `encodings`."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, *args, **kwargs):
+        from transformers import BatchEncoding
+
+        return BatchEncoding(dict(self.tokenizer(*args, **kwargs)))
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("rust", [True, False])
+def test_tokenize_marking_cuts_marks_exactly_the_texts_longer_than_the_window(word_tokenizer, side, rust):
+    word_tokenizer.truncation_side = side
+    texts = ["ok " * n for n in (1, 3, 4, 5, 9)]  # 3, 5, 6, 7 and 11 tokens: the third fills a window of 6
+    ids, cut = tokenize_marking_cuts(word_tokenizer if rust else _PythonTokenizer(word_tokenizer), texts, 6,
+                                     "say {text}")
+    assert ids == tokenize(word_tokenizer, texts, 6, "say {text}")
+    assert [len(seq) for seq in ids] == [4, 6, 6, 6, 6]
+    assert cut == [False, False, True, True, True]
+    ids, cut = tokenize_marking_cuts(word_tokenizer, texts, 6)
+    assert [len(seq) for seq in ids] == [3, 5, 6, 6, 6] and cut == [False, False, False, True, True]
+    assert tokenize_marking_cuts(word_tokenizer, [], 6) == ([], [])

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tunetext import Classifier
+from tunetext import Classifier, inference
 
 # `tunetext.evaluate` the attribute is the API function; the module is reached through the import system.
 ev = importlib.import_module("tunetext.evaluate")
@@ -53,7 +53,7 @@ def test_streamed_evaluation_equals_one_pass(trained_run, monkeypatch):
     texts = ["WINNER claim your prize now", "see you at 7pm", "free entry call now", "ok thanks"] * 5
     labels = [1, 0, 1, 0] * 5
     one_pass = ev.evaluate_split(clf.model, clf.tokenizer, texts, labels, clf.label_names, 64, 8)
-    monkeypatch.setattr(ev, "CHUNK", 3)
+    monkeypatch.setattr(inference, "CHUNK", 3)
     streamed = ev.evaluate_split(clf.model, clf.tokenizer, texts, labels, clf.label_names, 64, 8)
     assert streamed["confusion_matrix"] == one_pass["confusion_matrix"]
     assert streamed["log_loss"] == pytest.approx(one_pass["log_loss"], rel=1e-5)
@@ -70,5 +70,5 @@ def test_run_stores_a_temperature_and_predict_applies_it(trained_run):
     clf.temperature = 1.0
     raw = clf.predict_proba(texts)
     assert (calibrated.argmax(1) == raw.argmax(1)).all()
-    expected = ev.softmax_with_temperature(np.log(raw), temperature)
+    expected = inference.softmax_with_temperature(np.log(raw), temperature)
     np.testing.assert_allclose(calibrated, expected, atol=1e-5)

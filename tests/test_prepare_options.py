@@ -131,7 +131,8 @@ def test_serving_cleans_as_prediction_does_and_one_emptied_text_fails_alone(clea
     from tunetext.serve.batching import Engine
 
     clf = Classifier.load(cleaning_run)
-    results = Engine(clf)([MESSY[0], "https://only.a/url", MESSY[1]])
+    engine = Engine(clf)
+    results = engine(engine.measure([MESSY[0], "https://only.a/url", MESSY[1]]))
     np.testing.assert_allclose(np.stack([results[0].probabilities, results[2].probabilities]),
                                clf.predict_proba([MESSY[0], MESSY[1]]), atol=1e-6)
     assert results[1].probabilities is None and "text cleaning" in results[1].error

@@ -99,6 +99,33 @@ def test_a_text_longer_than_the_window_is_truncated_and_says_so(client, clf):
     assert _sample(metrics, "tunetext_texts_truncated_total") >= 1
 
 
+def test_a_served_text_is_cleaned_and_tokenized_once(trained_run, clf, monkeypatch):
+    from tunetext import predict
+
+    cleaned, tokenized = [], []
+    clean, tokenize = predict.clean_text, type(clf.tokenizer).__call__
+
+    def counting_clean(text, config):
+        cleaned.append(text)
+        return clean(text, config)
+
+    def counting_tokenize(self, texts, *args, **kwargs):
+        tokenized.extend([texts] if isinstance(texts, str) else texts)
+        return tokenize(self, texts, *args, **kwargs)
+
+    with running(trained_run) as c:  # started (and warmed up) first: only the request is counted
+        monkeypatch.setattr(predict, "clean_text", counting_clean)
+        monkeypatch.setattr(type(clf.tokenizer), "__call__", counting_tokenize)  # every thread's copy
+        long = " ".join(["prize"] * 3 * clf.config.model.max_length)
+        answers = c.post("/predict", json={"texts": [*TEXTS, long]}).json()
+    assert cleaned == [*TEXTS, long]
+    assert len(tokenized) == len(TEXTS) + 1  # checked, counted and classified from one tokenization
+    monkeypatch.undo()
+    assert [a["truncated"] for a in answers] == [False] * len(TEXTS) + [True]
+    for answer, text in zip(answers, [*TEXTS, long], strict=True):
+        assert_same(answer, clf.predict(text))
+
+
 @pytest.mark.parametrize(("pass_size", "precision"), [(8, "fp32"), (3, "fp32"), (8, "bf16")])
 def test_batched_answers_equal_unbatched(trained_run, clf, pass_size, precision):
     texts = [t for t in TEXTS for _ in range(2)]  # 8 texts of different lengths: one batch pads most of them
@@ -400,9 +427,9 @@ def test_each_inference_thread_runs_one_torch_thread(trained_run):
 
 def test_precision(trained_run, monkeypatch):
     assert ServeSettings(precision="bf16").bf16() and not ServeSettings(precision="fp32").bf16()
-    monkeypatch.setattr("torch.cpu._is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr("tunetext.inference.cpu_has_amx", lambda: False)
     assert not ServeSettings().bf16()  # auto: bf16 only where the CPU has AMX
-    monkeypatch.setattr("torch.cpu._is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr("tunetext.inference.cpu_has_amx", lambda: True)
     assert ServeSettings().bf16()
     with running(trained_run, precision="bf16") as c:
         assert c.get("/info").json()["serving"]["precision"] == "bf16"

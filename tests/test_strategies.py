@@ -20,7 +20,7 @@ from safetensors import safe_open
 from tunetext import Classifier, ConfigError, assets, load_config, train
 from tunetext.assets import MultiPartAsset, PackagedAsset
 from tunetext.batches import collate, tokenize
-from tunetext.evaluate import predict_probabilities
+from tunetext.inference import predict_probabilities
 from tunetext.models import (
     ModelError,
     load_classifier,

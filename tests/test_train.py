@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 import tunetext
 from tunetext import Classifier, TrainingInterrupted, load_config, runs, train
 from tunetext.data import load_dataset
+from tunetext.errors import UsageError
 from tunetext.runs import RunError, has_checkpoint, is_finished
 
 train_module = importlib.import_module("tunetext.train")  # `tunetext.train` is also the function
@@ -91,6 +92,14 @@ def test_evaluate_reproduces_the_test_scores(learned_run):
     assert again["confusion_matrix"] == stored["confusion_matrix"]
     for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"):
         assert again[key] == pytest.approx(stored[key], abs=1e-12), key
+
+
+def test_bad_arguments_to_evaluate_and_predict_are_usage_errors(learned_run):
+    run, _ = learned_run
+    with pytest.raises(UsageError, match="split must be train, val, test or all; got 'dev'"):
+        tunetext.evaluate(run.run_dir, split="dev")
+    with pytest.raises(UsageError, match=r"position\(s\) 1$"):
+        Classifier.load(run.run_dir).predict_proba(["ok", " "])
 
 
 def test_classifier_predicts_label_names_and_batching_changes_nothing(learned_run):

@@ -37,6 +37,27 @@ def tokenize(tokenizer, texts: list[str], max_length: int, template: str | None 
                      padding=False)["input_ids"]
 
 
+def tokenize_marking_cuts(tokenizer, texts: list[str], max_length: int,
+                          template: str | None = None) -> tuple[list[list[int]], list[bool]]:
+    """`tokenize`, and for each text whether it was longer than `max_length` tokens (only its start kept),
+    from the same one pass of the tokenizer."""
+    if not texts:
+        return [], []
+    inputs = format_inputs(texts, template)
+    batch = tokenizer(inputs, truncation=True, max_length=max_length, padding=False)
+    ids = batch["input_ids"]
+    if batch.encodings is not None:  # a Rust (`tokenizers`) tokenizer keeps what truncation cut off
+        return ids, [bool(e.overflowing) for e in batch.encodings]
+    # A pure-Python tokenizer keeps nothing of it: the texts that fill the window are tokenised again, whole.
+    cut = [False] * len(ids)
+    full = [i for i, seq in enumerate(ids) if len(seq) >= max_length]
+    if full:
+        whole = tokenizer([inputs[i] for i in full], truncation=False, padding=False, verbose=False)
+        for i, seq in zip(full, whole["input_ids"], strict=True):
+            cut[i] = len(seq) > max_length
+    return ids, cut
+
+
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int,
                            window: int = 50) -> list[list[int]]:
     """Shuffled batches of indices in which lengths are similar.

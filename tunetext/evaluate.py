@@ -1,16 +1,17 @@
-"""Metrics, batched inference and `tunetext.evaluate`."""
+"""Metrics, calibration and `tunetext.evaluate`."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from tunetext.batches import collate, sorted_batches, tokenize
-from tunetext.data.prepare import Split
+from tunetext.data.prepare import Split, load_all, load_dataset
+from tunetext.errors import UsageError
+from tunetext.inference import iter_log_probs, softmax_with_temperature
+from tunetext.predict import Classifier
 
 
 def compute_metrics(labels: list[int] | np.ndarray, preds: list[int] | np.ndarray,
@@ -78,55 +79,7 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def autocast(device: torch.device, bf16: bool):
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-CHUNK = 4096  # texts tokenised and length-sorted at a time, so memory stays flat for any set size
 ECE_BINS = 15
-
-
-@torch.no_grad()
-def predict_log_probs(model, ids: list[list[int]], pad_id: int, batch_size: int,
-                      device: torch.device | None = None, bf16: bool = False) -> np.ndarray:
-    """Log class probabilities for tokenised texts, in input order, batched by length."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
-    for batch_idx in sorted_batches([len(x) for x in ids], batch_size):
-        batch = collate([ids[i] for i in batch_idx], pad_id)
-        with autocast(device, bf16):
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        out[batch_idx] = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
-    model.train(was_training)
-    return out
-
-
-def predict_probabilities(model, ids: list[list[int]], pad_id: int, batch_size: int,
-                          device: torch.device | None = None, bf16: bool = False,
-                          temperature: float = 1.0) -> np.ndarray:
-    """Class probabilities for tokenised texts, in input order, with temperature scaling."""
-    return softmax_with_temperature(predict_log_probs(model, ids, pad_id, batch_size, device, bf16),
-                                    temperature)
-
-
-def softmax_with_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:
-    scaled = log_probs / temperature
-    scaled -= scaled.max(axis=1, keepdims=True)
-    e = np.exp(scaled)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def iter_log_probs(model, tokenizer, texts: list[str], max_length: int, batch_size: int,
-                   bf16: bool = False, template: str | None = None):
-    """Yield `(start, log_probs)` for consecutive chunks of `texts`: put into `template` if given,
-    tokenised, scored, released."""
-    for start in range(0, len(texts), CHUNK):
-        ids = tokenize(tokenizer, texts[start:start + CHUNK], max_length, template)
-        yield start, predict_log_probs(model, ids, tokenizer.pad_token_id, batch_size, bf16=bf16)
 
 
 class MetricAccumulator:
@@ -210,9 +163,6 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
     `train`, `val`, `test` or `all` (every usable row). By default: `test` for the run's own data,
     `all` for other data.
     """
-    from tunetext.data.prepare import load_all, load_dataset
-    from tunetext.predict import Classifier
-
     clf = Classifier.load(run_dir)
     data_config = clf.config.data.model_copy()
     if data is not None:
@@ -228,7 +178,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
         dataset = load_dataset(data_config, label_names=clf.label_names)
         examples, report = dataset.splits()[split], dataset.report
     else:
-        raise ValueError(f"split must be train, val, test or all; got {split!r}")
+        raise UsageError(f"split must be train, val, test or all; got {split!r}")
     metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels,
                              clf.label_names, clf.config.model.max_length, batch_size,
                              temperature=clf.temperature, template=clf.config.data.template)

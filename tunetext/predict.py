@@ -10,10 +10,11 @@ from typing import overload
 import numpy as np
 import torch
 
-from tunetext.batches import tokenize
+from tunetext.batches import tokenize_marking_cuts
 from tunetext.config import RunConfig
 from tunetext.data.prepare import clean_text
-from tunetext.evaluate import predict_probabilities
+from tunetext.errors import UsageError
+from tunetext.inference import predict_probabilities
 from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier
 from tunetext.runs import RunError, read_run
 
@@ -31,6 +32,27 @@ def has_content(text: str) -> bool:
     and the HTTP service.
     """
     return any(unicodedata.category(c)[0] in "LNPS" and c != "\ufffd" for c in text)
+
+
+def _why_not(text: str, cleaned: str) -> str | None:
+    """Why `text` (`cleaned` by the run's text cleaning) cannot be classified; None: it can."""
+    if not isinstance(text, str):
+        return f"must be a string, not {type(text).__name__}"
+    if not has_content(text):
+        return (f"must contain {CONTENT}; this text holds only whitespace, control or zero-width "
+                "characters or combining marks: nothing to classify")
+    if not has_content(cleaned):
+        return "nothing is left of this text after the run's text cleaning (data.strip_urls/strip_markup)"
+    return None
+
+
+@dataclass
+class Encoded:
+    """One text as the model sees it (`Classifier.encode`), or why it cannot be classified."""
+
+    ids: list[int]  # token ids: cleaned, in the run's template, truncated to max_length; [] with an error
+    truncated: bool = False  # the text was longer than max_length tokens and only its start is in `ids`
+    error: str | None = None
 
 
 @dataclass
@@ -70,21 +92,38 @@ class Classifier:
                                                   device=torch.device(device))
         return cls(model.to(device), tokenizer, config, metrics)
 
+    def encode(self, texts: list[str]) -> list[Encoded]:
+        """Each text as the model sees it: cleaned as the training data was (`clean`), checked for content
+        (`has_content`, before and after cleaning), put into the run's template and tokenised, truncated to
+        `max_length`. A text that cannot be classified gets the reason instead of ids."""
+        clean = self.clean(texts)
+        out = [Encoded([], error=_why_not(text, c)) for text, c in zip(texts, clean, strict=True)]
+        usable = [i for i, e in enumerate(out) if e.error is None]
+        ids, cut = tokenize_marking_cuts(self.tokenizer, [clean[i] for i in usable],
+                                         self.config.model.max_length, self.config.data.template)
+        for i, seq, truncated in zip(usable, ids, cut, strict=True):
+            out[i] = Encoded(seq, truncated)
+        return out
+
+    def probabilities(self, ids: list[list[int]], batch_size: int = 64) -> np.ndarray:
+        """Calibrated probabilities for encoded texts (`Encoded.ids`), one row per text, columns in
+        `self.label_names` order."""
+        return predict_probabilities(self.model, ids, self.tokenizer.pad_token_id, batch_size,
+                                     temperature=self.temperature)
+
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Calibrated probabilities, one row per text, columns in `self.label_names` order. Texts are
         cleaned as the training data was (`clean_text` with the run's data config)."""
-        clean = self.clean(texts)
-        bad = [i for i, t in enumerate(clean) if not isinstance(t, str) or not has_content(t)]
+        encoded = self.encode(texts)
+        bad = [i for i, e in enumerate(encoded) if e.error is not None]
         if bad:
             emptied = [i for i in bad if isinstance(texts[i], str) and has_content(texts[i])]
             why = (f"; position(s) {', '.join(map(str, emptied[:10]))} only became empty by this run's "
                    "text cleaning (data.strip_urls/strip_markup)" if emptied else "")
-            raise ValueError(f"texts must be strings with {CONTENT}; got a non-string, or a text that is "
+            raise UsageError(f"texts must be strings with {CONTENT}; got a non-string, or a text that is "
                              "empty or only whitespace, control or zero-width characters or combining marks, "
                              f"at position(s) {', '.join(map(str, bad[:10]))}{why}")
-        ids = tokenize(self.tokenizer, clean, self.config.model.max_length, self.config.data.template)
-        return predict_probabilities(self.model, ids, self.tokenizer.pad_token_id, batch_size,
-                                     temperature=self.temperature)
+        return self.probabilities([e.ids for e in encoded], batch_size)
 
     def clean(self, texts: list[str]) -> list[str]:
         """`texts` as the model sees them: cleaned exactly as this run's training data (non-strings are

@@ -24,7 +24,8 @@ import numpy as np
 
 from tunetext import __version__, runs
 from tunetext.config import RunConfig
-from tunetext.evaluate import ECE_BINS, MetricAccumulator, iter_log_probs, softmax_with_temperature
+from tunetext.evaluate import ECE_BINS, MetricAccumulator
+from tunetext.inference import iter_log_probs, softmax_with_temperature
 
 log = logging.getLogger(__name__)
 

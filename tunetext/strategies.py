@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from tunetext.batches import collate, sorted_batches, tokenize
+from tunetext.inference import predict_log_probs
 from tunetext.models import Family, ModelError, head_linear
 
 # --- features ---------------------------------------------------------------------------------------------
@@ -164,16 +165,12 @@ def teacher_inputs(teacher: Any, texts: list[str]) -> list[list[int]]:
 
 def teacher_log_probs(teacher: Any, texts: list[str], batch_size: int) -> torch.Tensor:
     """The teacher's log-probabilities for every text, `[len(texts), num_labels]`, computed once."""
-    from tunetext.evaluate import predict_log_probs
-
     return torch.from_numpy(predict_log_probs(teacher.model, teacher_inputs(teacher, texts),
                                               teacher.tokenizer.pad_token_id, batch_size))
 
 
 def _timed_log_probs(model: Any, ids: list[list[int]], pad_id: int, batch_size: int) -> tuple[np.ndarray,
                                                                                                 float]:
-    from tunetext.evaluate import predict_log_probs
-
     predict_log_probs(model, ids[:batch_size], pad_id, batch_size)  # warm-up: first-call allocations
     start = time.perf_counter()
     log_probs = predict_log_probs(model, ids, pad_id, batch_size)

@@ -31,6 +31,7 @@ from tunetext.checkpoints import StopFlag, TrainingInterrupted
 from tunetext.config import RunConfig, TrainConfig, load_config
 from tunetext.data import Dataset, Split, load_dataset
 from tunetext.evaluate import calibrated_scores, evaluate_split
+from tunetext.inference import use_bf16
 from tunetext.models import (
     Family,
     load_classifier,
@@ -60,13 +61,6 @@ class Run:
     model: Any = field(default=None, repr=False)  # the trained model in memory, as saved; None when read back
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # bf16 autocast only pays off on CPUs with native bf16 matrix units (AMX / AVX512-BF16).
-    return device.type == "cpu" and torch.cpu._is_amx_tile_supported()
 
 
 def _optimizer(model, config: RunConfig) -> torch.optim.Optimizer:

@@ -35,12 +35,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tunetext import __version__
-from tunetext.predict import CONTENT, Classifier
+from tunetext.inference import use_bf16
+from tunetext.predict import CONTENT, Classifier, Encoded
 from tunetext.runs import read_run
 from tunetext.serve.batching import Batcher, BusyError, Engine, StoppedError, TextResult
 from tunetext.serve.guard import OPEN_PATHS, Guard, Metrics
 from tunetext.serve.protocol import ConnectionLimits
-from tunetext.train import use_bf16
 
 API_KEY_ENV = "TUNETEXT_API_KEY"
 EXAMPLE = "I loved the movie, it was fantastic!"
@@ -210,7 +210,7 @@ class _State:
     metrics: Metrics
     classifier: Classifier | None = None
     engine: Engine | None = None
-    batcher: Batcher | None = None
+    batcher: Batcher[Encoded] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
 
@@ -273,8 +273,9 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                                 thread_init=partial(torch.set_num_threads, 1))
         state.batcher.start()
         # Warm up every inference thread at the sizes that will be used: one text and a full batch.
-        await state.batcher.run_on_each_thread(engine, [EXAMPLE])
-        await state.batcher.run_on_each_thread(engine, [EXAMPLE] * settings.max_batch_size)
+        example = await asyncio.to_thread(engine.measure, [EXAMPLE])
+        await state.batcher.run_on_each_thread(engine, example)
+        await state.batcher.run_on_each_thread(engine, example * settings.max_batch_size)
         state.info = {
             "run": run_dir.name, "model": config.model.name, "labels": clf.label_names,
             "max_length": config.model.max_length, "tunetext_version": __version__,
@@ -294,7 +295,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                   description=f"Predictions from the tunetext run `{run_dir.name}` ({config.model.name}).")
     app.state.tunetext = state
 
-    def _ready_or_503() -> tuple[Classifier, Engine, Batcher]:
+    def _ready_or_503() -> tuple[Classifier, Engine, Batcher[Encoded]]:
         if not state.ready or state.classifier is None or state.engine is None or state.batcher is None \
                 or not state.batcher.running:
             raise HTTPException(503, "the model is not loaded yet; try again when /ready answers 200")
@@ -345,14 +346,14 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                                 "(max_texts): split the list into several requests")
         with _busy_as_503():  # a full queue refuses the request before any text is tokenized
             batcher.check_room(len(texts))
-        # Every text is checked and its cost counted before any of them reaches the model (off the event
-        # loop: tokenizing a megabyte of text takes a while).
-        measured = await asyncio.to_thread(engine.measure, texts)
-        failed = [{"type": "no_content", "loc": ("text",) if single else ("texts", i), "msg": m.error}
-                  for i, m in enumerate(measured) if m.error]
+        # Every text is checked, encoded and its cost counted before any of them reaches the model (off the
+        # event loop: tokenizing a megabyte of text takes a while); the model runs on these very ids.
+        encoded = await asyncio.to_thread(engine.measure, texts)
+        failed = [{"type": "no_content", "loc": ("text",) if single else ("texts", i), "msg": e.error}
+                  for i, e in enumerate(encoded) if e.error]
         if failed:
             return _unprocessable(failed)
-        cost = sum(min(m.tokens, engine.max_length) for m in measured)
+        cost = sum(len(e.ids) for e in encoded)  # each text truncated to max_length
         if cost > settings.max_request_tokens:
             raise HTTPException(413, f"this request costs {cost} tokens ({len(texts)} text(s), each "
                                 f"counted up to the model's max_length of {engine.max_length}); the limit is "
@@ -360,13 +361,9 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                                 "send fewer or shorter texts per request, or start the server with a larger "
                                 "--max-request-tokens")
         with _busy_as_503():
-            results = await batcher.submit(texts)
-        failed = [{"type": "no_content", "loc": ("text",) if single else ("texts", i), "msg": r.error}
-                  for i, r in enumerate(results) if r.error]
-        if failed:  # measured as fine above, so only if the engine disagrees with itself
-            return _unprocessable(failed)
-        answers = [_answer(r, clf.label_names, body.top_k, truncated=m.tokens > engine.max_length)
-                   for r, m in zip(results, measured, strict=True)]
+            results = await batcher.submit(encoded)
+        answers = [_answer(r, clf.label_names, body.top_k, truncated=e.truncated)
+                   for r, e in zip(results, encoded, strict=True)]
         state.metrics.truncated.inc(sum(a["truncated"] for a in answers))
         # Built by hand, not through `response_model`: the schema is the same, without a validation pass
         # over every answer.

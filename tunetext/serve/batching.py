@@ -1,10 +1,10 @@
 """Dynamic batching: texts from concurrent requests share forward passes, run off the event loop.
 
-Requests put texts on a queue and await a future each. One task gathers the queue into batches: it takes
-whatever is waiting, and if that is fewer than `max_batch_size` texts it waits at most `max_wait_ms` for
-more. The batch is sorted by length and run in forward passes of `pass_size` texts (so a short text is not
-padded to the batch's longest: on SMS texts one pass of 32 computes 3.1 padded tokens per real one, four
-passes of 8 only 1.4).
+Requests put their texts, encoded once (`Classifier.encode`), on a queue and await a future each. One
+task gathers the queue into batches: it takes whatever is waiting, and if that is fewer than
+`max_batch_size` texts it waits at most `max_wait_ms` for more. The batch is sorted by length and run in
+forward passes of `pass_size` texts (so a short text is not padded to the batch's longest: on SMS texts
+one pass of 32 computes 3.1 padded tokens per real one, four passes of 8 only 1.4).
 
 Batches run on a pool of inference threads, each with one torch thread: several batches at once rather
 than one batch split across cores. torch releases the GIL while it computes, so the threads use all
@@ -26,15 +26,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
 
-from tunetext.batches import format_inputs
-from tunetext.predict import CONTENT, Classifier, has_content
+from tunetext.predict import CONTENT, Classifier, Encoded
 
 T = TypeVar("T")
+Item = TypeVar("Item")  # what the batcher queues for its engine: an `Encoded` text in the service
 
 
 class BusyError(RuntimeError):
@@ -46,15 +46,6 @@ class StoppedError(RuntimeError):
 
 
 @dataclass
-class Measured:
-    """One text as the model would see it: its tokens (cleaned as the run's training data, in its template,
-    special tokens included, untruncated), or why it cannot be classified."""
-
-    tokens: int
-    error: str | None = None
-
-
-@dataclass
 class TextResult:
     """The answer for one text: probabilities in label order, or why the text cannot be classified."""
 
@@ -63,13 +54,15 @@ class TextResult:
 
 
 class Engine:
-    """Classify a batch of validated texts with `Classifier.predict_proba` (sorted by length, in forward
-    passes of `pass_size` texts). `measure` checks texts and counts their tokens, for the service to
-    refuse a request before it is queued and to say which texts are longer than the model's window.
+    """Classify texts for the service in two steps. `measure` encodes a request's texts once
+    (`Classifier.encode`) before they are queued: that gives their cost in tokens, which ones are longer
+    than the model's window, and why a text cannot be classified. Calling the engine on a batch of those
+    encodings runs `Classifier.probabilities` on their ids, sorted by length, in forward passes of
+    `pass_size` texts.
 
-    Several inference threads may call it at once: they share the model (inference does not change it)
-    but each gets its own copy of the tokenizer, since a fast tokenizer called from two threads at once
-    fails ("Already borrowed"). `bf16` runs the model under bfloat16 autocast.
+    Several threads may use it at once: they share the model (inference does not change it), and each
+    thread that measures gets its own copy of the tokenizer, since a fast tokenizer called from two threads
+    at once fails ("Already borrowed"). `bf16` runs the model under bfloat16 autocast.
     """
 
     def __init__(self, classifier: Classifier, pass_size: int = 8, bf16: bool = False):
@@ -87,58 +80,36 @@ class Engine:
             self._local.classifier = clf
         return clf
 
-    def measure(self, texts: list[str]) -> list[Measured]:
-        """Each text's token count, or why it cannot be classified: it has no content (`has_content`),
-        before or after the run's text cleaning, or the tokenizer makes nothing of it."""
-        clf = self._own_classifier()
-        cleaned = clf.clean(texts)
-        results = [Measured(0, _why_not(text, clean)) for text, clean in zip(texts, cleaned, strict=True)]
-        usable = [i for i, r in enumerate(results) if r.error is None]
-        if usable:
-            ids = clf.tokenizer(format_inputs([cleaned[i] for i in usable], clf.config.data.template),
-                                truncation=False, padding=False, verbose=False)["input_ids"]
-            nothing = f"the tokenizer turns this text into no tokens at all; send text with {CONTENT}"
-            for i, seq in zip(usable, ids, strict=True):
-                results[i] = Measured(len(seq)) if seq else Measured(0, nothing)
-        return results
+    def measure(self, texts: list[str]) -> list[Encoded]:
+        """Each text encoded as the model will see it (`Classifier.encode`), or why it cannot be
+        classified: it has no content (`has_content`), before or after the run's text cleaning, or the
+        tokenizer makes nothing of it."""
+        encoded = self._own_classifier().encode(texts)
+        nothing = f"the tokenizer turns this text into no tokens at all; send text with {CONTENT}"
+        return [Encoded([], error=nothing) if e.error is None and not e.ids else e for e in encoded]
 
-    def __call__(self, texts: list[str]) -> list[TextResult]:
-        # The service measured these texts already; their content is checked again (cheaply, without
-        # tokenizing) so that no caller can put a text without content before the model. The Classifier
-        # cleans and tokenises, truncating: its own `predict_proba` stays the one definition of a prediction.
-        clf = self._own_classifier()
-        errors = [_why_not(text, clean) for text, clean in zip(texts, clf.clean(texts), strict=True)]
-        results = [TextResult(None, error=error) for error in errors]
-        usable = [i for i, error in enumerate(errors) if error is None]
-        if usable:  # one unusable text must not fail the whole batch in predict_proba
+    def __call__(self, encoded: list[Encoded]) -> list[TextResult]:
+        results = [TextResult(None, error=e.error) for e in encoded]
+        usable = [i for i, e in enumerate(encoded) if e.error is None]
+        if usable:  # one unusable text must not fail the whole batch
             precision = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
             # Equal passes of at most pass_size: 12 texts as 6 + 6 rather than 8 + 4.
             per_pass = -(-len(usable) // -(-len(usable) // self.pass_size))
             with precision:
-                probs = clf.predict_proba([texts[i] for i in usable], batch_size=per_pass)
+                probs = self.classifier.probabilities([encoded[i].ids for i in usable], batch_size=per_pass)
             for row, i in enumerate(usable):
                 results[i] = TextResult(probs[row])
         return results
 
 
-def _why_not(text: str, cleaned: str) -> str | None:
-    """Why `text` cannot be classified (None: it can)."""
-    if not has_content(text):
-        return (f"must contain {CONTENT}; this text holds only whitespace, control or zero-width "
-                "characters or combining marks: nothing to classify")
-    if not has_content(cleaned):
-        return "nothing is left of this text after the run's text cleaning (data.strip_urls/strip_markup)"
-    return None
-
-
 @dataclass
 class _Pending:
-    text: str
+    item: Any
     future: asyncio.Future[TextResult]
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-class Batcher:
+class Batcher(Generic[Item]):
     """Gathers texts from concurrent requests into bounded batches for `engine`, on `threads` inference
     threads: while every thread is busy, texts wait and the next batch grows.
 
@@ -146,7 +117,7 @@ class Batcher:
     inference thread (e.g. `torch.set_num_threads(1)`).
     """
 
-    def __init__(self, engine: Callable[[list[str]], list[TextResult]], max_batch_size: int,
+    def __init__(self, engine: Callable[[list[Item]], list[TextResult]], max_batch_size: int,
                  max_wait_ms: float, max_queue: int, threads: int = 1,
                  on_batch: Callable[[int, float], None] | None = None,
                  thread_init: Callable[[], object] | None = None):
@@ -211,15 +182,15 @@ class Batcher:
         if len(self._pending) + n > self.max_queue:
             raise BusyError(f"{len(self._pending)} texts are already waiting (max_queue={self.max_queue})")
 
-    async def submit(self, texts: list[str]) -> list[TextResult]:
+    async def submit(self, items: list[Item]) -> list[TextResult]:
         """Queue texts and wait for their answers, in order."""
-        self.check_room(len(texts))
+        self.check_room(len(items))
         assert self._arrived is not None  # check_room found the batcher running
         loop = asyncio.get_running_loop()
-        items = [_Pending(t, loop.create_future()) for t in texts]
-        self._pending.extend(items)
+        pending = [_Pending(item, loop.create_future()) for item in items]
+        self._pending.extend(pending)
         self._arrived.set()
-        return list(await asyncio.gather(*(p.future for p in items)))
+        return list(await asyncio.gather(*(p.future for p in pending)))
 
     async def _loop(self) -> None:
         assert self._free is not None
@@ -270,7 +241,7 @@ class Batcher:
         start = time.perf_counter()
         try:
             results = await asyncio.get_running_loop().run_in_executor(self._executor, self.engine,
-                                                                       [p.text for p in batch])
+                                                                       [p.item for p in batch])
         except Exception as exc:  # a failure of the model, not of one request: every caller hears it
             for pending in batch:
                 if not pending.future.done():

@@ -1,0 +1,79 @@
+"""The forward pass for scoring: tokenised texts in, class log-probabilities out, batched by length.
+
+Shared by evaluation, prediction, serving, reports and training's validation passes; `use_bf16` decides
+where bfloat16 autocast pays off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from tunetext.batches import collate, sorted_batches, tokenize
+
+CHUNK = 4096  # texts tokenised and length-sorted at a time, so memory stays flat for any set size
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), through torch's public
+    `torch.cpu.get_capabilities()`: the one place that asks, so tests can pretend either way."""
+    return bool(torch.cpu.get_capabilities().get("amx_tile", False))
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether `precision` (`auto`, `bf16` or `fp32`) means bfloat16 autocast on `device`."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    # bf16 autocast only pays off on CPUs with native bf16 matrix units (AMX / AVX512-BF16).
+    return device.type == "cpu" and cpu_has_amx()
+
+
+def autocast(device: torch.device, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def predict_log_probs(model, ids: list[list[int]], pad_id: int, batch_size: int,
+                      device: torch.device | None = None, bf16: bool = False) -> np.ndarray:
+    """Log class probabilities for tokenised texts, in input order, batched by length."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
+    for batch_idx in sorted_batches([len(x) for x in ids], batch_size):
+        batch = collate([ids[i] for i in batch_idx], pad_id)
+        with autocast(device, bf16):
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        out[batch_idx] = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def predict_probabilities(model, ids: list[list[int]], pad_id: int, batch_size: int,
+                          device: torch.device | None = None, bf16: bool = False,
+                          temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities for tokenised texts, in input order, with temperature scaling."""
+    return softmax_with_temperature(predict_log_probs(model, ids, pad_id, batch_size, device, bf16),
+                                    temperature)
+
+
+def softmax_with_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    scaled = log_probs / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    e = np.exp(scaled)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def iter_log_probs(model, tokenizer, texts: list[str], max_length: int, batch_size: int,
+                   bf16: bool = False, template: str | None = None):
+    """Yield `(start, log_probs)` for consecutive chunks of `texts`: put into `template` if given,
+    tokenised, scored, released."""
+    for start in range(0, len(texts), CHUNK):
+        ids = tokenize(tokenizer, texts[start:start + CHUNK], max_length, template)
+        yield start, predict_log_probs(model, ids, tokenizer.pad_token_id, batch_size, bf16=bf16)
