@@ -15,7 +15,7 @@ from tunetext import assets
 from tunetext.assets import FetchError, PackagedAsset
 from tunetext.config import DataConfig
 from tunetext.data import DataError, RawSplit, load_dataset, normalize_text, prepare, read_source
-from tunetext.data.sources import parse_sms_spam
+from tunetext.data.builtin import parse_sms_spam
 
 # --- the built-in SMS Spam Collection parser ---------------------------------------------------------
 
@@ -322,7 +322,7 @@ def test_hf_single_dataset_folder_is_the_train_split(tmp_path):
 
 
 def test_unloadable_source_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="not_a_dataset_anywhere"):
+    with pytest.raises(DataError, match=r"not_a_dataset_anywhere: not a built-in dataset \(sms_spam, "):
         read_source(str(tmp_path / "not_a_dataset_anywhere"))
 
 
