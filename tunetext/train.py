@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from tunetext import __version__, prefix_cache, runs
+from tunetext import prefix_cache, runs
 from tunetext.batches import collate, length_grouped_batches, shuffled_batches, tokenize
 from tunetext.config import RunConfig, dump_config, load_config
 from tunetext.data import load_dataset
@@ -48,6 +48,7 @@ from tunetext.strategies import (
     teacher_log_probs,
     train_features_head,
 )
+from tunetext.version import __version__
 
 log = logging.getLogger(__name__)
 
