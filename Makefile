@@ -16,15 +16,14 @@ demo: setup
 	$(BIN)/tunetext train --data sms_spam --model minilm-l6 --output runs/demo --overwrite
 	$(BIN)/tunetext predict runs/demo 'You are a winner you have been specially selected to receive $$1000 cash or a $$2000 award.' "Hey, just wanted to check if we're still on for dinner tonight? Let me know!"
 
-test: setup
-	[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)  # the serve page's browser test
-	$(BIN)/pytest
+test: setup lint
+	scripts/ensure-chromium && $(BIN)/pytest
 
 test-slow: setup
 	$(BIN)/pytest -m slow
 
 lint: setup
-	$(BIN)/ruff check tunetext tests benchmarks && $(BIN)/mypy tunetext
+	$(BIN)/ruff check tunetext tests benchmarks && $(BIN)/mypy tunetext && $(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python benchmarks/train_speed.py

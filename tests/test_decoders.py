@@ -16,26 +16,9 @@ from tunetext.models import CATALOGUE, CatalogueModel, load_classifier, load_tok
 LABELS = ["ham", "spam"]
 
 
-def build_tiny_llama(path: Path, tokenizer_from: Path, own_pad: bool) -> Path:
-    """A 2-layer random Llama with the tiny GPT-2 BPE; with `own_pad`, a pad token of its own that is
-    not its end-of-text token (as SmolLM2's tokenizer ships; it pads with `<|im_end|>`)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
-    if own_pad:
-        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
-    tokenizer.save_pretrained(path)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
-                         bos_token_id=0, eos_token_id=0, pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("own_pad", [True, False])
-def test_llama_pads_right_with_its_pad_token_and_pools_the_last_real_token(tiny_gpt2, tmp_path, own_pad):
-    path = build_tiny_llama(tmp_path / "llama", tiny_gpt2, own_pad)
+def test_llama_pads_right_with_its_pad_token_and_pools_the_last_real_token(tiny_llama, own_pad):
+    path = tiny_llama(own_pad)
     model, tokenizer, family = load_classifier(str(path), LABELS)
     assert (family.kind, model.config.model_type) == ("decoder", "llama")
     expected_pad = "<|pad|>" if own_pad else "<|endoftext|>"  # kept if defined, else end-of-text
@@ -57,13 +40,13 @@ def test_llama_pads_right_with_its_pad_token_and_pools_the_last_real_token(tiny_
 
 
 @pytest.fixture
-def gguf_entry(monkeypatch, tmp_path, tiny_gpt2):
+def gguf_entry(monkeypatch, tmp_path, tiny_llama):
     """A catalogue entry whose asset holds a GGUF file; reading the GGUF is replaced by a tiny Llama, and
     `calls` counts the reads."""
     import tunetext.models as models
 
     monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))  # this test's own, empty cache
-    source = build_tiny_llama(tmp_path / "source", tiny_gpt2, own_pad=False)
+    source = tiny_llama()
     asset_dir = tmp_path / "asset"
     asset_dir.mkdir()
     calls: list[tuple[Path, str]] = []

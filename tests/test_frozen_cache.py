@@ -4,13 +4,11 @@ model's logits, a cached run ends where an uncached one does, and only the top l
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_texts
 from safetensors.torch import load_file
 
 from tunetext import train
@@ -32,32 +30,14 @@ from tunetext.train import TrainingInterrupted
 LABELS = ["ham", "spam"]
 
 
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory, tiny_gpt2) -> Path:
-    """A Llama decoder (rotary positions, RMSNorm, grouped-query attention), 2 layers, hidden 32, with the
-    tiny GPT-2's byte-level BPE tokenizer (it has no pad token, as many Llama checkpoints)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-llama")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_gpt2 / name, path / name)
-    vocab_size = len(json.loads((tiny_gpt2 / "tokenizer.json").read_text())["model"]["vocab"])
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=0, eos_token_id=0, attention_dropout=0.1)
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
-
-
 @pytest.fixture
 def folders(tiny_bert, tiny_gpt2, tiny_llama) -> dict[str, Path]:
-    return {"bert": tiny_bert, "gpt2": tiny_gpt2, "llama": tiny_llama}
+    return {"bert": tiny_bert, "gpt2": tiny_gpt2, "llama": tiny_llama()}
 
 
-def padded_batch(tokenizer):
+def padded_batch(tokenizer, tiny_texts):
     texts = ["hi", "Congratulations you won 1000 pounds, txt CLAIM to 85991 now", "see you at 6",
-             *tiny_texts()[:5]]
+             *tiny_texts[:5]]
     ids = tokenize(tokenizer, texts, 64)
     assert len({len(x) for x in ids[:3]}) == 3  # really padded
     return ids, collate(ids, tokenizer.pad_token_id)
@@ -80,13 +60,13 @@ def perturb(model, matrices_std: float | None = None) -> None:
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 @pytest.mark.parametrize("family_name", ["bert", "gpt2", "llama"])
-def test_top_from_prefix_gives_the_whole_models_logits(family_name, attention, folders):
+def test_top_from_prefix_gives_the_whole_models_logits(family_name, attention, folders, tiny_texts):
     model, tokenizer, _ = load_classifier(str(folders[family_name]), LABELS, attention=attention)
     model.eval()
     torch.manual_seed(0)
     torch.nn.init.normal_(head(model).weight, std=1.0)  # logits of order 1, not a fresh head's 0.01
     perturb(model)
-    ids, batch = padded_batch(tokenizer)
+    ids, batch = padded_batch(tokenizer, tiny_texts)
     mask = batch["attention_mask"]
     with torch.no_grad():
         whole = model(**batch).logits
@@ -114,30 +94,25 @@ def test_top_from_prefix_gives_the_whole_models_logits(family_name, attention, f
                 assert (pooled_wrong[:3] - whole[:3]).abs().max() > 1e-3
 
 
-def config_variant(name: str):
+def config_variant(name: str, tiny_llama_config):
     """Tiny models whose configs change what the last block computes: GPT-2's layer-scaled, upcast
-    attention; Llama with biases everywhere, a head size that is not hidden / heads, and scaled rotary."""
-    from transformers import (
-        GPT2Config,
-        GPT2ForSequenceClassification,
-        LlamaConfig,
-        LlamaForSequenceClassification,
-    )
+    attention; the tiny Llama with biases everywhere, a head size that is not hidden / heads, and scaled
+    rotary."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaForSequenceClassification
 
     torch.manual_seed(0)
     if name == "gpt2-scaled":
         return GPT2ForSequenceClassification(GPT2Config(
             vocab_size=40, n_embd=32, n_layer=2, n_head=4, n_positions=32, pad_token_id=0, num_labels=2,
             scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True, attn_implementation="eager"))
-    return LlamaForSequenceClassification(LlamaConfig(
-        vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, attention_bias=True, mlp_bias=True, pad_token_id=0, num_labels=2,
+    return LlamaForSequenceClassification(tiny_llama_config(
+        vocab_size=40, head_dim=16, attention_bias=True, mlp_bias=True, pad_token_id=0, num_labels=2,
         rope_scaling={"rope_type": "linear", "factor": 2.0}, attn_implementation="eager"))
 
 
 @pytest.mark.parametrize("name", ["gpt2-scaled", "llama-biased"])
-def test_top_follows_config_variants(name):
-    model = config_variant(name).eval()
+def test_top_follows_config_variants(name, tiny_llama_config):
+    model = config_variant(name, tiny_llama_config).eval()
     perturb(model, matrices_std=0.3)  # weights large enough for attention to be peaked and logits of order 1
     ids = torch.tensor([[5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 14], [15, 16, 0, 0, 0, 0]])
     mask = (ids != 0).long()
@@ -157,7 +132,8 @@ def fixed_dropout(x, p=0.5, training=True, inplace=False):
 
 
 @pytest.mark.parametrize("family_name", ["bert", "gpt2", "llama"])
-def test_top_in_training_mode_applies_dropout_where_the_model_does(family_name, folders, monkeypatch):
+def test_top_in_training_mode_applies_dropout_where_the_model_does(family_name, folders, monkeypatch,
+                                                                   tiny_texts):
     """Training mode, every dropout of the top replaced by `fixed_dropout`: the top from the prefix still
     gives the whole model's logits, so each dropout sits where transformers puts it (where attention
     dropout zeroes weights, the value bias counts less, which the eval-mode test cannot see)."""
@@ -166,7 +142,7 @@ def test_top_in_training_mode_applies_dropout_where_the_model_does(family_name, 
     torch.manual_seed(0)
     torch.nn.init.normal_(head(model).weight, std=1.0)
     perturb(model)
-    _, batch = padded_batch(tokenizer)
+    _, batch = padded_batch(tokenizer, tiny_texts)
     mask = batch["attention_mask"]
     train_mode(model, family, "last_n", 1)  # the prefix in eval mode, the top block and head training
     with torch.no_grad():
@@ -179,9 +155,9 @@ def test_top_in_training_mode_applies_dropout_where_the_model_does(family_name, 
 
 
 @pytest.mark.parametrize("family_name", ["bert", "gpt2", "llama"])
-def test_last_n_runs_its_frozen_prefix_without_dropout(family_name, folders):
+def test_last_n_runs_its_frozen_prefix_without_dropout(family_name, folders, tiny_texts):
     model, tokenizer, family = load_classifier(str(folders[family_name]), LABELS)
-    _, batch = padded_batch(tokenizer)
+    _, batch = padded_batch(tokenizer, tiny_texts)
     apply_strategy(model, family, "last_n", 1)
     train_mode(model, family, "last_n", 1)
     prefix = frozen_prefix_modules(model, family, 1)
@@ -199,9 +175,9 @@ def test_last_n_runs_its_frozen_prefix_without_dropout(family_name, folders):
 
 
 @pytest.mark.parametrize("family_name", ["bert", "gpt2", "llama"])
-def test_cached_path_gives_gradients_to_exactly_the_top(family_name, folders):
+def test_cached_path_gives_gradients_to_exactly_the_top(family_name, folders, tiny_texts):
     model, tokenizer, family = load_classifier(str(folders[family_name]), LABELS)
-    ids, batch = padded_batch(tokenizer)
+    ids, batch = padded_batch(tokenizer, tiny_texts)
     apply_strategy(model, family, "last_n", 1)
     train_mode(model, family, "last_n", 1)
     cache = build(model, family, ids, tokenizer.pad_token_id, 1, 4, torch.device("cpu"))
@@ -239,7 +215,7 @@ def assert_same_run(a: Path, b: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def cached_and_uncached(tmp_path_factory, tiny_bert, tiny_gpt2):
+def cached_and_uncached(tmp_path_factory, tiny_bert, tiny_gpt2, cache_config):
     """`runs(family)`: a cached and an uncached run of the same last_n config (2 epochs), made once."""
     made: dict[str, dict[str, Path]] = {}
     folders = {"bert": tiny_bert, "gpt2": tiny_gpt2}
@@ -255,8 +231,14 @@ def cached_and_uncached(tmp_path_factory, tiny_bert, tiny_gpt2):
     return runs
 
 
-def cache_config(folder: Path, cache: str):
-    return tiny_config(folder, strategy="last_n", last_n=1, cache_frozen=cache, epochs=2)
+@pytest.fixture(scope="module")
+def cache_config(tiny_config):
+    """`cache_config(folder, cache)`: the tiny last_n run config, 2 epochs, with `train.cache_frozen`."""
+
+    def config(folder: Path, cache: str):
+        return tiny_config(folder, strategy="last_n", last_n=1, cache_frozen=cache, epochs=2)
+
+    return config
 
 
 @pytest.mark.parametrize("family_name", ["bert", "gpt2"])
@@ -272,7 +254,8 @@ def test_cached_run_ends_where_the_uncached_run_does(family_name, cached_and_unc
 
 
 def test_resumed_cached_run_rebuilds_the_cache_and_ends_as_an_uninterrupted_one(tiny_bert, tmp_path,
-                                                                                 cached_and_uncached):
+                                                                                 cached_and_uncached,
+                                                                                 cache_config):
     config = cache_config(tiny_bert, "auto")
 
     def interrupt_after_first_evaluation(entry):

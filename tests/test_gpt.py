@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_texts
 from safetensors.torch import load_file, save_file
 
 from tunetext.gpt import GPT2Classifier, read_checkpoint
@@ -100,7 +99,7 @@ def test_loads_hugging_face_gpt2_checkpoints(tiny_gpt2, tmp_path):
         GPT2Classifier.from_pretrained(legacy, num_labels=2)
 
 
-def test_last_n_recipe_trains_exactly_last_block_final_norm_and_head(tiny_gpt2):
+def test_last_n_recipe_trains_exactly_last_block_final_norm_and_head(tiny_gpt2, tiny_texts):
     model, tokenizer, family = load_classifier(str(tiny_gpt2), ["ham", "spam"], implementation="scratch")
     assert isinstance(model, GPT2Classifier) and family is FAMILIES["gpt2"]
     trainable = apply_strategy(model, family, "last_n", 1)
@@ -109,7 +108,7 @@ def test_last_n_recipe_trains_exactly_last_block_final_norm_and_head(tiny_gpt2):
     assert len(expected) == 12 + 2 + 1  # the block's 4 norms and 8 Conv1D tensors, ln_f's 2, score
     assert trainable == sum(p.numel() for n, p in model.named_parameters() if n in expected)
 
-    batch = tokenizer(tiny_texts()[:4], padding=True, return_tensors="pt")
+    batch = tokenizer(tiny_texts[:4], padding=True, return_tensors="pt")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     loss = torch.nn.functional.cross_entropy(model(**batch).logits, torch.tensor([0, 1, 0, 1]))
@@ -119,7 +118,7 @@ def test_last_n_recipe_trains_exactly_last_block_final_norm_and_head(tiny_gpt2):
     assert {n for n, p in model.named_parameters() if not torch.equal(p, before[n])} == expected
 
 
-def test_train_with_scratch_gpt2_then_load_with_transformers(tiny_gpt2, tmp_path):
+def test_train_with_scratch_gpt2_then_load_with_transformers(tiny_gpt2, tmp_path, tiny_config, tiny_texts):
     from transformers import GPT2ForSequenceClassification
 
     from tunetext import Classifier, train
@@ -140,7 +139,7 @@ def test_train_with_scratch_gpt2_then_load_with_transformers(tiny_gpt2, tmp_path
     assert isinstance(clf.model, GPT2ForSequenceClassification)
     scratch, tokenizer, _ = load_classifier(str(run.run_dir), implementation="scratch")
     assert isinstance(scratch, GPT2Classifier)
-    texts = tiny_texts()
+    texts = tiny_texts
     want = Classifier(scratch, tokenizer, clf.config, clf.metrics).predict_proba(texts)  # same calibration
     got = clf.predict_proba(texts)
     assert abs(got - want).max() < 1e-5

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_texts
 
 from tunetext.batches import collate, tokenize
 from tunetext.models import ModelError, apply_strategy, load_classifier, load_tokenizer
@@ -24,9 +23,8 @@ def expected_trainable(model, family_name: str, strategy: str, n: int) -> set[st
     return {name for name, p in model.named_parameters() if id(p) in ids}
 
 
-def one_step(model, tokenizer) -> None:
-    texts = tiny_texts()[:8]
-    batch = collate(tokenize(tokenizer, texts, 64), tokenizer.pad_token_id, [i % 2 for i in range(8)])
+def one_step(model, tokenizer, texts: list[str]) -> None:
+    batch = collate(tokenize(tokenizer, texts[:8], 64), tokenizer.pad_token_id, [i % 2 for i in range(8)])
     model.train()
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     torch.nn.functional.cross_entropy(logits, batch["labels"]).backward()
@@ -34,7 +32,8 @@ def one_step(model, tokenizer) -> None:
 
 @pytest.mark.parametrize(("strategy", "n"), [("full", 1), ("last_n", 1), ("last_n", 2)])
 @pytest.mark.parametrize("family_name", ["bert", "gpt2"])
-def test_exactly_the_intended_parameters_get_gradients(family_name, strategy, n, tiny_bert, tiny_gpt2):
+def test_exactly_the_intended_parameters_get_gradients(family_name, strategy, n, tiny_bert, tiny_gpt2,
+                                                       tiny_texts):
     path = {"bert": tiny_bert, "gpt2": tiny_gpt2}[family_name]
     model, tokenizer, family = load_classifier(str(path), LABELS)
     expected = expected_trainable(model, family_name, strategy, n)
@@ -48,7 +47,7 @@ def test_exactly_the_intended_parameters_get_gradients(family_name, strategy, n,
         assert any(name.startswith(("classifier.", "score.")) for name in expected)
 
     trainable = apply_strategy(model, family, strategy, n)
-    one_step(model, tokenizer)
+    one_step(model, tokenizer, tiny_texts)
 
     with_grad = {name for name, p in model.named_parameters()
                  if p.grad is not None and p.grad.abs().sum() > 0}
@@ -59,10 +58,10 @@ def test_exactly_the_intended_parameters_get_gradients(family_name, strategy, n,
     assert trainable == sum(p.numel() for name, p in model.named_parameters() if name in expected)
 
 
-def test_tiny_tokenizers_know_the_tiny_words(tiny_model):
+def test_tiny_tokenizers_know_the_tiny_words(tiny_model, tiny_texts):
     """Guards the fixtures: a tokenizer that maps words to unknown gives a model nothing to learn from."""
     tokenizer = load_tokenizer(str(tiny_model))
-    for ids in tokenize(tokenizer, tiny_texts(), 64):
+    for ids in tokenize(tokenizer, tiny_texts, 64):
         assert tokenizer.unk_token_id not in ids
         assert len(set(ids)) > 3
 

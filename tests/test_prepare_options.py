@@ -10,7 +10,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY_CSV
 
 from tunetext import Classifier, load_config
 from tunetext.config import ConfigError, DataConfig
@@ -187,9 +186,9 @@ def test_augment_text_operations(seed):
     assert augment_text("single", "delete", 0.5, random.Random(seed)) == "single"
 
 
-def test_augmentation_adds_copies_to_train_only_seeded_and_reports_them():
-    base = load_dataset(DataConfig(source=str(TINY_CSV)))
-    config = DataConfig(source=str(TINY_CSV), augment=2, augment_prob=0.2)
+def test_augmentation_adds_copies_to_train_only_seeded_and_reports_them(tiny_csv):
+    base = load_dataset(DataConfig(source=str(tiny_csv)))
+    config = DataConfig(source=str(tiny_csv), augment=2, augment_prob=0.2)
     dataset = load_dataset(config)
     assert dataset.val == base.val and dataset.test == base.test
     assert dataset.train.texts[:len(base.train)] == base.train.texts
@@ -213,10 +212,10 @@ def test_augmentation_adds_copies_to_train_only_seeded_and_reports_them():
         dataset.train.texts[-len(added):]
 
 
-def test_augmentation_uses_only_the_chosen_operations():
-    config = DataConfig(source=str(TINY_CSV), augment=1, augment_ops=["delete"], augment_prob=0.3)
+def test_augmentation_uses_only_the_chosen_operations(tiny_csv):
+    config = DataConfig(source=str(tiny_csv), augment=1, augment_ops=["delete"], augment_prob=0.3)
     dataset = load_dataset(config)
-    n = len(load_dataset(DataConfig(source=str(TINY_CSV))).train)
+    n = len(load_dataset(DataConfig(source=str(tiny_csv))).train)
     assert "(delete " in dataset.report[-1] and "swap" not in dataset.report[-1]
     originals = list(zip(dataset.train.texts[:n], dataset.train.labels[:n], strict=True))
     assert len(dataset.train) > n

@@ -9,7 +9,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CSV, tiny_config
 
 from tunetext import Classifier, evaluate, load_config, train
 from tunetext.config import ConfigError, DataConfig
@@ -107,7 +106,7 @@ def test_chat_template_puts_prompt_in_user_turns_and_shots_as_replies(gpt2_lm):
                        "<user>Message: hi Label:</><assistant>")
 
 
-def test_few_shot_picks_balanced_examples_from_train_only_fixed_by_seed(gpt2_lm):
+def test_few_shot_picks_balanced_examples_from_train_only_fixed_by_seed(gpt2_lm, tiny_csv):
     labels = [0] * 10 + [1] * 3
     assert Counter(labels[i] for i in pick_shots(labels, 6, seed=0)) == {0: 3, 1: 3}
     assert Counter(labels[i] for i in pick_shots(labels, 8, seed=0)) == {0: 5, 1: 3}  # 1 runs out
@@ -116,8 +115,8 @@ def test_few_shot_picks_balanced_examples_from_train_only_fixed_by_seed(gpt2_lm)
     with pytest.raises(ValueError, match="only 13 examples"):
         pick_shots(labels, 14, seed=0)
 
-    dataset = load_dataset(DataConfig(source=str(TINY_CSV)))
-    runs = [prompt_eval(gpt2_lm, str(TINY_CSV), TEMPLATE, LABELS, shots=4, seed=seed)["prompt"]
+    dataset = load_dataset(DataConfig(source=str(tiny_csv)))
+    runs = [prompt_eval(gpt2_lm, str(tiny_csv), TEMPLATE, LABELS, shots=4, seed=seed)["prompt"]
             for seed in (3, 3, 4)]
     shots = [[(s["text"], s["label"]) for s in r["shot_examples"]] for r in runs]
     train_pairs = {(t, dataset.label_names[y]) for t, y in zip(dataset.train.texts, dataset.train.labels,
@@ -127,16 +126,16 @@ def test_few_shot_picks_balanced_examples_from_train_only_fixed_by_seed(gpt2_lm)
     assert shots[0] == shots[1] and shots[0] != shots[2]
 
 
-def test_prompt_eval_returns_the_metrics_of_evaluate(gpt2_lm, trained_run):
-    metrics = prompt_eval(gpt2_lm, str(TINY_CSV), TEMPLATE, LABELS, shots=2)
+def test_prompt_eval_returns_the_metrics_of_evaluate(gpt2_lm, trained_run, tiny_csv):
+    metrics = prompt_eval(gpt2_lm, str(tiny_csv), TEMPLATE, LABELS, shots=2)
     reference = evaluate(trained_run)
     assert set(reference) <= set(metrics)
-    test = load_dataset(DataConfig(source=str(TINY_CSV))).test
+    test = load_dataset(DataConfig(source=str(tiny_csv))).test
     assert metrics["n"] == len(test) and metrics["split"] == "test"
     assert sum(map(sum, metrics["confusion_matrix"])) == len(test)
     assert metrics["prompt"]["verbalizers"] == LABELS and metrics["prompt"]["chat"] is False
     assert "macro-F1" in format_metrics(metrics)
-    small = prompt_eval(gpt2_lm, str(TINY_CSV), TEMPLATE, LABELS, max_examples=4)
+    small = prompt_eval(gpt2_lm, str(tiny_csv), TEMPLATE, LABELS, max_examples=4)
     assert small["n"] == 4
     assert all(sum(row) >= 1 for row in small["confusion_matrix"])  # stratified: every label kept
 
@@ -157,7 +156,7 @@ def test_prompt_eval_needs_a_decoder(tiny_bert):
         load_prompt_model(str(tiny_bert))
 
 
-def test_template_without_text_field_is_a_clear_error(gpt2_lm):
+def test_template_without_text_field_is_a_clear_error(gpt2_lm, tiny_csv):
     with pytest.raises(ConfigError) as err:
         load_config(overrides={"data.template": "Classify this review", "train.epochs": 0})
     message = str(err.value)
@@ -165,7 +164,7 @@ def test_template_without_text_field_is_a_clear_error(gpt2_lm):
     assert "train.epochs" in message  # reported together with the other problems
     assert load_config(overrides={"data.template": "Review: {text}"}).data.template == "Review: {text}"
     with pytest.raises(ValueError, match="must contain \\{text\\}"):
-        prompt_eval(gpt2_lm, str(TINY_CSV), "Classify this message", LABELS)
+        prompt_eval(gpt2_lm, str(tiny_csv), "Classify this message", LABELS)
 
 
 @pytest.fixture
@@ -184,7 +183,8 @@ def tokenizer_calls(monkeypatch):
     return calls
 
 
-def test_training_evaluation_and_prediction_all_see_the_template(tiny_bert, tmp_path, tokenizer_calls):
+def test_training_evaluation_and_prediction_all_see_the_template(tiny_bert, tmp_path, tokenizer_calls,
+                                                                 tiny_config):
     template = "review: {text} end"
     config = tiny_config(tiny_bert, epochs=1).model_copy(deep=True)
     config.data.template = template
@@ -205,7 +205,7 @@ def test_training_evaluation_and_prediction_all_see_the_template(tiny_bert, tmp_
     assert tokenizer_calls == [["review: see you at 8 end"]]
 
 
-def test_a_templated_run_predicts_as_the_template_applied_by_hand(tiny_bert, tmp_path):
+def test_a_templated_run_predicts_as_the_template_applied_by_hand(tiny_bert, tmp_path, tiny_config):
     config = tiny_config(tiny_bert, epochs=1).model_copy(deep=True)
     config.data.template = "is this spam? {text} answer"
     train(config, tmp_path / "run", progress=False)

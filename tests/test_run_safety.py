@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import interrupt_after, tiny_config
 
 from tunetext import Classifier, TrainingInterrupted, cli, runs, train
 from tunetext.models import ModelError
@@ -47,15 +46,22 @@ class Planted:
         return (_payload, (self.flag,))
 
 
-def interrupted_run(config, out: Path, monkeypatch, at_batch: int) -> None:
-    """Train until SIGINT arrives while batch `at_batch` is collated: a checkpoint is saved."""
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, at_batch)
-        with pytest.raises(TrainingInterrupted):
-            train(config, out, progress=False)
+@pytest.fixture
+def interrupted_run(interrupt_after):
+    """`interrupted_run(config, out, monkeypatch, at_batch)`: train until SIGINT arrives while batch
+    `at_batch` is collated: a checkpoint is saved."""
+
+    def run(config, out: Path, monkeypatch, at_batch: int) -> None:
+        with monkeypatch.context() as patch:
+            interrupt_after(patch, at_batch)
+            with pytest.raises(TrainingInterrupted):
+                train(config, out, progress=False)
+
+    return run
 
 
-def test_resume_refuses_a_planted_checkpoint_without_running_it(tmp_path, tiny_bert, monkeypatch):
+def test_resume_refuses_a_planted_checkpoint_without_running_it(tmp_path, tiny_bert, monkeypatch,
+                                                                tiny_config, interrupted_run):
     config = tiny_config(tiny_bert)
     out = tmp_path / "shared"
     interrupted_run(config, out, monkeypatch, at_batch=3)
@@ -74,7 +80,8 @@ def test_resume_refuses_a_planted_checkpoint_without_running_it(tmp_path, tiny_b
     assert "weights_only=False" not in str(info.value)  # torch's advice to load it unsafely is not passed on
 
 
-def test_a_checkpoint_holds_only_what_weights_only_loading_reads(tmp_path, tiny_bert, monkeypatch):
+def test_a_checkpoint_holds_only_what_weights_only_loading_reads(tmp_path, tiny_bert, monkeypatch,
+                                                                 tiny_config, interrupted_run):
     config = tiny_config(tiny_bert)
     out = tmp_path / "run"
     interrupted_run(config, out, monkeypatch, at_batch=7)
@@ -83,7 +90,8 @@ def test_a_checkpoint_holds_only_what_weights_only_loading_reads(tmp_path, tiny_
     assert isinstance(state["rng"]["numpy"]["key"], torch.Tensor)
 
 
-def test_a_damaged_or_foreign_checkpoint_is_a_clear_error(tmp_path, tiny_bert, monkeypatch):
+def test_a_damaged_or_foreign_checkpoint_is_a_clear_error(tmp_path, tiny_bert, monkeypatch, tiny_config,
+                                                          interrupted_run):
     config = tiny_config(tiny_bert)
     out = tmp_path / "run"
     interrupted_run(config, out, monkeypatch, at_batch=3)
@@ -117,7 +125,7 @@ def test_damaged_weights_name_the_folder(run_copy):
 # --- 2. --overwrite deletes only a run's own files -----------------------------------------------------
 
 
-def test_a_project_folder_with_a_config_named_like_a_run_is_never_deleted(tmp_path, tiny_bert):
+def test_a_project_folder_with_a_config_named_like_a_run_is_never_deleted(tmp_path, tiny_bert, tiny_config):
     project = tmp_path / "project"
     (project / "src").mkdir(parents=True)
     (project / "src" / "main.py").write_text("print('mine')")
@@ -132,7 +140,7 @@ def test_a_project_folder_with_a_config_named_like_a_run_is_never_deleted(tmp_pa
     assert (project / "notes.md").read_text() == "precious"
 
 
-def test_overwrite_refuses_a_run_holding_foreign_files(run_copy, tiny_bert):
+def test_overwrite_refuses_a_run_holding_foreign_files(run_copy, tiny_bert, tiny_config):
     (run_copy / "my-notes.txt").write_text("precious")
     (run_copy / "report").mkdir()
     (run_copy / "report" / "draft.docx").write_text("mine too")
@@ -142,7 +150,7 @@ def test_overwrite_refuses_a_run_holding_foreign_files(run_copy, tiny_bert):
     assert is_finished(run_copy) and (run_copy / "model.safetensors").is_file()
 
 
-def test_overwrite_replaces_a_run_and_its_report(run_copy, tiny_bert):
+def test_overwrite_replaces_a_run_and_its_report(run_copy, tiny_bert, tiny_config):
     (run_copy / "report").mkdir()
     (run_copy / "report" / "report.html").write_text("<html>")
     (run_copy / "report" / "curves.png").write_bytes(b"png")
@@ -154,13 +162,14 @@ def test_overwrite_replaces_a_run_and_its_report(run_copy, tiny_bert):
     assert "model.safetensors" in listed and "tokenizer.json" in listed and "run.json" not in listed
 
 
-def test_a_run_with_a_damaged_run_json_can_still_be_overwritten(run_copy, tiny_bert):
+def test_a_run_with_a_damaged_run_json_can_still_be_overwritten(run_copy, tiny_bert, tiny_config):
     (run_copy / "run.json").write_text('{"files": ["mod')
     train(tiny_config(tiny_bert, epochs=1), run_copy, overwrite=True, progress=False)
     assert is_finished(run_copy)
 
 
-def test_a_file_dropped_into_a_training_run_is_not_listed_as_the_runs(tmp_path, tiny_bert, monkeypatch):
+def test_a_file_dropped_into_a_training_run_is_not_listed_as_the_runs(tmp_path, tiny_bert, monkeypatch,
+                                                                      tiny_config):
     out = tmp_path / "run"
     real = train_module.evaluate_split
 
@@ -178,7 +187,8 @@ def test_a_file_dropped_into_a_training_run_is_not_listed_as_the_runs(tmp_path, 
 
 
 @pytest.mark.parametrize("where", ["cwd", "parent of cwd", "home"])
-def test_overwrite_never_empties_the_working_or_home_folder(run_copy, tiny_bert, monkeypatch, where):
+def test_overwrite_never_empties_the_working_or_home_folder(run_copy, tiny_bert, monkeypatch, where,
+                                                            tiny_config):
     if where == "cwd":
         monkeypatch.chdir(run_copy)
         output, why = Path("."), "the current working folder"
@@ -202,7 +212,7 @@ def test_the_root_folder_is_never_emptied():
 # --- 14. the output folder is checked first; file-system errors name the path --------------------------
 
 
-def test_an_unwritable_output_fails_before_data_or_model_load(tmp_path, tiny_bert, monkeypatch):
+def test_an_unwritable_output_fails_before_data_or_model_load(tmp_path, tiny_bert, monkeypatch, tiny_config):
     def no_loading(*args, **kwargs):
         raise AssertionError("data was loaded before the output folder was checked")
 
@@ -219,7 +229,7 @@ def test_an_unwritable_output_fails_before_data_or_model_load(tmp_path, tiny_ber
         train(tiny_config(tiny_bert), tmp_path / "new-run", progress=False)
 
 
-def test_cli_turns_file_system_errors_into_one_line(tmp_path, tiny_bert, monkeypatch, capsys):
+def test_cli_turns_file_system_errors_into_one_line(tmp_path, tiny_bert, monkeypatch, capsys, tiny_config):
     def disk_full(path, obj):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
@@ -232,7 +242,8 @@ def test_cli_turns_file_system_errors_into_one_line(tmp_path, tiny_bert, monkeyp
     assert "Traceback" not in err
 
 
-def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, tiny_bert, monkeypatch):
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, tiny_bert, monkeypatch,
+                                                                       tiny_config):
     real = torch.save
     calls = {"n": 0}
 
@@ -251,7 +262,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     assert torch.load(out / "checkpoint" / "state.pt", weights_only=True)["epoch"] == 1
 
 
-def test_a_full_disk_while_saving_the_weights_is_one_error(tmp_path, tiny_bert, monkeypatch):
+def test_a_full_disk_while_saving_the_weights_is_one_error(tmp_path, tiny_bert, monkeypatch, tiny_config):
     import transformers.modeling_utils
     from safetensors import SafetensorError
 
@@ -279,7 +290,7 @@ def read_log(run_dir: Path) -> list[tuple[str, int, int]]:
     return [(e["event"], e["step"], e["epoch"]) for e in entries if e["event"] != "cache"]
 
 
-def test_resume_after_a_kill_does_not_repeat_logged_steps(tmp_path, tiny_bert, monkeypatch):
+def test_resume_after_a_kill_does_not_repeat_logged_steps(tmp_path, tiny_bert, monkeypatch, tiny_config):
     config = tiny_config(tiny_bert, log_every=1, checkpoint_every_epoch=True)
     reference = train(config, tmp_path / "straight", progress=False)
 
@@ -306,7 +317,7 @@ def test_resume_after_a_kill_does_not_repeat_logged_steps(tmp_path, tiny_bert, m
 
 
 def test_sigterm_during_the_evaluation_before_training_saves_a_checkpoint(tmp_path, tiny_bert, monkeypatch,
-                                                                           capsys):
+                                                                           capsys, tiny_config):
     config = tiny_config(tiny_bert)
     real = train_module.evaluate_split
     calls = {"n": 0}
@@ -329,7 +340,8 @@ def test_sigterm_during_the_evaluation_before_training_saves_a_checkpoint(tmp_pa
     assert resumed.metrics["training"]["steps"] == 15
 
 
-def test_sigterm_while_the_data_loads_stops_at_once_and_writes_nothing(tmp_path, tiny_bert, monkeypatch):
+def test_sigterm_while_the_data_loads_stops_at_once_and_writes_nothing(tmp_path, tiny_bert, monkeypatch,
+                                                                       tiny_config):
     went_on = []
 
     def load_dataset(*args, **kwargs):  # loading may take minutes (a first fetch): it is not waited for
@@ -342,7 +354,8 @@ def test_sigterm_while_the_data_loads_stops_at_once_and_writes_nothing(tmp_path,
     assert not went_on and not (tmp_path / "run").exists()
 
 
-def test_sigterm_while_a_resume_loads_leaves_the_checkpoint(tmp_path, tiny_bert, monkeypatch):
+def test_sigterm_while_a_resume_loads_leaves_the_checkpoint(tmp_path, tiny_bert, monkeypatch, tiny_config,
+                                                            interrupted_run):
     config = tiny_config(tiny_bert)
     out = tmp_path / "run"
     interrupted_run(config, out, monkeypatch, at_batch=7)
@@ -367,7 +380,8 @@ def test_a_second_ctrl_c_ends_the_cli_without_a_traceback(monkeypatch, capsys):
     assert "interrupted" in err and "Traceback" not in err
 
 
-def test_a_crash_while_finishing_never_loses_both_checkpoint_and_run(tmp_path, tiny_bert, monkeypatch):
+def test_a_crash_while_finishing_never_loses_both_checkpoint_and_run(tmp_path, tiny_bert, monkeypatch,
+                                                                     tiny_config):
     config = tiny_config(tiny_bert, checkpoint_every_epoch=True)
     real = runs.shutil.rmtree
 
@@ -407,7 +421,7 @@ def test_a_metrics_file_that_is_not_json_is_named(run_copy, capsys):
 # --- 17. run files readable by others as the umask allows ----------------------------------------------
 
 
-def test_run_files_get_the_umasks_permissions(tmp_path, tiny_bert):
+def test_run_files_get_the_umasks_permissions(tmp_path, tiny_bert, tiny_config):
     previous = os.umask(0o027)
     try:
         run = train(tiny_config(tiny_bert, epochs=1), tmp_path / "run", progress=False)

@@ -8,7 +8,6 @@ import shutil
 
 import optuna
 import pytest
-from conftest import tiny_config
 
 from tunetext import runs
 from tunetext.cli import main
@@ -23,11 +22,17 @@ SPACE = {
 }
 
 
-def search_config(model, **search):
-    """The tiny run config with a search section: 2 epochs a trial; pruning only where a test forces it."""
-    overrides = {"search.space": SPACE, "search.pruner": "none", "search.startup_trials": 2}
-    overrides.update({f"search.{k}": v for k, v in search.items()})
-    return with_overrides(tiny_config(model, epochs=2), overrides)
+@pytest.fixture(scope="module")
+def search_config(tiny_config):
+    """`search_config(model, **search)`: the tiny run config with a search section: 2 epochs a trial;
+    pruning only where a test forces it."""
+
+    def config(model, **search):
+        overrides = {"search.space": SPACE, "search.pruner": "none", "search.startup_trials": 2}
+        overrides.update({f"search.{k}": v for k, v in search.items()})
+        return with_overrides(tiny_config(model, epochs=2), overrides)
+
+    return config
 
 
 def always_prune(monkeypatch):
@@ -93,7 +98,7 @@ def test_search_section_is_optional_and_left_out_of_training_configs():
     assert "search:" in again and "train.last_n" in again
 
 
-def test_conditional_parameter_is_sampled_only_when_its_condition_holds(tiny_bert):
+def test_conditional_parameter_is_sampled_only_when_its_condition_holds(tiny_bert, search_config):
     config = search_config(tiny_bert)
     full = _sample(optuna.trial.FixedTrial({"train.learning_rate": 1e-3, "train.batch_size": 4,
                                             "train.strategy": "full"}), config)
@@ -109,13 +114,13 @@ def test_storage_password_is_never_written():
 
 
 @pytest.fixture(scope="module")
-def finished_search(tmp_path_factory, tiny_bert):
+def finished_search(tmp_path_factory, tiny_bert, search_config):
     out = tmp_path_factory.mktemp("search") / "out"
     result = search(search_config(tiny_bert), out, trials=3)
     return out, result
 
 
-def test_search_writes_best_config_and_every_trial(finished_search, tiny_bert):
+def test_search_writes_best_config_and_every_trial(finished_search, tiny_bert, tiny_config):
     out, result = finished_search
     summary = json.loads((out / "search.json").read_text())
     trials = summary["trials"]
@@ -150,7 +155,7 @@ def test_search_writes_best_config_and_every_trial(finished_search, tiny_bert):
 
 
 def test_resume_continues_the_study_and_pruned_trials_are_recorded(finished_search, tiny_bert, tmp_path,
-                                                                   monkeypatch):
+                                                                   monkeypatch, search_config):
     out = tmp_path / "out"
     shutil.copytree(finished_search[0], out)
     config = search_config(tiny_bert)
@@ -172,7 +177,7 @@ def test_resume_continues_the_study_and_pruned_trials_are_recorded(finished_sear
         assert not runs.is_finished(run_dir) and not runs.has_checkpoint(run_dir)
 
 
-def test_the_default_trial_is_never_pruned(tiny_bert, tmp_path, monkeypatch):
+def test_the_default_trial_is_never_pruned(tiny_bert, tmp_path, monkeypatch, search_config):
     always_prune(monkeypatch)
     result = search(search_config(tiny_bert), tmp_path / "out", trials=1)
     (trial,) = result.trials
@@ -200,7 +205,7 @@ def test_median_pruner_spares_warmup_epochs_and_prunes_below_the_median():
     assert not optuna.create_study(pruner=_pruner(SearchConfig(pruner="none"))).ask().should_prune()
 
 
-def test_a_study_refuses_trials_of_another_config(finished_search, tiny_bert, tmp_path):
+def test_a_study_refuses_trials_of_another_config(finished_search, tiny_bert, tmp_path, search_config):
     out = tmp_path / "out"
     shutil.copytree(finished_search[0], out)
     other = with_overrides(search_config(tiny_bert), {"train.weight_decay": 0.5})
@@ -212,7 +217,8 @@ def test_a_study_refuses_trials_of_another_config(finished_search, tiny_bert, tm
     assert search(same, out, trials=3).complete == 3
 
 
-def test_cli_prints_the_trials_and_the_best_config(finished_search, tiny_bert, tmp_path, capsys):
+def test_cli_prints_the_trials_and_the_best_config(finished_search, tiny_bert, tmp_path, capsys,
+                                                   search_config):
     from tunetext.config import dump_config
 
     out = tmp_path / "out"
@@ -228,12 +234,13 @@ def test_cli_prints_the_trials_and_the_best_config(finished_search, tiny_bert, t
     assert f"tunetext train --config {out / 'best_config.yaml'}" in printed
 
 
-def test_empty_space_is_an_error(tiny_bert, tmp_path):
+def test_empty_space_is_an_error(tiny_bert, tmp_path, tiny_config):
     with pytest.raises(ConfigError, match="search.space: empty"):
         search(tiny_config(tiny_bert), tmp_path / "out")
 
 
-def test_a_resumed_session_draws_new_trials_not_the_first_sessions_again(tiny_bert, tmp_path, monkeypatch):
+def test_a_resumed_session_draws_new_trials_not_the_first_sessions_again(tiny_bert, tmp_path, monkeypatch,
+                                                                         search_config):
     """Training is faked here (a score from the learning rate): only the sampling is under test."""
     import importlib
 

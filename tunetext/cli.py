@@ -22,8 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, get_args
 
-from tunetext import __version__
 from tunetext.config import TrainConfig
+from tunetext.version import __version__
 
 EXAMPLES = {
     "spam": "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",

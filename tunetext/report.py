@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from tunetext import __version__, runs
+from tunetext import runs
 from tunetext.config import RunConfig
 from tunetext.evaluate import ECE_BINS, MetricAccumulator
 from tunetext.inference import iter_log_probs, softmax_with_temperature
+from tunetext.version import __version__
 
 log = logging.getLogger(__name__)
 

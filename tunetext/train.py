@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
-from tunetext import __version__, checkpoints, prefix_cache, runs
+from tunetext import checkpoints, prefix_cache, runs
 from tunetext.batches import collate, length_grouped_batches, shuffled_batches, tokenize
 from tunetext.checkpoints import StopFlag, TrainingInterrupted
 from tunetext.config import RunConfig, TrainConfig, load_config
@@ -46,6 +46,7 @@ from tunetext.strategies import (
     teacher_log_probs,
     train_features_head,
 )
+from tunetext.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunetext.config import DataConfig
-from tunetext.data.sources import DataError, RawSplit, read_source
+from tunetext.data.read import read_source
+from tunetext.data.sources import DataError, RawSplit
 
 SHOW_ROWS = 10  # row numbers listed per problem before "and N more"
 

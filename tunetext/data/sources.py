@@ -1,9 +1,10 @@
-"""Reading labelled text as it comes: built-in datasets, the user's files and Hugging Face datasets.
+"""Reading labelled text as it comes: the user's files and Hugging Face datasets.
 
-Readers return raw splits: texts and labels exactly as found, with the row number each came from, so
-preparation can report precisely what it dropped. Nothing is cleaned here; what cannot be read as text
-(a file that is not UTF-8, a JSONL text that is a list or a number, a directory) is an error naming the
-file and, where there is one, the line.
+The bottom of `tunetext.data`: the built-in datasets (`builtin`) parse into the same raw splits, and
+`read.read_source` picks the reader for a source name. Readers return raw splits: texts and labels
+exactly as found, with the row number each came from, so preparation can report precisely what it
+dropped. Nothing is cleaned here; what cannot be read as text (a file that is not UTF-8, a JSONL text
+that is a list or a number, a directory) is an error naming the file and, where there is one, the line.
 """
 
 from __future__ import annotations
@@ -39,19 +40,6 @@ class RawSplit:
 
     def __len__(self) -> int:
         return len(self.texts)
-
-
-# Built-in datasets live in `tunetext.data.builtin`, which imports this module; these names are
-# re-exported lazily for code that imports them from here.
-_FROM_BUILTIN = {"BUILTIN", "BuiltinDataset", "SMS_SPAM_ASSET", "parse_sms_spam"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_BUILTIN:
-        from tunetext.data import builtin
-
-        return getattr(builtin, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- the user's files ---------------------------------------------------------------------------------
@@ -223,10 +211,11 @@ def _json_text_error(path: Path, line_no: int, text_column: str, value: Any) -> 
 
 
 def read_hf_dataset(name_or_path: str, text_column: str, label_column: str) -> dict[str, RawSplit]:
-    """Read a hub dataset name (needs internet) or a folder written by `datasets.save_to_disk`."""
-    import datasets
+    """Read a hub dataset name (needs internet) or a folder written by `datasets.save_to_disk`.
 
-    from tunetext.data.builtin import BUILTIN
+    A name found nowhere raises `FileNotFoundError`, for the caller to say what else it could have been.
+    """
+    import datasets
 
     folder = Path(name_or_path)
     if folder.is_dir() and not is_saved_hf_dataset(folder):
@@ -236,9 +225,8 @@ def read_hf_dataset(name_or_path: str, text_column: str, label_column: str) -> d
             loaded = datasets.load_from_disk(name_or_path)
         else:
             loaded = datasets.load_dataset(name_or_path)
-    except FileNotFoundError as exc:
-        raise DataError(f"{name_or_path}: not a built-in dataset ({', '.join(BUILTIN)}), a file, or a "
-                        f"Hugging Face dataset that could be loaded ({exc})") from exc
+    except FileNotFoundError:
+        raise  # found nowhere: `read_source` knows what else the name could have been, and says so
     except Exception as exc:  # datasets raises many types for an unreachable hub or bad name
         raise DataError(f"{name_or_path}: could not load it as a Hugging Face dataset: {exc}") from exc
     if isinstance(loaded, datasets.Dataset):
@@ -261,19 +249,3 @@ def read_hf_dataset(name_or_path: str, text_column: str, label_column: str) -> d
         raise DataError(f"{name_or_path}: no 'train' split; found {', '.join(loaded)}")
     return splits
 
-
-def read_source(source: str, text_column: str = "text", label_column: str = "label",
-                validation: str | None = None, test: str | None = None) -> dict[str, RawSplit]:
-    """Read a data source into raw splits keyed by `train`, and `validation`/`test` where given."""
-    from tunetext.data.builtin import BUILTIN
-
-    if source in BUILTIN:
-        splits = BUILTIN[source].load()
-    elif Path(source).suffix.lower() in FILE_SUFFIXES and not Path(source).is_dir():
-        splits = {"train": read_file(Path(source), text_column, label_column)}
-    else:
-        splits = read_hf_dataset(source, text_column, label_column)
-    for name, path in (("validation", validation), ("test", test)):
-        if path is not None:
-            splits[name] = read_file(Path(path), text_column, label_column)
-    return splits

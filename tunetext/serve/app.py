@@ -34,13 +34,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from tunetext import __version__
 from tunetext.inference import use_bf16
 from tunetext.predict import CONTENT, Classifier, Encoded
 from tunetext.runs import read_run
 from tunetext.serve.batching import Batcher, BusyError, Engine, StoppedError, TextResult
 from tunetext.serve.guard import OPEN_PATHS, Guard, Metrics
 from tunetext.serve.protocol import ConnectionLimits
+from tunetext.version import __version__
 
 API_KEY_ENV = "TUNETEXT_API_KEY"
 EXAMPLE = "I loved the movie, it was fantastic!"
