@@ -401,7 +401,7 @@ def test_a_crash_while_finishing_never_loses_both_checkpoint_and_run(tmp_path, t
 
 
 def test_the_report_leaves_out_log_lines_that_are_not_json_objects(run_copy, caplog):
-    from tunetext.report import _read_log
+    from tunetext.report.page import _read_log
 
     log = run_copy / "train_log.jsonl"
     lines = log.read_text().splitlines()

@@ -1,34 +1,23 @@
-"""`tunetext report RUN_DIR`: one self-contained HTML page about a finished run, and its figures as PNGs.
-
-The page shows the headline numbers, learning curves, the test confusion matrix, per-class scores, a
-reliability diagram before and after temperature scaling, the most confident test mistakes with their
-texts, before vs after fine-tuning (and prompt baselines when the run has them), and the data. Images are
-inline (base64 data URIs) and the CSS is inline: the file can be mailed or attached as it is.
+"""The report's sections: each turns a run's metrics (and the re-scored test split) into HTML and figures.
 
 Figures use matplotlib's object API (`Figure`, rendered by Agg): no display, no pyplot global state.
 """
+
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-import json
-import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tunetext import runs
 from tunetext.config import RunConfig
 from tunetext.evaluate import ECE_BINS, MetricAccumulator
-from tunetext.inference import iter_log_probs, softmax_with_temperature
-from tunetext.version import __version__
-
-log = logging.getLogger(__name__)
+from tunetext.inference import softmax_with_temperature
 
 MAX_MISTAKES = 10  # rows in the table of most confident mistakes
 SECTIONS = (("learning-curves", "Learning curves"), ("confusion-matrix", "Confusion matrix"),
@@ -36,15 +25,6 @@ SECTIONS = (("learning-curves", "Learning curves"), ("confusion-matrix", "Confus
             ("mistakes", "Most confident mistakes"), ("before-after", "Before vs after fine-tuning"),
             ("data", "Data"))
 BLUE, ORANGE, GREY, RED, GREEN = "#2563eb", "#ea580c", "#9ca3af", "#dc2626", "#16a34a"
-# matplotlib types rc keys as a Literal of every known name; Any keeps this plain table checkable.
-STYLE: dict[Any, Any] = {
-    "font.size": 11, "axes.titlesize": 12, "axes.titleweight": "bold", "axes.labelsize": 11,
-    "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 10, "legend.frameon": False,
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-    "axes.axisbelow": True, "font.family": "DejaVu Sans",
-}
-
-
 @dataclass
 class SplitScores:
     """Per-example scores on the run's test split, reloaded and re-scored."""
@@ -56,93 +36,9 @@ class SplitScores:
     matches_run: bool  # the reloaded split has the fingerprint recorded in data.json
 
 
-def report(run_dir: str | Path, output: str | Path | None = None, batch_size: int = 128) -> Path:
-    """Write an HTML report of the finished run in `run_dir` and return its path.
-
-    `output` is the HTML file (default `RUN_DIR/report/report.html`); the figures are also written as
-    PNG files next to it. The test split is reloaded from the run's data config (same preparation and
-    seed, so the same split) and scored again for the mistakes and the reliability diagram; if the data
-    cannot be read, those parts say why and the rest of the report is still written.
-    """
-    import matplotlib
-
-    run_dir = Path(run_dir)
-    config, metrics, info = runs.read_run(run_dir)
-    out = Path(output) if output is not None else run_dir / "report" / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data_info = _read_json(run_dir / runs.DATA)
-    scores, problem = _score_test(run_dir, config, data_info, batch_size)
-    figures = _Figures(out.parent)
-    with matplotlib.rc_context(STYLE):
-        body = [
-            _header(run_dir, config, metrics, info),
-            _learning_curves(figures, _read_log(run_dir / runs.LOG), metrics, config),
-            _confusion(figures, metrics["test"]),
-            _per_class(figures, metrics["test"]),
-            _calibration(figures, metrics, scores, problem),
-            _mistakes(scores, metrics["test"]["label_names"], problem),
-            _before_after(figures, metrics),
-            _data(figures, config, data_info, scores),
-        ]
-    page = PAGE.format(title=_e(f"tunetext report: {run_dir.name}"), css=CSS, body="\n".join(body),
-                       footer=_e(f"tunetext {__version__} · tunetext report {run_dir}"))
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
-
-
-# --- inputs -----------------------------------------------------------------------------------------------
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return runs.read_json(path) if path.is_file() else {}
-
-
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    """The training log; a resumed run may log a step twice, and the later entry wins. A line that is not
-    JSON (a run killed while writing it) is left out, with a warning naming it."""
-    if not path.is_file():
-        return []
-    entries: dict[tuple[str, int], dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if line.strip():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                entry = None
-            if not isinstance(entry, dict):
-                log.warning("report: %s line %d is not a JSON object (cut short?); left out of the curves",
-                            path, number)
-                continue
-            entries[(entry.get("event", ""), entry.get("step", 0))] = entry
-    return sorted(entries.values(), key=lambda e: e.get("step", 0))
-
-
-def _score_test(run_dir: Path, config: RunConfig, data_info: dict[str, Any],
-                batch_size: int) -> tuple[SplitScores | None, str | None]:
-    """Reload the run's test split and score it; `(None, why)` if the data cannot be read."""
-    from tunetext.assets import FetchError
-    from tunetext.data import DataError, load_dataset
-    from tunetext.predict import Classifier
-
-    clf = Classifier.load(run_dir)
-    try:
-        dataset = load_dataset(config.data, label_names=clf.label_names)
-    except (DataError, FetchError, OSError) as exc:
-        log.warning("report: cannot reload the test data (%s); leaving out the mistakes and the "
-                    "uncalibrated reliability diagram", exc)
-        return None, f"The run's data could not be read again ({exc}), so this part is missing."
-    test = dataset.test
-    log_probs = np.concatenate([lp for _, lp in iter_log_probs(
-        clf.model, clf.tokenizer, test.texts, config.model.max_length, batch_size,
-        template=config.data.template)])
-    matches = data_info.get("test", {}).get("sha256") in (None, test.fingerprint())
-    return SplitScores(test.texts, np.asarray(test.labels), log_probs, clf.temperature, matches), None
-
-
 # --- figures ----------------------------------------------------------------------------------------------
 
-class _Figures:
+class Figures:
     """Writes each figure as `<name>.png` next to the HTML and returns an inline <img> for it."""
 
     def __init__(self, folder: Path):
@@ -160,7 +56,7 @@ class _Figures:
 
 
 def _figure(width: float, height: float, **kw):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # slow to import; see page.report
 
     return Figure(figsize=(width, height), layout="constrained", **kw)
 
@@ -197,7 +93,7 @@ def _signed(x: float) -> str:
     return f"{x:+.3f}"
 
 
-def _header(run_dir: Path, config: RunConfig, metrics: dict[str, Any], info: dict[str, Any]) -> str:
+def header(run_dir: Path, config: RunConfig, metrics: dict[str, Any], info: dict[str, Any]) -> str:
     test, before = metrics["test"], metrics.get("before_finetune", {}).get("test")
     training = metrics.get("training", {})
     tc = config.train
@@ -235,7 +131,7 @@ def _header(run_dir: Path, config: RunConfig, metrics: dict[str, Any], info: dic
             f'<nav>{nav}</nav></header>')
 
 
-def _learning_curves(fig_out: _Figures, entries: list[dict[str, Any]], metrics: dict[str, Any],
+def learning_curves(fig_out: Figures, entries: list[dict[str, Any]], metrics: dict[str, Any],
                      config: RunConfig) -> str:
     train = [e for e in entries if e.get("event") == "train"]
     evals = [e for e in entries if e.get("event") == "eval"]
@@ -271,7 +167,7 @@ def _learning_curves(fig_out: _Figures, entries: list[dict[str, Any]], metrics: 
     return _section("learning-curves", intro, fig_out(fig, "learning_curves", "learning curves"))
 
 
-def _confusion(fig_out: _Figures, test: dict[str, Any]) -> str:
+def confusion(fig_out: Figures, test: dict[str, Any]) -> str:
     names = test["label_names"]
     matrix = np.asarray(test["confusion_matrix"])
     k = len(names)
@@ -298,7 +194,7 @@ def _confusion(fig_out: _Figures, test: dict[str, Any]) -> str:
     return _section("confusion-matrix", intro, fig_out(fig, "confusion_matrix", "confusion matrix"))
 
 
-def _per_class(fig_out: _Figures, test: dict[str, Any]) -> str:
+def per_class(fig_out: Figures, test: dict[str, Any]) -> str:
     names = test["label_names"]
     per = test["per_class"]
     k = len(names)
@@ -347,7 +243,7 @@ def _reliability_panel(ax_bar, ax_hist, count, confidence, correct, title: str, 
                 xlabel="confidence (probability of the predicted label)", ylabel="share")
 
 
-def _calibration(fig_out: _Figures, metrics: dict[str, Any], scores: SplitScores | None,
+def calibration(fig_out: Figures, metrics: dict[str, Any], scores: SplitScores | None,
                  problem: str | None) -> str:
     test = metrics["test"]
     temperature = metrics.get("calibration", {}).get("temperature", test.get("temperature", 1.0))
@@ -401,7 +297,7 @@ def mistakes_table(texts: list[str], labels: np.ndarray, log_probs: np.ndarray, 
     return table, len(wrong)
 
 
-def _mistakes(scores: SplitScores | None, label_names: list[str], problem: str | None) -> str:
+def mistakes(scores: SplitScores | None, label_names: list[str], problem: str | None) -> str:
     if scores is None:
         return _section("mistakes", "", f'<p class="warn">{_e(problem)}</p>')
     table, n_wrong = mistakes_table(scores.texts, scores.labels, scores.log_probs, scores.temperature,
@@ -417,7 +313,7 @@ def _mistakes(scores: SplitScores | None, label_names: list[str], problem: str |
     return _section("mistakes", intro, table)
 
 
-def _before_after(fig_out: _Figures, metrics: dict[str, Any]) -> str:
+def before_after(fig_out: Figures, metrics: dict[str, Any]) -> str:
     rows: list[tuple[str, dict[str, Any]]] = []
     if "test" in metrics.get("before_finetune", {}):
         rows.append(("before fine-tuning (new head)", metrics["before_finetune"]["test"]))
@@ -456,7 +352,7 @@ def _before_after(fig_out: _Figures, metrics: dict[str, Any]) -> str:
                     table, note)
 
 
-def _data(fig_out: _Figures, config: RunConfig, data_info: dict[str, Any], scores: SplitScores | None) -> str:
+def data(fig_out: Figures, config: RunConfig, data_info: dict[str, Any], scores: SplitScores | None) -> str:
     splits = [s for s in ("train", "val", "test") if s in data_info]
     if not splits:
         return _section("data", "This run has no data.json.")
@@ -504,64 +400,3 @@ def _data(fig_out: _Figures, config: RunConfig, data_info: dict[str, Any], score
                       "are for the data as it is now.</p>")
     return _section("data", "", settings, table, fig_out(fig, "data", "label distribution per split"),
                     extra, prep)
-
-
-CSS = """
-:root { --ink: #111827; --muted: #6b7280; --line: #e5e7eb; --bg: #f8fafc; --blue: #2563eb; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
-       color: var(--ink); background: var(--bg); }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 48px; }
-header, section { background: white; border: 1px solid var(--line); border-radius: 12px; padding: 22px 26px;
-                  margin-bottom: 20px; }
-.kicker { text-transform: uppercase; letter-spacing: .08em; font-size: 12px; color: var(--blue);
-          font-weight: 600; }
-h1 { margin: 2px 0 12px; font-size: 28px; }
-h2 { margin: 0 0 8px; font-size: 20px; }
-h3 { margin: 18px 0 6px; font-size: 15px; }
-.intro, .note { color: var(--muted); margin: 0 0 12px; max-width: 860px; }
-.warn { background: #fef3c7; border: 1px solid #f59e0b; border-radius: 8px; padding: 8px 12px; }
-table { border-collapse: collapse; margin: 10px 0; font-variant-numeric: tabular-nums; }
-th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-thead th { font-size: 13px; color: var(--muted); font-weight: 600; white-space: nowrap; }
-tfoot td { font-weight: 600; }
-tr.final td { font-weight: 700; background: #eff6ff; }
-table.facts th { color: var(--muted); font-weight: 500; padding: 2px 16px 2px 0; border: 0; }
-table.facts td { padding: 2px 0; border: 0; word-break: break-all; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 12px;
-         margin: 16px 0; }
-.card { border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; background: var(--bg); }
-.card .label { font-size: 13px; color: var(--muted); }
-.card .value { font-size: 30px; font-weight: 700; }
-.card .note { font-size: 13px; color: var(--muted); }
-.up { color: #15803d; font-weight: 600; } .down { color: #b91c1c; font-weight: 600; }
-nav { display: flex; flex-wrap: wrap; gap: 8px; }
-nav a { font-size: 13px; color: var(--blue); text-decoration: none; border: 1px solid #bfdbfe;
-        border-radius: 999px; padding: 3px 10px; background: #eff6ff; }
-figure { margin: 8px 0; }
-figure img { max-width: 100%; height: auto; display: block; }
-table.mistakes td.text { max-width: 620px; word-wrap: break-word; }
-td.num { font-variant-numeric: tabular-nums; }
-td.hash { font-family: ui-monospace, monospace; color: var(--muted); font-size: 12px; }
-.pill { border-radius: 999px; padding: 1px 8px; font-size: 13px; white-space: nowrap; }
-.pill.pred { background: #fee2e2; color: #991b1b; } .pill.true { background: #dcfce7; color: #166534; }
-ul.prep { margin: 4px 0; padding-left: 20px; color: #374151; }
-footer { color: var(--muted); font-size: 12px; text-align: center; }
-"""
-
-PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{css}</style>
-</head>
-<body>
-<main>
-{body}
-<footer>{footer}</footer>
-</main>
-</body>
-</html>
-"""
