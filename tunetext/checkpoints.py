@@ -138,3 +138,19 @@ def truncate_log(path: Path, size: int) -> None:
     if path.is_file() and path.stat().st_size > size:
         with open(path, "r+b") as f:
             f.truncate(size)
+
+
+def restore(checkpoint_dir: Path, run_dir: Path, model: Any, optimizer: torch.optim.Optimizer,
+             scheduler: Any, main: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Load the interrupted run's checkpoint into the model, optimizer, schedule and random generators;
+    return the loop's state and the best weights so far."""
+    state = load(checkpoint_dir / "state.pt")
+    model.load_state_dict(state.pop("model"))
+    optimizer.load_state_dict(state.pop("optimizer"))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    best_weights = state.pop("best_weights")
+    set_rng_state(state.pop("rng"))
+    log_bytes = state.pop("log_bytes")
+    if main:
+        truncate_log(run_dir / runs.LOG, log_bytes)
+    return state, best_weights

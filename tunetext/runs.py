@@ -61,6 +61,13 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def append_log(run_dir: Path, main: bool, entry: dict[str, Any]) -> None:
+    """One line of the run's `train_log.jsonl`; only the main process (`main`) writes it."""
+    if main:
+        with open(run_dir / LOG, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
 def read_json(path: Path) -> Any:
     """A JSON file of a run, or a `RunError` naming it when it is not JSON (truncated or edited)."""
     try:

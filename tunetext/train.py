@@ -7,7 +7,6 @@ that same loop for several processes or GPUs (`accelerate launch -m tunetext.cli
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import resource
@@ -174,7 +173,8 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     # --- state, fresh or resumed ------------------------------------------------------------------------
     checkpoint_dir = run_dir / runs.CHECKPOINT
     if resume:
-        state, best_weights = _restore(checkpoint_dir, run_dir, model, optimizer, scheduler, main)
+        state, best_weights = checkpoints.restore(checkpoint_dir, run_dir, model, optimizer, scheduler, main)
+        log.info("resuming at epoch %d, step %d", state["epoch"] + 1, state["step"])
     else:
         best_weights = None
         state = {"step": 0, "epoch": 0, "batch": 0, "best_score": -1.0, "best_step": 0, "bad_evals": 0,
@@ -219,7 +219,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     forward, hidden_cache, cache_seconds = prefix_cache.choose_forward(model, inner, family, tc, accelerator,
                                                                        train_ids, pad_id, device)
     if hidden_cache is not None:
-        _append_log(run_dir, main, {"event": "cache", "step": state["step"], "seconds": cache_seconds,
+        runs.append_log(run_dir, main, {"event": "cache", "step": state["step"], "seconds": cache_seconds,
                                     "texts": len(train_ids)})
         state["train_seconds"] += cache_seconds  # a cost of training, like the uncached path's prefix passes
 
@@ -281,7 +281,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
                 entry = {"event": "train", "step": state["step"], "epoch": state["epoch"] + 1,
                          "loss": window_loss / window_samples, "lr": scheduler.get_last_lr()[0],
                          "samples_per_s": window_samples * accelerator.num_processes / elapsed}
-                _append_log(run_dir, main, entry)
+                runs.append_log(run_dir, main, entry)
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", samples_s=f"{entry['samples_per_s']:.0f}")
                 window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
             if tc.eval_every is not None and state["step"] % tc.eval_every == 0:
@@ -291,9 +291,10 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         epoch_seconds = time.perf_counter() - epoch_start
         state["train_seconds"] += epoch_seconds
         if state["batch"] > first_batch:  # not after a resume that found the epoch already done
-            _append_log(run_dir, main, {"event": "epoch", "step": state["step"], "epoch": state["epoch"] + 1,
-                                        "seconds": epoch_seconds, "batches": state["batch"] - first_batch,
-                                        "complete": state["batch"] >= len(batches)})
+            runs.append_log(run_dir, main, {
+                "event": "epoch", "step": state["step"], "epoch": state["epoch"] + 1,
+                "seconds": epoch_seconds, "batches": state["batch"] - first_batch,
+                "complete": state["batch"] >= len(batches)})
         if flag.requested:
             checkpoint_and_stop()
         if state["batch"] >= len(batches):  # the epoch is complete
@@ -408,30 +409,6 @@ def _teacher_targets(tc: TrainConfig, label_names: list[str], texts: list[str],
     return teacher, soft_targets, time.perf_counter() - start
 
 
-def _restore(checkpoint_dir: Path, run_dir: Path, model: Any, optimizer: torch.optim.Optimizer,
-             scheduler: Any, main: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
-    """Load the interrupted run's checkpoint into the model, optimizer, schedule and random generators;
-    return the loop's state and the best weights so far."""
-    state = checkpoints.load(checkpoint_dir / "state.pt")
-    model.load_state_dict(state.pop("model"))
-    optimizer.load_state_dict(state.pop("optimizer"))
-    scheduler.load_state_dict(state.pop("scheduler"))
-    best_weights = state.pop("best_weights")
-    checkpoints.set_rng_state(state.pop("rng"))
-    log_bytes = state.pop("log_bytes")
-    if main:
-        checkpoints.truncate_log(run_dir / runs.LOG, log_bytes)
-    log.info("resuming at epoch %d, step %d", state["epoch"] + 1, state["step"])
-    return state, best_weights
-
-
-def _append_log(run_dir: Path, main: bool, entry: dict[str, Any]) -> None:
-    """One line of the run's `train_log.jsonl`, written by the main process only."""
-    if main:
-        with open(run_dir / runs.LOG, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-
-
 def _validate(inner: Any, family: Family, metrics: dict[str, Any], state: dict[str, Any], tc: TrainConfig,
               run_dir: Path, main: bool, bar: tqdm,
               on_evaluate: Callable[[dict[str, Any]], None] | None) -> tuple[bool, bool]:
@@ -442,7 +419,7 @@ def _validate(inner: Any, family: Family, metrics: dict[str, Any], state: dict[s
     entry = {"step": state["step"], "epoch": state["epoch"] + 1, "val_accuracy": metrics["accuracy"],
              "val_macro_f1": metrics["macro_f1"], f"val_{tc.metric}": score}
     state["evals"].append(entry)
-    _append_log(run_dir, main, {"event": "eval", **entry})
+    runs.append_log(run_dir, main, {"event": "eval", **entry})
     if on_evaluate is not None:
         on_evaluate(entry)
     bar.write(f"step {state['step']} epoch {state['epoch'] + 1}: val accuracy {metrics['accuracy']:.4f}, "
