@@ -7,7 +7,8 @@ import torch
 from conftest import tiny_texts
 
 from tunetext.batches import collate, tokenize
-from tunetext.models import ModelError, apply_strategy, load_classifier, load_tokenizer
+from tunetext.models import ModelError, load_classifier, load_tokenizer
+from tunetext.strategies import apply_strategy
 
 LABELS = ["ham", "spam"]
 

@@ -37,7 +37,6 @@ from tunetext.models import (
     encode_prefix,
     forward_top,
     load_classifier,
-    setup_strategy,
     train_mode,
     truncate_blocks,
 )
@@ -45,6 +44,7 @@ from tunetext.strategies import (
     compare_with_teacher,
     distill_loss,
     load_teacher,
+    setup_strategy,
     teacher_log_probs,
     train_features_head,
 )
