@@ -186,8 +186,8 @@ class GPT2Classifier(nn.Module):
             raise ModelError(f"{path} does not hold GPT-2 weights this model can use: missing "
                              f"{sorted(missing) or 'nothing'}; unexpected {sorted(unexpected) or 'nothing'}")
         if missing:
-            log.info("%s has no classification head; starting a new one with %d labels", path,
-                     model.config.num_labels)
+            log.debug("%s has no classification head; starting a new one with %d labels", path,
+                      model.config.num_labels)
         return model
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -1,7 +1,8 @@
 """Loading models and tokenizers for classification: the catalogue, local folders and hub ids.
 
 Every loader answers a name tunetext cannot use with a `ModelError` that says why and what to do, and
-decides the family (`families.family_of`) from the model's config.
+decides the family (`families.family_of`) from the model's config. Loading from Python is as quiet as
+the CLI: transformers' load report is held back, and what matters in it becomes one tunetext log line.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import logging
 import pickle
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 
 from tunetext.assets import MultiPartAsset, PackagedAsset, cache_dir, cached, fetch, publish, staging
-from tunetext.models.families import FAMILIES, ModelError, family_of, truncate_blocks
+from tunetext.models.families import FAMILIES, ModelError, family_of, head_parameter_names, truncate_blocks
 from tunetext.models.gpt import GPT2Classifier
 
 log = logging.getLogger(__name__)
@@ -132,9 +136,10 @@ def _read_gguf(folder: Path, gguf_file: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=gguf_file, dtype=torch.float32,
-        quantization_config=GgufConfig(gguf_file=gguf_file, dequantize=True))
+    with _load_report_held_back():
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=gguf_file, dtype=torch.float32,
+            quantization_config=GgufConfig(gguf_file=gguf_file, dequantize=True))
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None:
         # Every weight is a plain dense tensor now; what is left of the GGUF is only the config entry that
@@ -146,6 +151,51 @@ def _read_gguf(folder: Path, gguf_file: str):
 # What transformers raises for a folder it cannot load: missing or unreadable files, a bad config, damaged
 # safetensors, a pickled `.bin` that `weights_only` loading refuses.
 LOAD_ERRORS = (OSError, ValueError, SafetensorError, pickle.UnpicklingError)
+
+
+@contextmanager
+def _load_report_held_back() -> Iterator[None]:
+    """Keep transformers' "LOAD REPORT" out of the output of the `from_pretrained` inside, as the CLI does.
+
+    transformers logs, at WARNING, a table of the weights a checkpoint lacks or has to spare, and a base
+    model loaded for classification always lacks the new head: from Python, every `train` printed it.
+    The record is held back (`_note_random_weights` says in one line what matters in it); if the load
+    fails, it is let through, because transformers' error then says "look at the above report".
+    """
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            held.append(record)
+            return False
+        return True
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addFilter(hold)
+    try:
+        yield
+    except BaseException:
+        logger.removeFilter(hold)
+        for record in held:
+            logger.handle(record)
+        raise
+    finally:
+        logger.removeFilter(hold)
+
+
+def _note_random_weights(path: str, missing: set[str], new_head: set[str]) -> None:
+    """Log the weights `path` had none for, which start random: those of `new_head`, a head made for new
+    labels, as expected (DEBUG); any other as a WARNING, since nothing trained them."""
+
+    def listed(names: set[str]) -> str:
+        first = sorted(names)[:5]
+        return ", ".join(first) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    if missing & new_head:
+        log.debug("%s: new classification head (%s), initialised at random", path, listed(missing & new_head))
+    if missing - new_head:
+        log.warning("%s has no weights for %s; they start at random, untrained", path,
+                    listed(missing - new_head))
 
 
 def _load_error(name: str, exc: Exception) -> ModelError:
@@ -216,10 +266,14 @@ def load_classifier(name_or_path: str, label_names: list[str] | None = None, att
         return _load_scratch_gpt2(path, config.model_type, kernel, tokenizer.pad_token_id, kwargs), \
             tokenizer, family
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, attn_implementation=kernel, pad_token_id=tokenizer.pad_token_id, **kwargs)
+        with _load_report_held_back():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, attn_implementation=kernel, pad_token_id=tokenizer.pad_token_id,
+                output_loading_info=True, **kwargs)
     except LOAD_ERRORS as exc:
         raise _load_error(path, exc) from exc
+    _note_random_weights(path, set(info["missing_keys"]),
+                         head_parameter_names(model, family) if label_names is not None else set())
     return model, tokenizer, family
 
 
@@ -241,9 +295,13 @@ def load_causal_lm(name_or_path: str, attention: str = "auto", device: torch.dev
     tokenizer = load_tokenizer(path)
     kernel = attention_kernel(attention, device or torch.device("cpu"))
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=kernel, dtype=torch.float32)
+        with _load_report_held_back():
+            loaded: Any = AutoModelForCausalLM.from_pretrained(path, attn_implementation=kernel,
+                                                               dtype=torch.float32, output_loading_info=True)
+        model, info = loaded  # (model, loading info); the stubs know only the model
     except LOAD_ERRORS as exc:
         raise _load_error(path, exc) from exc
+    _note_random_weights(path, set(info["missing_keys"]), set())
     return model.eval(), tokenizer
 
 
