@@ -18,8 +18,9 @@ import torch
 from tunetext import load_config
 from tunetext.batches import collate, length_grouped_batches, tokenize
 from tunetext.data import load_dataset
-from tunetext.models import apply_strategy, blocks, forward_top, load_classifier, train_mode
+from tunetext.models import blocks, forward_top, load_classifier, train_mode
 from tunetext.prefix_cache import build, collate_hidden
+from tunetext.strategies import apply_strategy
 
 
 def main() -> None:

@@ -289,7 +289,7 @@ def test_staging_folder_is_removed_when_building_fails(served):
 
 
 def test_converted_gguf_folder_is_checked_and_converted_again_when_damaged(tmp_path, monkeypatch, capsys):
-    import tunetext.models as models
+    import tunetext.models.loading as models
 
     monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))
     conversions: list[str] = []

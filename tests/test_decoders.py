@@ -43,7 +43,7 @@ def test_llama_pads_right_with_its_pad_token_and_pools_the_last_real_token(tiny_
 def gguf_entry(monkeypatch, tmp_path, tiny_llama):
     """A catalogue entry whose asset holds a GGUF file; reading the GGUF is replaced by a tiny Llama, and
     `calls` counts the reads."""
-    import tunetext.models as models
+    import tunetext.models.loading as models
 
     monkeypatch.setenv("TUNETEXT_CACHE", str(tmp_path / "cache"))  # this test's own, empty cache
     source = tiny_llama()

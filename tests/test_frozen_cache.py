@@ -15,16 +15,15 @@ from tunetext import train
 from tunetext.batches import collate, tokenize
 from tunetext.models import (
     PrefixCacheUnsupported,
-    apply_strategy,
     blocks,
     encode_prefix,
     forward_top,
     frozen_prefix_modules,
     load_classifier,
     train_mode,
-    trainable_parameter_names,
 )
 from tunetext.prefix_cache import build, collate_hidden, decide
+from tunetext.strategies import apply_strategy, trainable_parameter_names
 from tunetext.train import TrainingInterrupted
 
 LABELS = ["ham", "spam"]

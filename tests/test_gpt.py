@@ -1,4 +1,4 @@
-"""tunetext.gpt, the from-scratch GPT-2, against transformers' GPT-2 as the reference implementation."""
+"""tunetext.models.gpt, the from-scratch GPT-2, against transformers' GPT-2 as reference implementation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tunetext.gpt import GPT2Classifier, read_checkpoint
-from tunetext.models import FAMILIES, ModelError, apply_strategy, load_classifier
+from tunetext.models import FAMILIES, ModelError, load_classifier
+from tunetext.models.gpt import GPT2Classifier, read_checkpoint
+from tunetext.strategies import apply_strategy
 
 PAD = 0
 

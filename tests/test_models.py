@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+import sys
+
 import pytest
 import torch
 
 from tunetext.batches import collate, tokenize
-from tunetext.models import ModelError, apply_strategy, load_classifier, load_tokenizer
+from tunetext.models import ModelError, load_classifier, load_tokenizer
+from tunetext.strategies import apply_strategy
 
 LABELS = ["ham", "spam"]
 
@@ -110,6 +115,64 @@ def test_padded_batch_gives_the_logits_of_each_text_alone(tiny_model):
             wrong = model(input_ids=batch["input_ids"][:1]).logits  # no attention mask
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(wrong, alone[:1], atol=1e-4)
+
+
+@pytest.fixture
+def transformers_output(capfd):
+    """transformers' log at its default verbosity, WARNING, written where `capfd` reads: an earlier test
+    (the CLI's) may have silenced it, and its handler writes to the `sys.stderr` of when transformers was
+    first imported, which may be an earlier test's capture."""
+    import transformers
+
+    before = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_warning()
+    handlers = [h for h in logging.getLogger("transformers").handlers if type(h) is logging.StreamHandler]
+    streams = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.setStream(sys.stderr)
+    yield capfd
+    for handler, stream in zip(handlers, streams, strict=True):
+        handler.setStream(stream)
+    transformers.logging.set_verbosity(before)
+
+
+def test_loading_from_python_prints_no_load_report(tiny_model, transformers_output, caplog):
+    """transformers reports a new head's weights as MISSING in a "LOAD REPORT" table; the CLI silences the
+    library, and the Python API is as quiet. A fresh head for the given labels is expected: DEBUG only."""
+    transformers_output.readouterr()
+    with caplog.at_level(logging.DEBUG, logger="tunetext"):
+        model, _, _ = load_classifier(str(tiny_model), LABELS)
+    out, err = transformers_output.readouterr()
+    assert "LOAD REPORT" not in out + err + caplog.text and "MISSING" not in out + err
+    head = "classifier.weight" if model.config.model_type == "bert" else "score.weight"
+    notes = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tunetext.models.loading"]
+    assert len(notes) == 1 and notes[0][0] == logging.DEBUG and head in notes[0][1]
+
+
+def test_weights_missing_outside_the_head_are_a_warning(tiny_bert, tmp_path, caplog):
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tiny_bert, tmp_path / "damaged")
+    weights = tmp_path / "damaged" / "model.safetensors"
+    state = load_file(weights)
+    lost = next(k for k in state if "layer.1.output.dense.weight" in k)
+    save_file({k: v for k, v in state.items() if k != lost}, weights, metadata={"format": "pt"})
+    with caplog.at_level(logging.DEBUG, logger="tunetext"):
+        load_classifier(str(tmp_path / "damaged"), LABELS)
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "tunetext.models.loading" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "encoder.layer.1.output.dense.weight" in warnings[0]
+    assert "classifier" not in warnings[0]  # the new head is expected; it is named only at DEBUG
+
+
+def test_a_load_that_fails_keeps_the_report_its_error_points_to(tiny_bert, tmp_path, transformers_output):
+    model, tokenizer, _ = load_classifier(str(tiny_bert), LABELS)
+    model.save_pretrained(tmp_path / "run")
+    tokenizer.save_pretrained(tmp_path / "run")
+    transformers_output.readouterr()
+    with pytest.raises(RuntimeError, match="look at the above report"):  # a 2-label head for 3 labels
+        load_classifier(str(tmp_path / "run"), ["a", "b", "c"])
+    assert "LOAD REPORT" in transformers_output.readouterr().err
 
 
 def test_unknown_catalogue_name_is_a_clear_error():

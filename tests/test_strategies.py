@@ -17,10 +17,9 @@ from tunetext.inference import predict_probabilities
 from tunetext.models import (
     ModelError,
     load_classifier,
-    setup_strategy,
     truncate_blocks,
 )
-from tunetext.strategies import distill_loss, encode_features, load_teacher
+from tunetext.strategies import distill_loss, encode_features, load_teacher, setup_strategy
 
 LABELS = ["ham", "spam"]
 

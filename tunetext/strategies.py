@@ -1,4 +1,10 @@
-"""The parts of the `features` and `distill` strategies that are not the training loop.
+"""Setting up each training strategy on a loaded model, and the parts of `features` and `distill` that are
+not the training loop.
+
+Set-up (`setup_strategy`): `full` and `distill` train every weight; `last_n` freezes all but the last
+blocks, the final norm and the head; `features` all but the head's final linear layer; `lora` and
+`prompt_tuning` wrap the model in a peft adapter. Which modules those are comes from the family table
+(`tunetext.models.families`).
 
 `features`: the frozen model encodes every training text once, to the input of the head's final linear
 layer (`Family.head_linear`), and that layer alone is fitted on the cached features as a logistic regression.
@@ -20,8 +26,94 @@ import torch
 import torch.nn.functional as F
 
 from tunetext.batches import collate, sorted_batches, tokenize
+from tunetext.evaluate import compute_metrics
 from tunetext.inference import predict_log_probs
-from tunetext.models import Family, ModelError, head_linear
+from tunetext.models import (
+    Family,
+    ModelError,
+    blocks,
+    final_norm,
+    head_linear,
+    head_modules,
+    head_parameter_names,
+    pooled_positions,
+)
+from tunetext.predict import Classifier
+
+# --- set-up: freezing, or a peft adapter ------------------------------------------------------------------
+
+PEFT_STRATEGIES = ("lora", "prompt_tuning")
+
+
+def trainable_parameter_names(model: Any, family: Family, strategy: str, last_n: int) -> set[str]:
+    """The parameters a strategy trains: all of them (`full`), or the last `last_n` blocks, the
+    final norm and the head (`last_n`)."""
+    all_names = {n for n, _ in model.named_parameters()}
+    if strategy in ("full", "distill"):  # a distillation student trains every weight
+        return all_names
+    if strategy == "features":
+        ids = {id(p) for p in head_linear(model, family).parameters()}
+        return {n for n, p in model.named_parameters() if id(p) in ids}
+    if strategy in PEFT_STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} wraps the model in an adapter: use setup_strategy")
+    if strategy != "last_n":
+        raise ValueError(f"unknown strategy {strategy!r}")
+    layer_list = blocks(model, family)
+    if last_n > len(layer_list):
+        raise ModelError(f"train.last_n={last_n} but the model has only {len(layer_list)} blocks")
+    ids = {id(p) for block in list(layer_list)[-last_n:] for p in block.parameters()}
+    norm = final_norm(model, family)
+    if norm is not None:
+        ids |= {id(p) for p in norm.parameters()}
+    names = {n for n, p in model.named_parameters() if id(p) in ids}
+    return names | head_parameter_names(model, family)
+
+
+def apply_strategy(model: Any, family: Family, strategy: str, last_n: int) -> int:
+    """Freeze what the strategy leaves alone; return the number of trainable parameters."""
+    keep = trainable_parameter_names(model, family, strategy, last_n)
+    trainable = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in keep)
+        trainable += param.numel() if name in keep else 0
+    return trainable
+
+
+def wrap_peft(model: Any, family: Family, train: Any) -> Any:
+    """`model` in a peft wrapper for `train.strategy` (`lora` or `prompt_tuning`): only the adapter and
+    the classification head train, and the head is saved with the adapter (`modules_to_save`)."""
+    # Here, not at the top: peft is slow to import and only the PEFT strategies need it.
+    from peft import LoraConfig, PromptTuningConfig, TaskType, get_peft_model
+
+    heads = head_modules(model, family)
+    if train.strategy == "lora":
+        if not family.lora_targets:
+            raise ModelError(f"no LoRA target modules are declared for {model.config.model_type!r} models")
+        config: Any = LoraConfig(task_type=TaskType.SEQ_CLS, r=train.lora_r, lora_alpha=train.lora_alpha,
+                                 lora_dropout=train.lora_dropout, target_modules=list(family.lora_targets),
+                                 modules_to_save=heads)
+    elif train.strategy == "prompt_tuning":
+        if family.kind == "decoder":
+            raise ModelError(
+                f"strategy prompt_tuning works with encoders only: a {model.config.model_type!r} decoder "
+                "classifies from its last non-pad token, which transformers cannot find once peft prepends "
+                "the virtual tokens as embeddings. Use train.strategy=lora")
+        config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=train.prompt_tokens,
+                                    modules_to_save=heads)
+    else:
+        raise ValueError(f"strategy {train.strategy!r} is not a PEFT strategy ({', '.join(PEFT_STRATEGIES)})")
+    return get_peft_model(model, config)
+
+
+def setup_strategy(model: Any, family: Family, train: Any) -> tuple[Any, int]:
+    """Apply `train.strategy` to a freshly loaded model: wrap it in a PEFT adapter (`lora`,
+    `prompt_tuning`), or freeze what the strategy leaves alone. Returns the model to train and its
+    number of trainable parameters."""
+    if train.strategy in PEFT_STRATEGIES:
+        model = wrap_peft(model, family, train)
+        return model, sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return model, apply_strategy(model, family, train.strategy, train.last_n)
+
 
 # --- features ---------------------------------------------------------------------------------------------
 
@@ -49,8 +141,7 @@ def encode_features(model: Any, family: Family, ids: list[list[int]], pad_id: in
             features = seen[0]
             if features.dim() == 3:  # decoders score every position and pool the last non-pad one
                 assert family.kind == "decoder", features.shape
-                positions = torch.arange(input_ids.shape[1], device=device)
-                last = (positions * (input_ids != pad_id)).argmax(-1)  # as transformers' decoders find it
+                last = pooled_positions(input_ids, pad_id)
                 features = features[torch.arange(len(idx), device=device), last]
             out[idx] = features.float().cpu()
     finally:
@@ -99,8 +190,6 @@ def train_features_head(model: Any, family: Family, train_ids: list[list[int]], 
     `train_config.features_l2` (strongest first, each fit warm-started from the last), and leave in
     `model` the fit with the best validation `train_config.metric`. Returns timings, the penalty chosen,
     every penalty's validation score, the chosen fit's loss and the L-BFGS iterations run in all."""
-    from tunetext.evaluate import compute_metrics
-
     start = time.perf_counter()
     x_train = encode_features(model, family, train_ids, pad_id, train_config.eval_batch_size)
     x_val = encode_features(model, family, val_ids, pad_id, train_config.eval_batch_size)
@@ -147,8 +236,6 @@ def distill_loss(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, 
 
 def load_teacher(run_dir: str | Path, label_names: list[str], device: torch.device | str = "cpu"):
     """The finished run at `run_dir` as a `Classifier`; its label names must be the student's, in order."""
-    from tunetext.predict import Classifier
-
     teacher = Classifier.load(run_dir, device=device)
     if teacher.label_names != label_names:
         raise ModelError(f"the teacher {run_dir} predicts labels {teacher.label_names} but the data has "

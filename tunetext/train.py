@@ -34,7 +34,6 @@ from tunetext.inference import use_bf16
 from tunetext.models import (
     Family,
     load_classifier,
-    setup_strategy,
     train_mode,
     truncate_blocks,
 )
@@ -42,6 +41,7 @@ from tunetext.strategies import (
     compare_with_teacher,
     distill_loss,
     load_teacher,
+    setup_strategy,
     teacher_log_probs,
     train_features_head,
 )

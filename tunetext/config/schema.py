@@ -112,9 +112,9 @@ class ModelConfig(_Section):
         "auto", description="Attention kernel. `auto` picks eager on CPU, where PyTorch's fused attention "
         "backward is slower for short texts, and sdpa on GPU.")
     implementation: Literal["transformers", "scratch"] = Field(
-        "transformers", description="`scratch` builds tunetext.gpt's readable from-scratch GPT-2 (same "
-        "outputs and saved format as transformers'); only for GPT-2 checkpoints, any other model type is "
-        "an error naming it.")
+        "transformers", description="`scratch` builds tunetext.models.gpt's readable from-scratch GPT-2 "
+        "(same outputs and saved format as transformers'); only for GPT-2 checkpoints, any other model type "
+        "is an error naming it.")
 
 
 class TrainConfig(_Section):

@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunetext.errors import UsageError
+from tunetext.models.families import ModelError, pooled_positions
+
 log = logging.getLogger(__name__)
 
 
@@ -110,7 +113,7 @@ class GPT2(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T = input_ids.shape
         if self.wpe.num_embeddings < T:
-            raise ValueError(f"{T} tokens, but this GPT-2 has positions for {self.wpe.num_embeddings}; "
+            raise UsageError(f"{T} tokens, but this GPT-2 has positions for {self.wpe.num_embeddings}; "
                              f"lower model.max_length")
         positions = torch.arange(T, device=input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(positions))
@@ -147,7 +150,8 @@ class GPT2Classifier(nn.Module):
                        "add_cross_attention": config.add_cross_attention}
         if any(unsupported.values()):
             found = ", ".join(f"{k}={getattr(config, k)!r}" for k, bad in unsupported.items() if bad)
-            raise ValueError(f"tunetext.gpt implements GPT-2 as OpenAI released it; this config sets {found}")
+            raise ModelError(f"tunetext.models.gpt implements GPT-2 as OpenAI released it; this config sets "
+                             f"{found}")
         self.config = config
         self.transformer = GPT2(config, sdpa=attention == "sdpa")
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
@@ -161,10 +165,7 @@ class GPT2Classifier(nn.Module):
                 attention_mask: torch.Tensor | None = None) -> ClassifierOutput:
         hidden = self.transformer(input_ids, attention_mask)
         # The rightmost token that is not padding, as transformers picks it; without a pad token, the last.
-        last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
-        if self.config.pad_token_id is not None:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-            last = (positions * (input_ids != self.config.pad_token_id)).argmax(-1)
+        last = pooled_positions(input_ids, self.config.pad_token_id)
         pooled = hidden[torch.arange(input_ids.shape[0], device=input_ids.device), last]
         return ClassifierOutput(logits=self.score(pooled))
 
@@ -182,11 +183,11 @@ class GPT2Classifier(nn.Module):
         state = read_checkpoint(Path(path))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or set(missing) - {"score.weight"}:
-            raise ValueError(f"{path} does not hold GPT-2 weights this model can use: missing "
+            raise ModelError(f"{path} does not hold GPT-2 weights this model can use: missing "
                              f"{sorted(missing) or 'nothing'}; unexpected {sorted(unexpected) or 'nothing'}")
         if missing:
-            log.info("%s has no classification head; starting a new one with %d labels", path,
-                     model.config.num_labels)
+            log.debug("%s has no classification head; starting a new one with %d labels", path,
+                      model.config.num_labels)
         return model
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -218,7 +219,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     elif (path / "pytorch_model.bin").is_file():
         state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
-        raise ValueError(f"{path} has no model.safetensors or pytorch_model.bin")
+        raise ModelError(f"{path} has no model.safetensors or pytorch_model.bin")
     out = {}
     for key, value in state.items():
         if key.endswith((".attn.bias", ".attn.masked_bias")) or key.startswith("lm_head."):
