@@ -246,14 +246,14 @@ def test_a_resumed_session_draws_new_trials_not_the_first_sessions_again(tiny_be
 
     from tunetext.train import Run
 
-    train_module = importlib.import_module("tunetext.train")  # `tunetext.train` is also the function
+    search_module = importlib.import_module("tunetext.search")
 
     def fake_train(config, output_dir, overwrite=False, progress=True, on_evaluate=None):
         score = 1 - abs(config.train.learning_rate - 1e-3)
         on_evaluate({"step": 1, "epoch": 1, "val_macro_f1": score})
         return Run(output_dir, config, {"training": {"best_val_macro_f1": score}}, ["ham", "spam"])
 
-    monkeypatch.setattr(train_module, "train", fake_train)
+    monkeypatch.setattr(search_module, "train", fake_train)
     config = search_config(tiny_bert, startup_trials=10)  # every trial a random draw of the seeded sampler
     search(config, tmp_path / "out", trials=3)
     result = search(config, tmp_path / "out", trials=5)

@@ -25,7 +25,11 @@ from tqdm.auto import tqdm
 from tunetext import runs
 from tunetext.batches import collate, format_inputs, sorted_batches
 from tunetext.config import DataConfig, check_template
-from tunetext.evaluate import MetricAccumulator
+from tunetext.data import load_dataset
+from tunetext.data.prepare import subsample
+from tunetext.evaluate import MetricAccumulator, evaluate_split
+from tunetext.models import load_causal_lm
+from tunetext.predict import Classifier
 
 Scoring = Literal["sum", "mean"]
 
@@ -51,8 +55,6 @@ class PromptModel:
 def load_prompt_model(name: str, attention: str = "sdpa") -> PromptModel:
     """Load a decoder (catalogue name, local folder or hub id) for prompt classification. Scoring runs no
     backward pass, so the fused attention kernel is the fast one here, on CPU too."""
-    from tunetext.models import load_causal_lm
-
     model, tokenizer = load_causal_lm(name, attention=attention)
     return PromptModel(name, model, tokenizer)
 
@@ -264,9 +266,6 @@ def score_texts(pm: PromptModel, texts: list[str], template: str, verbalizers: l
 
 def _load_examples(data: str | DataConfig, split: str, max_examples: int | None, seed: int):
     """The prepared dataset and the examples to score: a split, or its stratified seeded subsample."""
-    from tunetext.data import load_dataset
-    from tunetext.data.prepare import subsample
-
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test; got {split!r}")
     dataset = load_dataset(data if isinstance(data, DataConfig) else DataConfig(source=data))
@@ -352,9 +351,6 @@ def prompt_story(run_dir: str | Path, model: str | PromptModel, template: str,
 
 def _score_run_on(run_dir: str | Path, data: DataConfig, max_examples: int, seed: int) -> dict[str, Any]:
     """A fine-tuned run's metrics on the test subsample `prompt_eval` scores with the same arguments."""
-    from tunetext.evaluate import evaluate_split
-    from tunetext.predict import Classifier
-
     _, examples = _load_examples(data, "test", max_examples, seed)
     clf = Classifier.load(run_dir)
     return evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels, clf.label_names,

@@ -36,6 +36,7 @@ from tunetext.config import (
     search_space_problems,
     with_overrides,
 )
+from tunetext.train import train
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +240,6 @@ def search(config: RunConfig, output_dir: str | Path, trials: int | None = None,
             if not default and not last_epoch and trial.should_prune():
                 raise optuna.TrialPruned(f"val {metric} {entry[f'val_{metric}']:.4f} at epoch "
                                          f"{entry['epoch']} is below the median of earlier trials")
-
-        from tunetext.train import train
 
         try:
             run = train(trial_config, run_dir, overwrite=True, progress=False, on_evaluate=report)

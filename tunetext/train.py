@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from tunetext import checkpoints, prefix_cache, runs
 from tunetext.batches import collate, length_grouped_batches, shuffled_batches, tokenize
 from tunetext.checkpoints import StopFlag, TrainingInterrupted
+from tunetext.compare import aggregate_seeds
 from tunetext.config import RunConfig, TrainConfig, load_config
 from tunetext.data import Dataset, Split, load_dataset
 from tunetext.evaluate import calibrated_scores, evaluate_split
@@ -435,8 +436,6 @@ def train_seeds(config: RunConfig, output_dir: str | Path, seeds: int | list[int
                 progress: bool = True) -> tuple[list[Run], dict[str, Any]]:
     """Train once per seed into `output_dir/seed-S` (the data split stays that of `data.seed`), and write
     `output_dir/seeds.json` with the mean and standard deviation of every headline metric."""
-    from tunetext.compare import aggregate_seeds
-
     seed_list = list(range(config.train.seed, config.train.seed + seeds)) if isinstance(seeds, int) else seeds
     if not seed_list:
         raise ValueError("seeds must name at least one seed")
