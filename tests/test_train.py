@@ -267,3 +267,22 @@ def test_runs_in_one_process_may_differ_in_precision():
     assert fresh_accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"
     assert fresh_accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
     assert fresh_accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"
+
+
+def test_the_python_api_draws_no_transformers_progress_bars(tiny_bert, tmp_path, tiny_config, capfd):
+    """transformers draws bars while it loads and writes weights; the CLI turns them off for the process,
+    and the API hides them around its own loads and saves only, leaving the user's setting as it was."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.enable_progress_bar()  # as in a fresh Python session (the CLI tests turn it off)
+    try:
+        train(tiny_config(tiny_bert), tmp_path / "run", progress=False)
+        Classifier.load(tmp_path / "run").predict(["hello"])
+        assert transformers_logging.is_progress_bar_enabled()
+    finally:
+        if not was_enabled:
+            transformers_logging.disable_progress_bar()
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err
+    assert "Writing model shards" not in err

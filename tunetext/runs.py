@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 
 from tunetext.config import RunConfig, dump_config, load_config
 from tunetext.errors import TunetextError
+from tunetext.quiet import library_bars_hidden
 
 MARKER = "run.json"
 CONFIG = "tunetext.yaml"
@@ -209,7 +210,8 @@ def write_run(run_dir: Path, model: Any, tokenizer: Any, config: RunConfig, metr
     """A trained model's run files: weights, tokenizer, metrics, the data summary (`data`), the README, and
     last `run.json`, which marks the run finished (`finish`)."""
     try:
-        model.save_pretrained(run_dir)
+        with library_bars_hidden():
+            model.save_pretrained(run_dir)
     except SafetensorError as exc:  # safetensors reports a full disk or a write error as its own type
         raise RunError(f"could not write the model's weights into {run_dir} ({exc}); "
                        f"{after_a_failed_write(run_dir)}") from exc

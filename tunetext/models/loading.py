@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from tunetext.assets import MultiPartAsset, PackagedAsset, cache_dir, cached, fetch, publish, staging
 from tunetext.models.families import FAMILIES, ModelError, family_of, head_parameter_names, truncate_blocks
 from tunetext.models.gpt import GPT2Classifier
+from tunetext.quiet import library_bars_hidden
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ LOAD_ERRORS = (OSError, ValueError, SafetensorError, pickle.UnpicklingError)
 
 @contextmanager
 def _load_report_held_back() -> Iterator[None]:
-    """Keep transformers' "LOAD REPORT" out of the output of the `from_pretrained` inside, as the CLI does.
+    """Keep transformers' "LOAD REPORT" and its progress bar out of the output of the `from_pretrained`
+    inside, as the CLI does.
 
     transformers logs, at WARNING, a table of the weights a checkpoint lacks or has to spare, and a base
     model loaded for classification always lacks the new head: from Python, every `train` printed it.
@@ -173,7 +175,8 @@ def _load_report_held_back() -> Iterator[None]:
     logger = logging.getLogger("transformers.modeling_utils")
     logger.addFilter(hold)
     try:
-        yield
+        with library_bars_hidden():
+            yield
     except BaseException:
         logger.removeFilter(hold)
         for record in held:
