@@ -265,7 +265,7 @@ def score_texts(pm: PromptModel, texts: list[str], template: str, verbalizers: l
 def _load_examples(data: str | DataConfig, split: str, max_examples: int | None, seed: int):
     """The prepared dataset and the examples to score: a split, or its stratified seeded subsample."""
     from tunetext.data import load_dataset
-    from tunetext.data.prepare import subsample
+    from tunetext.data.splits import subsample
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test; got {split!r}")
