@@ -1,5 +1,6 @@
-"""Data: reading files (`sources`), built-in datasets (`builtin`), which of them a source name means
-(`read`), cleaning a text (`clean`) and preparing splits (`prepare`, `splits`, `resample`)."""
+"""Data: reading files (`sources`), built-in datasets (`builtin`, `text_gcn`, their `cards`), which of
+them a source name means (`read`), cleaning a text (`clean`) and preparing splits (`prepare`, `splits`,
+`resample`)."""
 
 from tunetext.data.builtin import BUILTIN
 from tunetext.data.clean import clean_text, normalize_text
