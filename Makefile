@@ -29,7 +29,7 @@ bench: setup
 	$(BIN)/python benchmarks/train_speed.py
 
 docs: setup
-	$(BIN)/python -c "from tunetext.data.builtin import cards_markdown; print(cards_markdown(), end='')" > docs/datasets.md
+	$(BIN)/python -c "from tunetext.data.builtin import BUILTIN; from tunetext.data.cards import cards_markdown; print(cards_markdown(BUILTIN.values()), end='')" > docs/datasets.md
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -11,20 +11,13 @@ import pytest
 from tunetext.assets import sha256_file
 from tunetext.cli import build_parser
 from tunetext.config import DataConfig
-from tunetext.data import builtin
-from tunetext.data.builtin import (
-    BUILTIN,
-    BuiltinDataset,
-    cards_markdown,
-    count_labels,
-    parse_airline_sentiment,
-    parse_orange_tab,
-    parse_rotten_tomatoes,
-    parse_text_gcn,
-)
+from tunetext.data import builtin, text_gcn
+from tunetext.data.builtin import BUILTIN, parse_airline_sentiment, parse_rotten_tomatoes
+from tunetext.data.cards import BuiltinDataset, cards_markdown, count_labels
 from tunetext.data.prepare import prepare
 from tunetext.data.read import read_source
 from tunetext.data.sources import DataError
+from tunetext.data.text_gcn import parse_orange_tab, parse_text_gcn
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
 NEW = ["rotten_tomatoes", "airline_sentiment", "20newsgroups", "r8", "r52"]
@@ -181,8 +174,9 @@ def test_loaders_fetch_their_asset_and_parse_it(tmp_path, monkeypatch):
         for split, text in zip(("train", "test"), r8_like(), strict=True):
             (folder / f"{stem}-{split}.tab").write_text(text)
     served = {builtin.ROTTEN_TOMATOES_ASSET: rt, builtin.AIRLINE_SENTIMENT_ASSET: airline,
-              builtin.TEXT_GCN_ASSET: folder}
+              text_gcn.TEXT_GCN_ASSET: folder}
     monkeypatch.setattr(builtin, "fetch", lambda asset: served[asset])
+    monkeypatch.setattr(text_gcn, "fetch", lambda asset: served[asset])
     assert len(read_source("rotten_tomatoes")["train"]) == 3
     assert len(read_source("airline_sentiment")["train"]) == 5
     for name, stem in (("20newsgroups", "20newsgroups"), ("r8", "reuters-r8"), ("r52", "reuters-r52")):
@@ -214,7 +208,7 @@ def test_data_show_prints_the_card_before_the_counts(monkeypatch, capsys):
 
 
 def test_docs_page_is_generated_from_the_cards():
-    assert DOCS.read_text(encoding="utf-8") == cards_markdown(), (
+    assert DOCS.read_text(encoding="utf-8") == cards_markdown(BUILTIN.values()), (
         "docs/datasets.md is out of date; run: make docs")
 
 
@@ -241,7 +235,7 @@ def test_real_dataset_matches_its_card(name):
 
 @pytest.mark.slow
 def test_real_text_gcn_files_are_the_pinned_ones():
-    folder = builtin.fetch(builtin.TEXT_GCN_ASSET)
+    folder = text_gcn.fetch(text_gcn.TEXT_GCN_ASSET)
     assert {n: sha256_file(folder / n) for n in TEXT_GCN_FILES} == TEXT_GCN_FILES
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tunetext.config import ConfigError, DataConfig, load_config
 from tunetext.data import DataError, RawSplit, load_dataset, prepare, read_source
-from tunetext.data.prepare import label_key
+from tunetext.data.clean import label_key
 
 
 def write(path: Path, rows: list[tuple[object, object]]) -> Path:

@@ -14,7 +14,7 @@ import yaml
 from tunetext import Classifier, load_config
 from tunetext.config import ConfigError, DataConfig
 from tunetext.data import RawSplit, clean_text, load_dataset, prepare
-from tunetext.data.prepare import augment_text
+from tunetext.data.resample import augment_text
 from tunetext.runs import CONFIG
 
 ALL_CLEANING = DataConfig(lowercase=True, strip_urls=True, strip_markup=True)

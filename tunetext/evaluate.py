@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tunetext.data.prepare import Split, load_all, load_dataset
+from tunetext.data.prepare import load_all, load_dataset
+from tunetext.data.splits import Split
 from tunetext.errors import UsageError
 from tunetext.inference import iter_log_probs, softmax_with_temperature
 from tunetext.predict import Classifier

@@ -12,7 +12,7 @@ import torch
 
 from tunetext.batches import tokenize_marking_cuts
 from tunetext.config import RunConfig
-from tunetext.data.prepare import clean_text
+from tunetext.data.clean import clean_text
 from tunetext.errors import UsageError
 from tunetext.inference import predict_probabilities
 from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier

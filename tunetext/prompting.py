@@ -26,7 +26,7 @@ from tunetext import runs
 from tunetext.batches import collate, format_inputs, sorted_batches
 from tunetext.config import DataConfig, check_template
 from tunetext.data import load_dataset
-from tunetext.data.prepare import subsample
+from tunetext.data.splits import subsample
 from tunetext.evaluate import MetricAccumulator, evaluate_split
 from tunetext.models import load_causal_lm
 from tunetext.predict import Classifier

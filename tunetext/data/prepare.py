@@ -1,150 +1,25 @@
 """From raw splits to clean, de-duplicated, stratified train/val/test splits.
 
-Every step that drops or changes data says so in the report: counts and row numbers.
+Every step that drops or changes data says so in the report: counts and row numbers. How one text is
+cleaned and one label named is `clean`; the split types and stratified drawing are `splits`; the
+training-split options (balance, augment) are `resample`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
-import math
-import random
 import re
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tunetext.config import DataConfig
+from tunetext.data.clean import cleaning_steps, label_key, normalize_text, similar_key
 from tunetext.data.read import read_source
+from tunetext.data.resample import augment, undersample
 from tunetext.data.sources import DataError, RawSplit
+from tunetext.data.splits import Dataset, Split, stratified_split, subsample
 
 SHOW_ROWS = 10  # row numbers listed per problem before "and N more"
-
-
-@dataclass
-class Split:
-    texts: list[str]
-    labels: list[int]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for text, label in sorted(zip(self.texts, self.labels, strict=True)):
-            digest.update(f"{label}\t{text}\n".encode())
-        return digest.hexdigest()
-
-
-@dataclass
-class Dataset:
-    """Prepared splits with label names; labels are indices into `label_names`."""
-
-    train: Split
-    val: Split
-    test: Split
-    label_names: list[str]
-    report: list[str] = field(default_factory=list)
-
-    def splits(self) -> dict[str, Split]:
-        return {"train": self.train, "val": self.val, "test": self.test}
-
-    def summary(self) -> dict[str, Any]:
-        """Sizes, label counts and a sha256 fingerprint of each split."""
-        out: dict[str, Any] = {"label_names": self.label_names}
-        for name, split in self.splits().items():
-            counts = Counter(split.labels)
-            out[name] = {
-                "size": len(split),
-                "label_counts": {n: counts.get(i, 0) for i, n in enumerate(self.label_names)},
-                "sha256": split.fingerprint(),
-            }
-        return out
-
-
-def normalize_text(text: str) -> str:
-    """Collapse every run of whitespace to one space and strip the ends."""
-    return " ".join(text.split())
-
-
-# --- optional cleaning (DataConfig.strip_markup, strip_urls, lowercase) -------------------------------------
-
-_BLOCK = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-# A tag starts with a letter (or /letter, !DOCTYPE): "a < b", "x <3 y" and "<= 5" are left alone.
-_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<![A-Za-z][^<>]*>")
-_ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
-# A URL does not end in the punctuation of the sentence around it ("see www.x.org.").
-_URL = re.compile(r"\b(?:(?:https?|ftp)://|www\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]}]", re.IGNORECASE)
-
-
-def _strip_markup(text: str) -> tuple[str, int]:
-    """Tags, comments and script/style blocks become a space; entities are decoded. Returns the text and
-    how many of them were removed or decoded."""
-    n = 0
-    for pattern in (_BLOCK, _COMMENT, _TAG):
-        text, k = pattern.subn(" ", text)
-        n += k
-    entities = len(_ENTITY.findall(text))
-    return (html.unescape(text) if entities else text), n + entities
-
-
-def _strip_urls(text: str) -> tuple[str, int]:
-    return _URL.subn(" ", text)
-
-
-def _lowercase(text: str) -> tuple[str, int]:
-    lower = text.lower()
-    return lower, int(lower != text)
-
-
-# In this order: markup first, so a URL inside a tag's attributes goes with the tag.
-_CLEANING: tuple[tuple[str, Callable[[str], tuple[str, int]], str], ...] = (
-    ("strip_markup", _strip_markup, "HTML tags/entities"),
-    ("strip_urls", _strip_urls, "URLs"),
-    ("lowercase", _lowercase, ""),
-)
-
-
-def _cleaning_steps(config: DataConfig | None) -> list[tuple[str, Callable[[str], tuple[str, int]], str]]:
-    if config is None:
-        return []
-    return [step for step in _CLEANING if getattr(config, step[0])]
-
-
-def clean_text(text: str, config: DataConfig | None = None) -> str:
-    """The one definition of how a text is cleaned, for training data and for prediction alike: the
-    optional steps `config` turns on (strip markup, strip URLs, lowercase), then whitespace
-    normalisation. With no config (or every option off) only whitespace is normalised."""
-    for _, step, _ in _cleaning_steps(config):
-        text = step(text)[0]
-    return normalize_text(text)
-
-
-# An integral number as written in a text file: "1", "-2", "1.0"; not "01" or "+1", which may be codes.
-_INTEGRAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.0+)?")
-
-
-def label_key(value: Any) -> str | None:
-    """A raw label's canonical name, or None for a missing one. Strings are stripped; integral numbers are
-    written as integers, whether they came as numbers or as text (1, 1.0, "1", " 1 " and "1.0" are all
-    "1"); booleans are "true" and "false", as JSON writes them. Anything else keeps its spelling."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    text = str(value).strip()
-    if _INTEGRAL.fullmatch(text):
-        return str(int(text.split(".")[0]))
-    return text or None
-
-
-def similar_key(label: str) -> str:
-    """What labels that differ only in letter case or spaces have in common."""
-    return "".join(label.casefold().split())
 
 
 def _rows(rows: list[int], unit: str, show: int = SHOW_ROWS) -> str:
@@ -197,7 +72,7 @@ def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None) -
     empty: list[int] = []
     emptied: list[int] = []  # non-empty before the optional cleaning, empty after it
     unlabeled: list[int] = []
-    steps = _cleaning_steps(config)
+    steps = cleaning_steps(config)
     changed = Counter[str]()  # texts each step changed
     removed = Counter[str]()  # items (URLs, tags) each step removed
     for text, label, row in zip(raw.texts, raw.labels, raw.rows, strict=True):
@@ -281,45 +156,6 @@ def label_order(values: set[str]) -> list[str]:
     return sorted(values)
 
 
-def stratified_split(labels: list[int], fractions: list[float], seed: int) -> list[list[int]]:
-    """Split indices into len(fractions)+1 parts; each part gets `fraction` of every class, the last
-    part the rest. Deterministic for a given seed."""
-    rng = random.Random(seed)
-    by_label: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
-    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
-    for label in sorted(by_label):
-        idx = by_label[label]
-        rng.shuffle(idx)
-        start = 0
-        for part, frac in zip(parts, fractions, strict=False):
-            n = round(len(idx) * frac)
-            part.extend(idx[start:start + n])
-            start += n
-        parts[-1].extend(idx[start:])
-    for part in parts:
-        part.sort()
-    return parts
-
-
-def subsample(split: Split, n: int, seed: int) -> Split:
-    """A stratified subsample of about `n` examples; every class keeps at least one."""
-    if n >= len(split):
-        return split
-    rng = random.Random(seed)
-    by_label: dict[int, list[int]] = {}
-    for i, label in enumerate(split.labels):
-        by_label.setdefault(label, []).append(i)
-    keep: list[int] = []
-    for label in sorted(by_label):
-        idx = by_label[label]
-        rng.shuffle(idx)
-        keep.extend(idx[:max(1, round(len(idx) * n / len(split)))])
-    keep.sort()
-    return Split([split.texts[i] for i in keep], [split.labels[i] for i in keep])
-
-
 def _clean_all(raw: dict[str, RawSplit], report: list[str],
                config: DataConfig) -> dict[str, tuple[list[str], list[str]]]:
     cleaned = {}
@@ -372,83 +208,6 @@ def _check_similar_labels(raw: dict[str, RawSplit], parts: dict[str, _Cleaned], 
         "set data.similar_labels=keep (in the config file, or as a KEY=VALUE argument of tunetext train or "
         "tunetext data show)."
     )
-
-
-# --- training-split options (DataConfig.balance, augment) ------------------------------------------------
-
-
-def _counts(split: Split, label_names: list[str]) -> str:
-    counts = Counter(split.labels)
-    return ", ".join(f"{name} {counts.get(i, 0)}" for i, name in enumerate(label_names))
-
-
-def undersample(split: Split, label_names: list[str], seed: int, report: list[str]) -> Split:
-    """Drop examples of the larger classes (seeded) until every class has as many as the smallest; the
-    kept examples stay in their original order."""
-    rng = random.Random(f"{seed}:undersample")
-    by_label: dict[int, list[int]] = {}
-    for i, label in enumerate(split.labels):
-        by_label.setdefault(label, []).append(i)
-    size = min(len(idx) for idx in by_label.values())
-    keep = sorted(i for label in sorted(by_label) for i in rng.sample(by_label[label], size))
-    out = Split([split.texts[i] for i in keep], [split.labels[i] for i in keep])
-    report.append(f"balanced train by undersampling to {size} per class: {len(split)} -> {len(out)} "
-                  f"examples (was {_counts(split, label_names)})")
-    return out
-
-
-def augment_text(text: str, op: str, prob: float, rng: random.Random) -> str:
-    """One augmented version of `text` (EDA, Wei and Zou 2019, without synonyms): `swap` two words,
-    `delete` words (each with probability `prob`, at least one word is kept), or `insert` a copy of one
-    of the text's words at a random position; `swap` and `insert` act on `prob` of the words, at least
-    one."""
-    words = text.split()
-    n = max(1, round(prob * len(words)))
-    if op == "swap":
-        for _ in range(n if len(words) > 1 else 0):
-            i, j = rng.sample(range(len(words)), 2)
-            words[i], words[j] = words[j], words[i]
-    elif op == "delete":
-        kept = [w for w in words if rng.random() >= prob]
-        words = kept or [rng.choice(words)]
-    elif op == "insert":
-        for _ in range(n):
-            words.insert(rng.randrange(len(words) + 1), rng.choice(words))
-    else:
-        raise ValueError(f"unknown augmentation {op!r}; use swap, delete or insert")
-    return " ".join(words)
-
-
-def augment(split: Split, config: DataConfig, seed: int, report: list[str],
-            held_out: set[str] | frozenset[str] = frozenset()) -> Split:
-    """Append `config.augment` augmented copies of every training text, each made by one operation drawn
-    from `config.augment_ops`. A copy equal to a text already in train, or to a validation/test text in
-    `held_out` (which would leak it), is skipped and counted."""
-    rng = random.Random(f"{seed}:augment")
-    seen = set(split.texts)
-    texts, labels = list(split.texts), list(split.labels)
-    made = Counter[str]()
-    duplicate = leaked = 0
-    for text, label in zip(split.texts, split.labels, strict=True):
-        for _ in range(config.augment):
-            op = rng.choice(config.augment_ops)
-            new = augment_text(text, op, config.augment_prob, rng)
-            if new in held_out:
-                leaked += 1
-            elif new in seen:
-                duplicate += 1
-            else:
-                seen.add(new)
-                texts.append(new)
-                labels.append(label)
-                made[op] += 1
-    ops = ", ".join(f"{op} {made[op]}" for op in config.augment_ops)
-    skipped = f"; skipped {duplicate} that repeated a training text" if duplicate else ""
-    if leaked:
-        skipped += f" and {leaked} equal to a validation/test text"
-    report.append(f"augmented train: added {sum(made.values())} copies ({ops}) of {len(split)} texts"
-                  f"{skipped}; train now {len(texts)} examples")
-    return Split(texts, labels)
 
 
 def _encode(texts: list[str], labels: list[str], label_names: list[str], origin: str,
