@@ -344,3 +344,16 @@ def test_ctrl_c_while_data_loads_exits_130_without_a_traceback():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr and done.stderr.strip() == "interrupted"
+
+
+def test_serve_settings_from_python_are_checked_like_the_flags(trained_run):
+    from tunetext.config import ConfigError
+    from tunetext.errors import UsageError
+    from tunetext.serve import serve
+
+    with pytest.raises(ConfigError, match="max_textz: unknown serve setting; the settings are max_batch"):
+        serve(trained_run, max_textz=3)
+    with pytest.raises(ConfigError, match="pass_size: got 0"):
+        serve(trained_run, pass_size=0)
+    with pytest.raises(UsageError, match=r"the API key comes from \$TUNETEXT_API_KEY"):
+        serve(trained_run, api_key="k")
