@@ -212,8 +212,8 @@ def test_train_takes_options_among_the_overrides():
     assert args.overrides == ["epochs=1", "train.seed=3"] and args.output == "out" and args.quiet
 
 
-def test_data_show_takes_options_after_the_overrides(capsys):
-    code, stdout, _ = run_cli(capsys, "data", "show", TINY_CSV, "data.lowercase=true", "--examples", 1)
+def test_data_show_takes_options_after_the_overrides(capsys, tiny_csv):
+    code, stdout, _ = run_cli(capsys, "data", "show", tiny_csv, "data.lowercase=true", "--examples", 1)
     assert code == 0
     assert stdout.count("  [ham] ") == 1 and stdout.count("  [spam] ") == 1
 
@@ -264,8 +264,8 @@ def test_a_config_file_that_is_not_text_exits_2(tmp_path, capsys):
     (["--shots", "100"], "asked for 100 shots but the training split has only 36 examples"),
     (["--labels", "ham=ham"], "no verbalizer for label(s) 'spam'"),
 ])
-def test_bad_prompt_eval_input_exits_2_before_loading_a_model(argv, message, capsys):
-    options = {"--data": str(TINY_CSV), "--template": "Message: {text}"}
+def test_bad_prompt_eval_input_exits_2_before_loading_a_model(argv, message, capsys, tiny_csv):
+    options = {"--data": str(tiny_csv), "--template": "Message: {text}"}
     for flag, value in zip(argv[::2], argv[1::2], strict=True):
         options[flag] = value
     given = [item for flag, value in options.items() if value is not None for item in (flag, value)]
@@ -323,7 +323,7 @@ def test_ctrl_c_while_the_libraries_load_exits_130(monkeypatch, capsys):
     assert code == 130 and stderr.strip() == "interrupted"
 
 
-def test_ctrl_c_while_data_loads_exits_130_without_a_traceback():
+def test_ctrl_c_while_data_loads_exits_130_without_a_traceback(tiny_csv):
     """A real SIGINT, delivered once `data show` is loading its data, in a process of its own."""
     import subprocess
     import sys
@@ -339,7 +339,7 @@ def test_ctrl_c_while_data_loads_exits_130_without_a_traceback():
             raise SystemExit("SIGINT did not interrupt the loading")
 
         cli.load_dataset = load_dataset
-        sys.exit(cli.main(["data", "show", {str(TINY_CSV)!r}]))
+        sys.exit(cli.main(["data", "show", {str(tiny_csv)!r}]))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 130, done.stderr

@@ -10,7 +10,6 @@ import json
 import shutil
 
 import pytest
-from conftest import TINY_CSV
 
 from tunetext import cli
 from tunetext.cli import build_parser, default_of, main
@@ -195,7 +194,7 @@ def test_prompt_eval_with_a_run_and_no_shots_gives_the_few_shot_row(tmp_path, tr
     assert story["zero_shot"]["prompt"]["shots"] == 0
 
 
-def test_left_out_options_are_not_passed(monkeypatch, trained_run, capsys):
+def test_left_out_options_are_not_passed(monkeypatch, trained_run, capsys, tiny_csv):
     seen: dict[str, dict] = {}
 
     def spy(name, result):
@@ -213,7 +212,7 @@ def test_left_out_options_are_not_passed(monkeypatch, trained_run, capsys):
         return real_predict(self, texts, **kwargs)
 
     monkeypatch.setattr(Classifier, "predict", predict)
-    assert main(["prompt-eval", "--model", "m", "--data", str(TINY_CSV), "--template", "{text}",
+    assert main(["prompt-eval", "--model", "m", "--data", str(tiny_csv), "--template", "{text}",
                  "--json"]) == 0
     assert set(seen["prompt_eval"]) == {"calibrate", "progress"}  # every other setting: prompt_eval's own
     assert main(["evaluate", str(trained_run), "--json"]) == 0
