@@ -191,3 +191,169 @@ def test_data_list(capsys):
     assert code == 0
     line = next(line for line in stdout.splitlines() if line.startswith("sms_spam "))
     assert "5,574" in line
+
+
+# ---- options among the positional arguments ---------------------------------------------------------------
+
+def test_predict_takes_options_between_and_after_the_texts(trained_run, capsys):
+    texts = ["WINNER! claim your 1000 prize", "see you at 7pm"]
+    code, stdout, _ = run_cli(capsys, "predict", trained_run, "--json", texts[0])
+    assert code == 0 and [r["text"] for r in json.loads(stdout)] == texts[:1]
+    code, stdout, _ = run_cli(capsys, "predict", trained_run, texts[0], "--json", texts[1], "--batch-size", 1)
+    assert code == 0 and [r["text"] for r in json.loads(stdout)] == texts
+    code, stdout, _ = run_cli(capsys, "predict", trained_run, "--", "--json")  # `--`: the rest are texts
+    assert code == 0 and stdout.split()[2:] == ["--json"]
+
+
+def test_train_takes_options_among_the_overrides():
+    from tunetext.cli import build_parser
+
+    args = build_parser().parse_args(["train", "epochs=1", "--output", "out", "train.seed=3", "--quiet"])
+    assert args.overrides == ["epochs=1", "train.seed=3"] and args.output == "out" and args.quiet
+
+
+def test_data_show_takes_options_after_the_overrides(capsys, tiny_csv):
+    code, stdout, _ = run_cli(capsys, "data", "show", tiny_csv, "data.lowercase=true", "--examples", 1)
+    assert code == 0
+    assert stdout.count("  [ham] ") == 1 and stdout.count("  [spam] ") == 1
+
+
+# ---- errors: the user's are one line, a bug's keep their traceback ----------------------------------------
+
+def test_an_error_that_is_not_the_users_keeps_its_traceback(monkeypatch):
+    from tunetext import cli
+
+    def bug(args):
+        raise ValueError("a bug in tunetext")
+
+    monkeypatch.setattr(cli, "_data_list", bug)
+    with pytest.raises(ValueError, match="a bug in tunetext"):
+        main(["data", "list"])
+
+
+def test_an_empty_text_to_predict_exits_2(trained_run, capsys):
+    code, _, stderr = run_cli(capsys, "predict", trained_run, "fine", "   ")
+    assert code == 2 and stderr.startswith("error: texts must be strings") and "position(s) 1" in stderr
+
+
+def test_an_input_file_that_is_not_text_exits_2(trained_run, tmp_path, capsys):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "broken.parquet").write_text("not parquet")
+    code, _, stderr = run_cli(capsys, "predict", trained_run, "--input", tmp_path / "latin1.txt")
+    assert code == 2 and "latin1.txt: not UTF-8 text" in stderr
+    code, _, stderr = run_cli(capsys, "predict", trained_run, "--input", tmp_path / "empty.txt")
+    assert code == 2 and "empty.txt holds no texts" in stderr
+    code, _, stderr = run_cli(capsys, "predict", trained_run, "--input", tmp_path / "broken.parquet")
+    assert code == 2 and "broken.parquet: not a readable Parquet file" in stderr
+
+
+def test_a_config_file_that_is_not_text_exits_2(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_bytes(b"\xff\xfe\x00data:\n")
+    code, _, stderr = run_cli(capsys, "train", "--config", config, "--output", tmp_path / "run")
+    assert code == 2 and f"{config} is not valid YAML" in stderr
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--labels", "ham"], "--labels takes NAME=WORDS pairs"),
+    (["--labels", ","], "--labels takes NAME=WORDS pairs"),
+    (["--template", "no text field"], "a template must contain {text}"),
+    (["--data", None], "give --data (a dataset), or --run RUN_DIR"),
+    (["--shots", "-1"], "shots must be 0 or more, got -1"),
+    (["--shots", "100"], "asked for 100 shots but the training split has only 36 examples"),
+    (["--labels", "ham=ham"], "no verbalizer for label(s) 'spam'"),
+])
+def test_bad_prompt_eval_input_exits_2_before_loading_a_model(argv, message, capsys, tiny_csv):
+    options = {"--data": str(tiny_csv), "--template": "Message: {text}"}
+    for flag, value in zip(argv[::2], argv[1::2], strict=True):
+        options[flag] = value
+    given = [item for flag, value in options.items() if value is not None for item in (flag, value)]
+    # A model that does not exist: every one of these is found before the model is loaded.
+    code, _, stderr = run_cli(capsys, "prompt-eval", "--model", "no-such-model", *given)
+    assert code == 2 and stderr.startswith("error: ") and message in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--split", "val"], "--run compares test scores; leave out --split"),
+    (["--text-column", "body"], "leave out --text-column and --label-column"),
+    (["--data", "sms_spam"], "the story compares on one test split"),
+])
+def test_prompt_eval_with_a_run_refuses_what_it_would_ignore(argv, message, trained_run, capsys):
+    code, _, stderr = run_cli(capsys, "prompt-eval", "--model", "no-such-model", "--run", trained_run,
+                              "--template", "Message: {text}", *argv)
+    assert code == 2 and message in stderr
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--max-texts", "0"], "max_texts: got 0: Input should be greater than or equal to 1"),
+    (["--max-texts", "5000"], "max_queue (4096) must be at least max_texts (5000)"),
+    (["--workers", "0"], "workers: got 0"),
+    (["--max-wait-ms", "-1"], "max_wait_ms: got -1.0"),
+    (["--header-timeout", "0"], "header_timeout_s: got 0.0"),
+])
+def test_bad_serve_settings_exit_2_naming_the_setting(argv, message, trained_run, capsys):
+    code, _, stderr = run_cli(capsys, "serve", trained_run, *argv)
+    assert code == 2 and "error: invalid configuration" in stderr and message in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "RUN", "hi", "--batch-size", "0"], ["prompt-eval", "--model", "m", "--template", "{text}",
+                                                    "--max-examples", "0"],
+    ["train", "--output", "out", "--seeds", "0"], ["data", "show", "x.csv", "--examples", "-1"],
+])
+def test_numbers_out_of_range_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and "must be a whole number of at least" in capsys.readouterr().err
+
+
+# ---- Ctrl-C: one line and 130, wherever it comes --------------------------------------------------------
+
+def test_ctrl_c_while_the_libraries_load_exits_130(monkeypatch, capsys):
+    from tunetext import cli
+
+    def interrupted(verbose):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "quiet_libraries", interrupted)  # it imports transformers: seconds
+    code, _, stderr = run_cli(capsys, "data", "list")
+    assert code == 130 and stderr.strip() == "interrupted"
+
+
+def test_ctrl_c_while_data_loads_exits_130_without_a_traceback(tiny_csv):
+    """A real SIGINT, delivered once `data show` is loading its data, in a process of its own."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, signal, sys, time
+        from tunetext import cli
+
+        def load_dataset(*args, **kwargs):  # a first download can take minutes
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+            raise SystemExit("SIGINT did not interrupt the loading")
+
+        cli.load_dataset = load_dataset
+        sys.exit(cli.main(["data", "show", {str(tiny_csv)!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.strip() == "interrupted"
+
+
+def test_serve_settings_from_python_are_checked_like_the_flags(trained_run):
+    from tunetext.config import ConfigError
+    from tunetext.errors import UsageError
+    from tunetext.serve import serve
+
+    with pytest.raises(ConfigError, match="max_textz: unknown serve setting; the settings are max_batch"):
+        serve(trained_run, max_textz=3)
+    with pytest.raises(ConfigError, match="pass_size: got 0"):
+        serve(trained_run, pass_size=0)
+    with pytest.raises(UsageError, match=r"the API key comes from \$TUNETEXT_API_KEY"):
+        serve(trained_run, api_key="k")

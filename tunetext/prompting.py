@@ -27,6 +27,7 @@ from tunetext.batches import collate, format_inputs, sorted_batches
 from tunetext.config import DataConfig, check_template
 from tunetext.data import load_dataset
 from tunetext.data.splits import subsample
+from tunetext.errors import UsageError
 from tunetext.evaluate import MetricAccumulator, evaluate_split
 from tunetext.models import load_causal_lm
 from tunetext.predict import Classifier
@@ -65,7 +66,7 @@ def pick_shots(labels: list[int], k: int, seed: int) -> list[int]:
     """Indices of `k` examples, balanced across labels (label by label in turn, each label's examples
     in a seeded random order), then shuffled with the same seed so no label always comes last."""
     if k < 0:
-        raise ValueError(f"shots must be 0 or more, got {k}")
+        raise UsageError(f"shots must be 0 or more, got {k}")
     rng = random.Random(seed)
     pools: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
@@ -78,7 +79,7 @@ def pick_shots(labels: list[int], k: int, seed: int) -> list[int]:
             if pools[label] and len(chosen) < k:
                 chosen.append(pools[label].pop())
     if len(chosen) < k:
-        raise ValueError(f"asked for {k} shots but the training split has only {len(labels)} examples")
+        raise UsageError(f"asked for {k} shots but the training split has only {len(labels)} examples")
     rng.shuffle(chosen)
     return chosen
 
@@ -202,7 +203,7 @@ def verbalizer_ids(pm: PromptModel, verbalizers: list[str], separator: str) -> l
     ids = [pm.tokenizer(separator + v, add_special_tokens=False)["input_ids"] for v in verbalizers]
     empty = [v for v, i in zip(verbalizers, ids, strict=True) if not i]
     if empty:
-        raise ValueError(f"verbalizer(s) {', '.join(map(repr, empty))} become no tokens; give each label "
+        raise UsageError(f"verbalizer(s) {', '.join(map(repr, empty))} become no tokens; give each label "
                          "a word or phrase")
     return ids
 
@@ -219,11 +220,11 @@ def resolve_verbalizers(label_names: list[str], labels: dict[str, str] | None) -
     if missing:
         problems.append(f"no verbalizer for label(s) {', '.join(map(repr, missing))}")
     if problems:
-        raise ValueError(f"{'; '.join(problems)}: the data's labels are {', '.join(label_names)}; give "
+        raise UsageError(f"{'; '.join(problems)}: the data's labels are {', '.join(label_names)}; give "
                          "NAME=WORDS for each, e.g. " + ",".join(f"{n}={n}" for n in label_names))
     verbalizers = [labels[n].strip() for n in label_names]
     if len(set(verbalizers)) < len(verbalizers) or not all(verbalizers):
-        raise ValueError(f"verbalizers must be distinct and non-empty, got {labels}")
+        raise UsageError(f"verbalizers must be distinct and non-empty, got {labels}")
     return verbalizers
 
 
@@ -247,7 +248,7 @@ def score_texts(pm: PromptModel, texts: list[str], template: str, verbalizers: l
     """
     check_template(template)
     if score not in ("sum", "mean"):
-        raise ValueError(f"score must be 'sum' or 'mean', got {score!r}")
+        raise UsageError(f"score must be 'sum' or 'mean', got {score!r}")
     contexts = build_contexts(texts + [CONTENT_FREE] * calibrate, template, shots or [], pm.tokenizer,
                               pm.chat)
     separator = "" if pm.chat else _separator(format_inputs(["x"], template)[0])
@@ -267,7 +268,7 @@ def score_texts(pm: PromptModel, texts: list[str], template: str, verbalizers: l
 def _load_examples(data: str | DataConfig, split: str, max_examples: int | None, seed: int):
     """The prepared dataset and the examples to score: a split, or its stratified seeded subsample."""
     if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test; got {split!r}")
+        raise UsageError(f"split must be train, val or test; got {split!r}")
     dataset = load_dataset(data if isinstance(data, DataConfig) else DataConfig(source=data))
     examples = dataset.splits()[split]
     if max_examples is not None and max_examples < len(examples):

@@ -216,7 +216,7 @@ def load_config(
             raise ConfigError([f"config file {path} does not exist"])
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{path} is not valid YAML: {exc}"]) from exc
         if not isinstance(loaded, dict):
             raise ConfigError([f"{path} must hold a mapping with sections {', '.join(SECTIONS)}"])

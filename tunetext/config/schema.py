@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.functional_validators import field_validator
 
-from tunetext.errors import TunetextError
+from tunetext.errors import TunetextError, UsageError
 
 
 class ConfigError(TunetextError, ValueError):
@@ -26,9 +26,10 @@ TEXT_FIELD = "{text}"  # where a prompt template puts the text
 
 
 def check_template(template: str) -> str:
-    """`template` if it has a `{text}` field, else a ValueError saying how to write one."""
+    """`template` if it has a `{text}` field, else a UsageError (a ValueError, for pydantic's validators)
+    saying how to write one."""
     if TEXT_FIELD not in template:
-        raise ValueError(f"a template must contain {TEXT_FIELD} where the text goes, e.g. "
+        raise UsageError(f"a template must contain {TEXT_FIELD} where the text goes, e.g. "
                          f"\"Classify the sentiment of the following movie review: '{TEXT_FIELD}'\"")
     return template
 

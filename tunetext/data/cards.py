@@ -70,7 +70,8 @@ collapses whitespace, removes exact duplicates within each split (reported), and
 no official test split, draws validation (10%) and test (20%) stratified by label with the run's seed;
 where it has one, validation is 10% of train. `tunetext data show NAME` prints the prepared sizes.
 
-This page is generated from the dataset cards in `tunetext/data/` (`builtin.py`, `text_gcn.py`) by `make docs`.
+This page is generated from the dataset cards in `tunetext/data/` (`builtin.py`, `text_gcn.py`) by
+`make docs`.
 """
 
 

@@ -109,7 +109,11 @@ def _read_parquet(path: Path, text_column: str, label_column: str) -> RawSplit:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except pa.ArrowInvalid as exc:  # a ValueError from pyarrow: say which file, and what to do
+        raise DataError(f"{path}: not a readable Parquet file ({exc}); write it again, or give a CSV, TSV or "
+                        "JSONL file") from exc
     _check_columns(path, table.column_names, text_column, label_column)
     kind = table.schema.field(text_column).type
     value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind

@@ -16,10 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from tunetext.config import ConfigError
+from tunetext.errors import UsageError
 from tunetext.serve.app import API_KEY_ENV, ServeSettings, create_app
 from tunetext.serve.protocol import limited_protocol
 
-__all__ = ["ServeSettings", "create_app", "serve", "server_options"]
+__all__ = ["ServeSettings", "create_app", "serve", "serve_settings", "server_options"]
 
 log = logging.getLogger(__name__)
 
@@ -27,53 +31,67 @@ _RUN_DIR_ENV = "TUNETEXT_SERVE_RUN_DIR"
 _SETTINGS_ENV = "TUNETEXT_SERVE_SETTINGS"
 
 
-def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          threads: int | None = None, max_batch_size: int | None = None, pass_size: int | None = None,
-          max_wait_ms: float | None = None, max_texts: int | None = None, max_body_bytes: int | None = None,
-          max_request_tokens: int | None = None, header_timeout_s: float | None = None,
-          body_timeout_s: float | None = None, max_header_bytes: int | None = None,
-          max_concurrency: int | None = None, precision: str | None = None, log_level: str = "info") -> None:
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+          **settings: Any) -> None:
     """Run the service until interrupted. Binds to loopback unless `host` says otherwise (and warns when
     it does without an API key).
 
-    Each of `workers` processes loads the model and runs batches on `threads` inference threads (default:
-    cores // workers), one torch thread each. Settings left as None take the `ServeSettings` defaults.
-    The API key, if any, comes from $TUNETEXT_API_KEY.
+    `settings` are `ServeSettings` fields (`workers=2`, `max_texts=16`, ...); those not given, or given as
+    None, take its defaults, and a value it refuses is a `ConfigError` naming the field. Each of `workers`
+    processes loads the model and runs batches on `threads` inference threads (default: cores // workers),
+    one torch thread each. The API key, if any, comes from $TUNETEXT_API_KEY.
     """
     import uvicorn
 
     from tunetext.runs import read_run
 
-    given = {"workers": workers, "threads": threads, "max_batch_size": max_batch_size,
-             "pass_size": pass_size, "max_wait_ms": max_wait_ms, "max_texts": max_texts,
-             "max_body_bytes": max_body_bytes, "max_request_tokens": max_request_tokens,
-             "header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s,
-             "max_header_bytes": max_header_bytes, "max_concurrency": max_concurrency, "precision": precision}
-    settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
+    resolved = serve_settings(**settings)
+    workers = resolved.workers
     read_run(run_dir)  # fail before starting any process
     # The Rust tokenizer would start a thread pool of its own in every worker; the batch is small.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     log.info("serving %s on http://%s:%d with %d worker(s), %d inference thread(s) each, %s%s", run_dir,
-             host, port, workers, settings.inference_threads(), "bf16" if settings.bf16() else "fp32",
-             ", API key required" if settings.api_key else "")
-    if settings.api_key is None and not is_loopback(host):
+             host, port, workers, resolved.inference_threads(), "bf16" if resolved.bf16() else "fp32",
+             ", API key required" if resolved.api_key else "")
+    if resolved.api_key is None and not is_loopback(host):
         log.warning("WARNING: serving on %s, which other machines can reach, WITHOUT an API key: anyone who "
                     "can reach this port can use the model. Set %s, or bind to 127.0.0.1 and put a proxy in "
                     "front. See docs/serving.md.", host, API_KEY_ENV)
-    options = server_options(settings)
+    options = server_options(resolved)
     if workers == 1:
-        uvicorn.run(create_app(run_dir, settings), host=host, port=port, log_level=log_level, **options)
+        uvicorn.run(create_app(run_dir, resolved), host=host, port=port, log_level=log_level, **options)
         return
     # Several processes: uvicorn imports the app in each, so pass what it needs through the environment,
     # and give prometheus_client a directory where the workers' metrics add up.
     with tempfile.TemporaryDirectory(prefix="tunetext-metrics-") as metrics_dir:
         os.environ[_RUN_DIR_ENV] = str(Path(run_dir).resolve())
-        os.environ[_SETTINGS_ENV] = settings.model_dump_json(exclude={"api_key"})
+        os.environ[_SETTINGS_ENV] = resolved.model_dump_json(exclude={"api_key"})
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         # A worker importing torch and loading a model can hold the GIL for seconds on a busy machine;
         # uvicorn's default 5 s health check would kill and restart it over and over.
         uvicorn.run("tunetext.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, timeout_worker_healthcheck=120, **options)
+
+
+def serve_settings(**given: Any) -> ServeSettings:
+    """`ServeSettings` from the fields `given` (None: its default), or a `ConfigError` naming each field
+    it refuses, the value and why."""
+    if "api_key" in given:  # workers read it from the environment, so one given here would not reach them
+        raise UsageError(f"the API key comes from ${API_KEY_ENV}, not from an argument")
+    try:
+        return ServeSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(map(str, e["loc"]))
+            if e["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown serve setting; the settings are "
+                                f"{', '.join(f for f in ServeSettings.model_fields if f != 'api_key')}")
+            elif where:
+                problems.append(f"{where}: got {e['input']!r}: {e['msg']}")
+            else:  # a check across fields
+                problems.append(e["msg"].removeprefix("Value error, "))
+        raise ConfigError(problems) from None
 
 
 def server_options(settings: ServeSettings) -> dict[str, Any]:
