@@ -221,12 +221,12 @@ def test_data_show_takes_options_after_the_overrides(capsys, tiny_csv):
 # ---- errors: the user's are one line, a bug's keep their traceback ----------------------------------------
 
 def test_an_error_that_is_not_the_users_keeps_its_traceback(monkeypatch):
-    from tunetext import cli
+    from tunetext.cli import commands
 
     def bug(args):
         raise ValueError("a bug in tunetext")
 
-    monkeypatch.setattr(cli, "_data_list", bug)
+    monkeypatch.setattr(commands, "data_list_command", bug)
     with pytest.raises(ValueError, match="a bug in tunetext"):
         main(["data", "list"])
 
@@ -332,13 +332,14 @@ def test_ctrl_c_while_data_loads_exits_130_without_a_traceback(tiny_csv):
     script = textwrap.dedent(f"""
         import os, signal, sys, time
         from tunetext import cli
+        from tunetext.cli import commands
 
         def load_dataset(*args, **kwargs):  # a first download can take minutes
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(30)
             raise SystemExit("SIGINT did not interrupt the loading")
 
-        cli.load_dataset = load_dataset
+        commands.load_dataset = load_dataset
         sys.exit(cli.main(["data", "show", {str(tiny_csv)!r}]))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

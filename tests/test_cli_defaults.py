@@ -11,8 +11,9 @@ import shutil
 
 import pytest
 
-from tunetext import cli
-from tunetext.cli import build_parser, default_of, main
+from tunetext.cli import build_parser, main
+from tunetext.cli import commands as handlers
+from tunetext.cli.parser import default_of
 from tunetext.config import DataConfig, ModelConfig, TrainConfig
 from tunetext.evaluate import evaluate
 from tunetext.predict import Classifier
@@ -203,8 +204,9 @@ def test_left_out_options_are_not_passed(monkeypatch, trained_run, capsys, tiny_
             return result
         return record
 
-    monkeypatch.setattr(cli, "prompt_eval", spy("prompt_eval", {"prompt": {"shots": 0}, "split": "test"}))
-    monkeypatch.setattr(cli, "evaluate", spy("evaluate", {}))
+    prompt_result = {"prompt": {"shots": 0}, "split": "test"}
+    monkeypatch.setattr(handlers, "prompt_eval", spy("prompt_eval", prompt_result))
+    monkeypatch.setattr(handlers, "evaluate", spy("evaluate", {}))
     real_predict = Classifier.predict
 
     def predict(self, texts, **kwargs):

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tunetext import Classifier, TrainingInterrupted, cli, runs, train
+from tunetext.cli import commands
 from tunetext.models import ModelError
 from tunetext.runs import RunError, has_checkpoint, is_finished
 
@@ -374,7 +375,7 @@ def test_a_second_ctrl_c_ends_the_cli_without_a_traceback(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_data_list", interrupted)
+    monkeypatch.setattr(commands, "data_list_command", interrupted)
     assert cli.main(["data", "list"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err
