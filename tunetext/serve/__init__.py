@@ -16,10 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from pydantic import ValidationError
 
 from tunetext.config import ConfigError
 from tunetext.errors import UsageError
+from tunetext.runs import read_run
 from tunetext.serve.app import API_KEY_ENV, ServeSettings, create_app
 from tunetext.serve.protocol import limited_protocol
 
@@ -41,10 +43,6 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, log_le
     processes loads the model and runs batches on `threads` inference threads (default: cores // workers),
     one torch thread each. The API key, if any, comes from $TUNETEXT_API_KEY.
     """
-    import uvicorn
-
-    from tunetext.runs import read_run
-
     resolved = serve_settings(**settings)
     workers = resolved.workers
     read_run(run_dir)  # fail before starting any process
