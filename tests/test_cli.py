@@ -318,7 +318,7 @@ def test_ctrl_c_while_the_libraries_load_exits_130(monkeypatch, capsys):
     def interrupted(verbose):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "quiet_libraries", interrupted)  # it imports transformers: seconds
+    monkeypatch.setattr(cli, "quiet_libraries", interrupted)
     code, _, stderr = run_cli(capsys, "data", "list")
     assert code == 130 and stderr.strip() == "interrupted"
 

@@ -16,6 +16,8 @@ import errno
 import logging
 import sys
 
+import transformers
+
 from tunetext.checkpoints import TrainingInterrupted
 from tunetext.cli.parser import build_parser
 from tunetext.errors import TunetextError
@@ -23,8 +25,6 @@ from tunetext.errors import TunetextError
 
 def quiet_libraries(verbose: bool = False) -> None:
     """Keep the libraries' load reports and per-file progress bars out of tunetext's output."""
-    import transformers  # a second or more: not for `--help`, which never gets here
-
     for noisy in ("transformers", "accelerate", "datasets", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
     transformers.logging.set_verbosity_warning() if verbose else transformers.logging.set_verbosity_error()

@@ -12,6 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+
 from tunetext.compare import compare, format_table
 from tunetext.config import ConfigError, load_config, parse_overrides
 from tunetext.data import BUILTIN, load_dataset
@@ -25,9 +27,9 @@ from tunetext.runs import CONFIG, read_run
 from tunetext.search import search
 from tunetext.train import train, train_seeds
 
-# The few imports inside functions below (accelerate, optuna, transformers, tunetext.serve with fastapi and
-# uvicorn) are third-party libraries only one command needs: importing them here would add their seconds
-# to every command and to `--help`. `import tunetext` already brings in torch and the rest of tunetext.
+# The two imports inside functions below (optuna; tunetext.serve, which brings fastapi and uvicorn) are
+# libraries only one command needs: importing them here would add their second or so to every command and
+# to `--help`. `import tunetext` already brings in torch, transformers and accelerate.
 
 EXAMPLES = {
     "spam": "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
@@ -71,8 +73,6 @@ def train_command(args: argparse.Namespace) -> int:
             print(f"{key:<16}{value['mean']:>10.4f}{value['std']:>10.4f}")
         return 0
     run = train(config, args.output, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
-    from accelerate import PartialState
-
     if not PartialState().is_main_process:  # under `accelerate launch`, one process reports
         return 0
 
