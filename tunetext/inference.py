@@ -28,7 +28,7 @@ def use_bf16(precision: str, device: torch.device) -> bool:
         return precision == "bf16"
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    # bf16 autocast only pays off on CPUs with native bf16 matrix units (AMX / AVX512-BF16).
+    # bf16 autocast is used only where the CPU has bf16 matrix units (AMX tiles); elsewhere fp32.
     return device.type == "cpu" and cpu_has_amx()
 
 
