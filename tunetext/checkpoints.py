@@ -140,11 +140,11 @@ def truncate_log(path: Path, size: int) -> None:
             f.truncate(size)
 
 
-def restore(checkpoint_dir: Path, run_dir: Path, model: Any, optimizer: torch.optim.Optimizer,
-             scheduler: Any, main: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+def restore(run_dir: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
+            main: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """Load the interrupted run's checkpoint into the model, optimizer, schedule and random generators;
     return the loop's state and the best weights so far."""
-    state = load(checkpoint_dir / "state.pt")
+    state = load(run_dir / runs.CHECKPOINT / "state.pt")
     model.load_state_dict(state.pop("model"))
     optimizer.load_state_dict(state.pop("optimizer"))
     scheduler.load_state_dict(state.pop("scheduler"))

@@ -174,7 +174,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     # --- state, fresh or resumed ------------------------------------------------------------------------
     checkpoint_dir = run_dir / runs.CHECKPOINT
     if resume:
-        state, best_weights = checkpoints.restore(checkpoint_dir, run_dir, model, optimizer, scheduler, main)
+        state, best_weights = checkpoints.restore(run_dir, model, optimizer, scheduler, main)
         log.info("resuming at epoch %d, step %d", state["epoch"] + 1, state["step"])
     else:
         best_weights = None

@@ -31,12 +31,6 @@ from tunetext.train import train, train_seeds
 # libraries only one command needs: importing them here would add their second or so to every command and
 # to `--help`. `import tunetext` already brings in torch, transformers and accelerate.
 
-EXAMPLES = {
-    "spam": "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
-    "ham": "Hey, just wanted to check if we're still on for dinner tonight? Let me know!",
-}
-
-
 def given(**values: Any) -> dict[str, Any]:
     """The options given on the command line; the ones left out take the API's own defaults."""
     return {k: v for k, v in values.items() if v is not None}
