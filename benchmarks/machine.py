@@ -95,9 +95,11 @@ class CpuWatch:
         self._wall, self._busy, self._own = time.perf_counter(), _busy_seconds(), _own_seconds()
         self._load = os.getloadavg()[0]
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self, running_children_cpu: float = 0.0) -> dict[str, Any]:
+        """`running_children_cpu`: CPU seconds that children still running (servers) used meanwhile."""
         wall = time.perf_counter() - self._wall
-        other = max(0.0, (_busy_seconds() - self._busy) - (_own_seconds() - self._own))
+        own = _own_seconds() - self._own + running_children_cpu
+        other = max(0.0, (_busy_seconds() - self._busy) - own)
         share = other / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
         return {"wall_seconds": round(wall, 2), "other_cpu_seconds": round(other, 2),
                 "other_share": round(share, 4), "busy": share > BUSY_SHARE,

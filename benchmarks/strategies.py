@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train_speed import machine_info
+from machine import CpuWatch, machine_info, verdict
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EPOCHS = 5
@@ -65,64 +65,73 @@ CACHE_PAIRS = {"minilm-l6": ("last_n_cached", "last_n_uncached"),
                "smollm2-135m": ("smollm2_last_n_cached", "smollm2_last_n_uncached")}
 
 
-def _train(data: Path, out: Path, model: str, strategy: str, *overrides: str) -> list[str]:
-    return ["train", "--data", str(data), "--model", model, "--strategy", strategy, "--epochs", str(EPOCHS),
+def _train(data: Path, out: Path, model: str, strategy: str, *overrides: str,
+           epochs: int = EPOCHS) -> list[str]:
+    return ["train", "--data", str(data), "--model", model, "--strategy", strategy, "--epochs", str(epochs),
             "--output", str(out), "--overwrite", "--quiet", *overrides]
 
 
-def _prompt(data: Path, shots: int) -> list[str]:
-    return ["prompt-eval", "--model", "smollm2-135m", "--data", str(data), "--template", TEMPLATE,
+def _prompt(data: Path, shots: int, decoder: str) -> list[str]:
+    return ["prompt-eval", "--model", decoder, "--data", str(data), "--template", TEMPLATE,
             "--labels", VERBALIZERS, "--shots", str(shots), "--json"]
 
 
-def methods(data: Path, work: Path, smollm2_last_n: int = 1) -> dict[str, tuple[str, list[str]]]:
-    """Each method: a description and its `tunetext` command line."""
+def methods(data: Path, work: Path, smollm2_last_n: int = 1, models: dict[str, str] | None = None,
+            epochs: int = EPOCHS) -> dict[str, tuple[str, list[str]]]:
+    """Each method: a description and its `tunetext` command line. `models` swaps the catalogue models
+    (keys `encoder`, `big_encoder`, `decoder`) for others, e.g. tiny ones in the smoke test."""
+    m = {"encoder": "minilm-l6", "big_encoder": "mpnet-base", "decoder": "smollm2-135m", **(models or {})}
     whole_5 = ["train.early_stopping_patience=null"]
+
+    def train(out: Path, model: str, strategy: str, *overrides: str, source: Path = data) -> list[str]:
+        return _train(source, out, m[model], strategy, *overrides, epochs=epochs)
+
     return {
-        "zero_shot": ("SmolLM2-135M-Instruct, zero-shot prompt", _prompt(data, 0)),
-        "few_shot": (f"SmolLM2-135M-Instruct, {SHOTS}-shot prompt", _prompt(data, SHOTS)),
+        "zero_shot": ("SmolLM2-135M-Instruct, zero-shot prompt", _prompt(data, 0, m["decoder"])),
+        "few_shot": (f"SmolLM2-135M-Instruct, {SHOTS}-shot prompt", _prompt(data, SHOTS, m["decoder"])),
         "features": ("MiniLM-L6 frozen features + logistic head",
-                     _train(data, work / "features", "minilm-l6", "features")),
+                     train(work / "features", "encoder", "features")),
         "last_n_cached": ("MiniLM-L6 last_n=1, frozen prefix cached",
-                          _train(data, work / "last_n_cached", "minilm-l6", "last_n", "train.last_n=1",
+                          train(work / "last_n_cached", "encoder", "last_n", "train.last_n=1",
                                  "train.cache_frozen=on", *whole_5)),
         "last_n_uncached": ("MiniLM-L6 last_n=1, prefix run every step",
-                            _train(data, work / "last_n_uncached", "minilm-l6", "last_n", "train.last_n=1",
+                            train(work / "last_n_uncached", "encoder", "last_n", "train.last_n=1",
                                    "train.cache_frozen=off", *whole_5)),
         "lora": ("MiniLM-L6 LoRA r=8 (lr 1e-3)",
-                 _train(data, work / "lora", "minilm-l6", "lora", "train.learning_rate=1e-3")),
-        "full": ("MiniLM-L6 full fine-tuning", _train(data, work / "full", "minilm-l6", "full")),
+                 train(work / "lora", "encoder", "lora", "train.learning_rate=1e-3")),
+        "full": ("MiniLM-L6 full fine-tuning", train(work / "full", "encoder", "full")),
         "full_seeds": (f"MiniLM-L6 full fine-tuning, mean of seeds 42-{41 + SEEDS}",
-                       _train(data, work / "full_seeds", "minilm-l6", "full", "--seeds", str(SEEDS))),
+                       train(work / "full_seeds", "encoder", "full", "--seeds", str(SEEDS))),
         "full_book": ("MiniLM-L6 full fine-tuning, the book's data: duplicates kept (another split)",
-                      _train(work / BOOK_CSV, work / "full_book", "minilm-l6", "full", "data.dedupe=false")),
+                      train(work / "full_book", "encoder", "full", "data.dedupe=false",
+                            source=work / BOOK_CSV)),
         "distill": ("3-block MiniLM student taught by `full`",
-                    _train(data, work / "distill", "minilm-l6", "distill", "train.student_layers=3",
+                    train(work / "distill", "encoder", "distill", "train.student_layers=3",
                            f"train.distill_teacher={work / 'full'}")),
-        "mpnet_full": ("all-mpnet-base-v2 full fine-tuning", _train(data, work / "mpnet_full", "mpnet-base",
+        "mpnet_full": ("all-mpnet-base-v2 full fine-tuning", train(work / "mpnet_full", "big_encoder",
                                                                     "full")),
         "distill_mpnet": ("MiniLM-L6 (6 blocks) taught by `mpnet full`",
-                          _train(data, work / "distill_mpnet", "minilm-l6", "distill",
+                          train(work / "distill_mpnet", "encoder", "distill",
                                  f"train.distill_teacher={work / 'mpnet_full'}")),
         "smollm2_last_n_cached": (f"SmolLM2-135M last_n={smollm2_last_n}, frozen prefix cached",
-                                  _train(data, work / "smollm2_last_n_cached", "smollm2-135m", "last_n",
+                                  train(work / "smollm2_last_n_cached", "decoder", "last_n",
                                          f"train.last_n={smollm2_last_n}", "train.cache_frozen=on",
                                          *whole_5)),
         "smollm2_last_n_uncached": (f"SmolLM2-135M last_n={smollm2_last_n}, prefix run every step",
-                                    _train(data, work / "smollm2_last_n_uncached", "smollm2-135m", "last_n",
+                                    train(work / "smollm2_last_n_uncached", "decoder", "last_n",
                                            f"train.last_n={smollm2_last_n}", "train.cache_frozen=off",
                                            *whole_5)),
     }
 
 
-def balanced_csv(path: Path, dedupe: bool = True) -> dict[str, int]:
+def balanced_csv(path: Path, dedupe: bool = True, source: str = "sms_spam") -> dict[str, int]:
     """Write the balanced data set to `path`: every unique spam text and as many unique ham texts; with
     `dedupe` false, every spam message and as many ham messages, duplicates and all, as the book does."""
     from tunetext.config import DataConfig
     from tunetext.data.prepare import load_all
 
     names = ["ham", "spam"]
-    pool, _ = load_all(DataConfig(source="sms_spam", dedupe=dedupe), names)
+    pool, _ = load_all(DataConfig(source=source, dedupe=dedupe), names)
     by_label = {name: [t for t, y in zip(pool.texts, pool.labels, strict=True) if y == i]
                 for i, name in enumerate(names)}
     n = len(by_label["spam"])
@@ -156,11 +165,12 @@ def _scores(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_method(key: str, description: str, args: list[str], work: Path) -> dict[str, Any]:
+    watch = CpuWatch()
     code, out, wall, peak = run_process(args)
     result: dict[str, Any] = {"method": key, "description": description,
                               "command": "tunetext " + " ".join(args),
                               "exit_code": code, "wall_seconds": wall, "peak_memory_mb": peak,
-                              "loadavg_1min_after": os.getloadavg()[0]}
+                              "quiet": watch.stop()}
     if code != 0:
         result["error"] = f"exited with code {code}"
         return result
@@ -172,7 +182,8 @@ def run_method(key: str, description: str, args: list[str], work: Path) -> dict[
         return result | _seeds_result(work / key)
     metrics = json.loads((work / key / "metrics.json").read_text())
     training = metrics["training"]
-    result.update(_scores(metrics["test"]), train_seconds=training["train_seconds"],
+    result.update(_scores(metrics["test"]), val_accuracy=metrics["val"]["accuracy"],
+                  val_macro_f1=metrics["val"]["macro_f1"], train_seconds=training["train_seconds"],
                   cache_seconds=training.get("cache_seconds"), prefix_cached=training.get("prefix_cached"),
                   epochs_completed=training["epochs_completed"],
                   trainable_parameters=training["trainable_parameters"],
@@ -220,24 +231,33 @@ def student_speedup(teacher: Path, student: Path, texts: list[str], rounds: int 
 
     models = {"teacher": Classifier.load(teacher), "student": Classifier.load(student)}
     best = {name: float("inf") for name in models}
+    watch = CpuWatch()
     for _ in range(rounds):
         for name, clf in models.items():
             start = time.perf_counter()
             clf.predict_proba(texts)
             best[name] = min(best[name], time.perf_counter() - start)
     return {"texts": len(texts), "teacher_seconds": best["teacher"], "student_seconds": best["student"],
-            "speedup": best["teacher"] / best["student"]}
+            "speedup": best["teacher"] / best["student"], "quiet": watch.stop()}
 
 
 def check_targets(results: dict[str, dict[str, Any]], book: dict[str, Any]) -> dict[str, Any]:
     ok = {k: r for k, r in results.items() if "error" not in r}
     checks: dict[str, Any] = {}
-    minilm = {k: r["accuracy"] for k, r in ok.items() if k in MINILM}
+    # The best MiniLM method is chosen on validation (macro-F1, then accuracy; a tie goes to the method
+    # listed first), and its test score is the one reported: choosing on test would flatter it.
+    minilm = [k for k in MINILM if k in ok]
     if minilm:
-        best = max(minilm, key=minilm.__getitem__)
-        checks["accuracy"] = {"best_minilm_method": best, "accuracy": minilm[best],
-                              "target": f"> {TARGETS['accuracy_above']}",
-                              "met": minilm[best] > TARGETS["accuracy_above"],
+        def on_val(k: str) -> tuple[float, float]:
+            return ok[k]["val_macro_f1"], ok[k]["val_accuracy"]
+
+        best = max(minilm, key=on_val)
+        checks["accuracy"] = {"best_minilm_method_on_validation": best,
+                              "val_macro_f1": ok[best]["val_macro_f1"], "accuracy": ok[best]["accuracy"],
+                              "tied_on_validation": {k: ok[k]["accuracy"] for k in minilm
+                                                     if on_val(k) == on_val(best)},
+                              "target": f"test accuracy > {TARGETS['accuracy_above']}",
+                              "met": ok[best]["accuracy"] > TARGETS["accuracy_above"],
                               "full_met": ok.get("full", {}).get("accuracy", 0) > TARGETS["accuracy_above"]}
     if "full_seeds" in ok:
         seeds = ok["full_seeds"]
@@ -253,14 +273,16 @@ def check_targets(results: dict[str, dict[str, Any]], book: dict[str, Any]) -> d
         if cached not in ok or uncached not in ok:
             continue
         on, off = ok[cached], ok[uncached]
-        speedup = off["train_seconds"] / on["train_seconds"]
+        loop = off["train_seconds"] / on["train_seconds"]
         same = all(on[m] == off[m] for m in ("accuracy", "macro_f1", "confusion_matrix"))
         checks[f"cache {model}"] = {"uncached_train_seconds": off["train_seconds"],
                                     "cached_train_seconds": on["train_seconds"],
-                                    "of_which_cache_build": on["cache_seconds"], "speedup": speedup,
+                                    "of_which_cache_build": on["cache_seconds"],
+                                    "loop_speedup": loop,  # training loop (cache build included)
+                                    "wall_speedup": off["wall_seconds"] / on["wall_seconds"],  # whole command
                                     "identical_test_metrics": same,
-                                    "target": f">= {TARGETS['cache_speedup']}x, identical",
-                                    "met": speedup >= TARGETS["cache_speedup"] and same}
+                                    "target": f"loop >= {TARGETS['cache_speedup']}x, identical",
+                                    "met": loop >= TARGETS["cache_speedup"] and same}
     if "lora" in ok and "full" in ok:
         gap = 100 * (ok["full"]["accuracy"] - ok["lora"]["accuracy"])
         checks["lora"] = {"full_minus_lora_points": gap, "target": f"<= {TARGETS['lora_gap_points']} point",
@@ -277,19 +299,22 @@ def _fmt_params(n: int | None) -> str:
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Strategies on balanced sms_spam ({report['data']['rows']} texts; test "
              f"{report['data']['test']})", "",
-             "| method | test accuracy | test macro-F1 | train s | wall s | trainable | peak MiB |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| method | val macro-F1 | test accuracy | test macro-F1 | train s | wall s | trainable "
+             "| peak MiB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["results"].values():
         if "error" in r:
-            lines.append(f"| {r['description']} | {r['error']} | | | | | |")
+            lines.append(f"| {r['description']} | {r['error']} | | | | | | |")
             continue
-        lines.append(f"| {r['description']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
+        val = f"{r['val_macro_f1']:.4f}" if "val_macro_f1" in r else "-"
+        lines.append(f"| {r['description']} | {val} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
                      f"{r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | "
                      f"{_fmt_params(r['trainable_parameters'])} | {r['peak_memory_mb']:.0f} |")
     lines.append("")
     for name, check in report["targets"].items():
         lines.append(f"- **{name}**: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                  for k, v in check.items()))
+    lines += [f"- **warning**: {w}" for w in report.get("warnings", [])]
     for student, s in report.get("student_speedup", {}).items():
         lines.append(f"- **{student} student**: predicts the {s['texts']} test texts in "
                      f"{s['student_seconds']:.2f} s against the teacher's {s['teacher_seconds']:.2f} s "
@@ -307,6 +332,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--smollm2-last-n", type=int, default=1,
                         help="blocks SmolLM2 trains under last_n (default 1: the last block and final norm)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs of every trained method "
+                        f"(default {EPOCHS})")
+    parser.add_argument("--source", default="sms_spam", help="the ham/spam data the balanced set is "
+                        "drawn from (default the built-in sms_spam; a CSV with text and label columns for a "
+                        "smoke run)")
+    swaps = (("--encoder", "minilm-l6"), ("--big-encoder", "mpnet-base"), ("--decoder", "smollm2-135m"))
+    for flag, name in swaps:
+        parser.add_argument(flag, default=name, help=f"model in place of {name} (default {name})")
     parser.add_argument("--smollm2", action="store_true",
                         help="also fine-tune SmolLM2-135M (last_n, cached and uncached)")
     args = parser.parse_args(argv)
@@ -322,8 +355,9 @@ def main(argv: list[str] | None = None) -> None:
                          "first")
 
     started = time.strftime("%Y-%m-%d %H:%M:%S")
+    machine = machine_info()
     data = args.workdir / "sms_spam_balanced.csv"
-    counts = balanced_csv(data)
+    counts = balanced_csv(data, source=args.source)
     from tunetext.config import DataConfig
     from tunetext.data.prepare import load_dataset
 
@@ -333,14 +367,15 @@ def main(argv: list[str] | None = None) -> None:
 
     book: dict[str, Any] = {}
     if "full_book" in chosen:
-        book = balanced_csv(args.workdir / BOOK_CSV, dedupe=False)
+        book = balanced_csv(args.workdir / BOOK_CSV, dedupe=False, source=args.source)
         book_split = load_dataset(DataConfig(source=str(args.workdir / BOOK_CSV), dedupe=False))
         in_train = set(book_split.train.texts)
         book.update(train=len(book_split.train), val=len(book_split.val), test=len(book_split.test),
                     test_texts_also_in_train=sum(t in in_train for t in book_split.test.texts))
         print(f"the book's data, duplicates kept: {book}", flush=True)
 
-    specs = methods(data, args.workdir, args.smollm2_last_n)
+    models = {"encoder": args.encoder, "big_encoder": args.big_encoder, "decoder": args.decoder}
+    specs = methods(data, args.workdir, args.smollm2_last_n, models, args.epochs)
     results = {}
     for key in chosen:
         description, command = specs[key]
@@ -351,14 +386,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {key}: {summary}", flush=True)
 
     report: dict[str, Any] = {
+        "benchmark": "strategies",
         "what": "Test accuracy, macro-F1, time, trainable parameters and peak memory of every tunetext "
                 "classification method on one balanced sms_spam split (see the module docstring)",
         "command": "python benchmarks/strategies.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started": started,
-        "machine": machine_info(),
+        "machine": machine,
         "data": counts,
         "data_with_duplicates": book,
-        "epochs": EPOCHS,
+        "epochs": args.epochs,
+        "models": models,
         "prompt": {"template": TEMPLATE, "verbalizers": VERBALIZERS, "shots": SHOTS},
         "results": results,
         "targets": check_targets(results, book),
@@ -367,6 +404,9 @@ def main(argv: list[str] | None = None) -> None:
         student: student_speedup(args.workdir / teacher, args.workdir / student, split.test.texts)
         for student, teacher in TEACHERS.items()
         if all(k in results and "error" not in results[k] for k in (student, teacher))}
+    stretches = [r["quiet"] for r in results.values()]
+    stretches += [s["quiet"] for s in report["student_speedup"].values()]
+    report["indicative"], report["warnings"] = verdict(stretches)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     args.output.with_suffix(".md").write_text(markdown(report))

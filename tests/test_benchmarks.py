@@ -1,0 +1,133 @@
+"""Every benchmark script, end to end on tiny random models and the tiny data, so that none can rot.
+
+The numbers they produce here mean nothing; what is checked is that each script runs its whole path and
+writes a result with the fields its docs quote: the machine, the ratios (labelled loop or wall), the
+choices made on validation, and the busy-machine verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import machine  # noqa: E402
+import train_speed  # noqa: E402
+
+
+def run_script(name: str, *args: str | Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / name), *map(str, args)], capture_output=True,
+                            text=True, cwd=BENCHMARKS, timeout=600)
+    assert result.returncode in (0, 1), result.stderr[-3000:]  # 1: a target missed, as on tiny models
+    return result
+
+
+def assert_machine_recorded(report: dict) -> None:
+    m = report["machine"]
+    assert m["cpu"] and m["cores"] >= 1 and m["torch_threads"] >= 1
+    assert set(m["key_flags"]) == set(machine.KEY_FLAGS)
+    assert m["torch"] and m["transformers"] and len(m["loadavg_at_start"]) == 3
+    assert isinstance(report["indicative"], bool)
+
+
+def test_train_speed_runs_every_way_and_labels_its_ratios(tmp_path, tiny_bert, tiny_csv):
+    out = tmp_path / "train_speed.json"
+    run_script("train_speed.py", "--model", tiny_bert, "--data", tiny_csv, "--epochs", "2", "--seeds", "1",
+               "--output", out)
+    report = json.loads(out.read_text())
+    assert_machine_recorded(report)
+    assert list(report["ways"]) == ["A", "B", "Bp", "C"]
+    assert [(r["way"], r["seed"]) for r in report["runs"]] == [("A", 42), ("B", 42), ("Bp", 42), ("C", 42)]
+    assert all("error" not in r for r in report["runs"]), report["warnings"]
+    # Every way trained on the same split and kept its best-validation epoch.
+    assert len({json.dumps(r["splits"], sort_keys=True) for r in report["runs"]}) == 1
+    for run in report["runs"]:
+        assert len(run["val_macro_f1_per_epoch"]) == 2 and run["best_checkpoint_step"] > 0
+        assert 0 < run["loop_seconds"] < run["wall_seconds"]
+    bp = next(r for r in report["runs"] if r["way"] == "Bp")
+    assert bp["settings"]["per_device_train_batch_size"] == 32 and bp["settings"]["attention"] == "eager"
+    assert bp["settings"]["bf16"] == next(r for r in report["runs"] if r["way"] == "C")["bf16"]
+    for way in ("A", "B", "Bp"):
+        for kind in ("loop", "wall"):
+            expected = report["ways"][way][f"{kind}_seconds"] / report["ways"]["C"][f"{kind}_seconds"]
+            assert report["ratios"][f"{way}_over_C_{kind}"] == pytest.approx(expected)
+    assert set(report["ratios"]["definitions"]) == {"loop", "wall"}
+    assert set(report["met"]["accuracy_vs_Bp"]) >= {"equal_or_better", "within_seed_spread"}
+
+
+def test_train_speed_alternates_the_seeded_ways_in_rounds():
+    assert train_speed.schedule(["A", "B", "Bp", "C"], [42, 43, 44]) == [
+        ("A", 42), ("B", 42), ("Bp", 42), ("C", 42), ("C", 43), ("Bp", 43), ("Bp", 44), ("C", 44)]
+
+
+def test_strategies_chooses_the_best_method_on_validation(tmp_path, tiny_bert, tiny_gpt2, tiny_csv):
+    out = tmp_path / "strategies.json"
+    run_script("strategies.py", "--source", tiny_csv, "--encoder", tiny_bert, "--decoder", tiny_gpt2,
+               "--epochs", "1", "--only", "features,last_n_cached,last_n_uncached,full",
+               "--workdir", tmp_path / "work", "--output", out)
+    report = json.loads(out.read_text())
+    assert_machine_recorded(report)
+    results, chosen = report["results"], report["targets"]["accuracy"]
+    assert all("error" not in r for r in results.values())
+    best = max(results[k]["val_macro_f1"] for k in results)
+    assert results[chosen["best_minilm_method_on_validation"]]["val_macro_f1"] == best
+    assert chosen["accuracy"] == results[chosen["best_minilm_method_on_validation"]]["accuracy"]
+    cache = report["targets"]["cache minilm-l6"]
+    on, off = results["last_n_cached"], results["last_n_uncached"]
+    assert cache["loop_speedup"] == pytest.approx(off["train_seconds"] / on["train_seconds"])
+    assert cache["wall_speedup"] == pytest.approx(off["wall_seconds"] / on["wall_seconds"])
+    assert "val macro-F1" in out.with_suffix(".md").read_text()
+
+
+def test_serve_load_leaves_the_warmup_out_of_its_batch_counts(tmp_path, trained_run):
+    out = tmp_path / "serve_load.json"
+    run_script("serve_load.py", "--run-dir", trained_run, "--requests", "12", "--warmup", "5",
+               "--concurrency", "2", "--rounds", "2", "--output", out)
+    report = json.loads(out.read_text())
+    assert_machine_recorded(report)
+    tunetext, baseline = report["tunetext"], report["baseline"]
+    assert tunetext["requests"] == baseline["requests"] == 12 and not tunetext["errors"]
+    assert tunetext["server"]["texts"] == 12  # the 5 warm-up requests are not counted
+    assert len(report["ratios"]["p99_baseline_over_tunetext_per_round"]) == 2
+    paired = zip(tunetext["rounds"], baseline["rounds"], strict=True)
+    per_round = all(t["p99_ms"] < b["p99_ms"] for t, b in paired)
+    assert report["met"]["p99"] == per_round
+    assert report["label_agreement"] == 1.0
+
+
+def test_accuracy_runs_on_a_csv(tmp_path, tiny_bert, tiny_csv):
+    out = tmp_path / "accuracy.json"
+    run_script("accuracy.py", "--datasets", tiny_csv, "--model", tiny_bert, "--seeds", "2",
+               "--workdir", tmp_path / "work", "--output", out)
+    report = json.loads(out.read_text())
+    result = report["datasets"][str(tiny_csv)]
+    assert len(result["per_seed"]) == 2 and "quiet" in result
+    assert result["test_accuracy"]["mean"] == pytest.approx(
+        sum(s["accuracy"] for s in result["per_seed"]) / 2)
+    assert report["machine"]["cpu"]
+
+
+def test_cpu_watch_counts_other_processes_as_other_work():
+    watch = machine.CpuWatch()
+    subprocess.run([sys.executable, "-c", "sum(range(3 * 10**7))"], check=True)  # a waited-for child: ours
+    ours = watch.stop()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # not waited for: other work
+    try:
+        watch = machine.CpuWatch()
+        time.sleep(1.5)
+        theirs = watch.stop()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert theirs["other_cpu_seconds"] > ours["other_cpu_seconds"] + 0.5
+    assert theirs["busy"]
+    indicative, warnings = machine.verdict([theirs])
+    assert indicative and "indicative" in warnings[0]
+    assert machine.verdict([{**theirs, "busy": False}]) == (False, [])
