@@ -176,6 +176,30 @@ def tiny_llama(tmp_path_factory, tiny_gpt2):
 
 
 @pytest.fixture(scope="session")
+def tiny_family(request, tmp_path_factory):
+    """`tiny_family(model_type)`: the folder of a tiny random model of any family in the family table,
+    built once a session: the BERT, GPT-2 and Llama fixtures above, the others from
+    `tests/tiny_families.py`."""
+    import tiny_families
+
+    fixtures = {"bert": "tiny_bert", "gpt2": "tiny_gpt2"}
+    built: dict[str, Path] = {}
+
+    def folder(name: str) -> Path:
+        if name not in built:
+            if name in fixtures:
+                built[name] = request.getfixturevalue(fixtures[name])
+            elif name == "llama":
+                built[name] = request.getfixturevalue("tiny_llama")()
+            else:
+                built[name] = tiny_families.build(name, tmp_path_factory.mktemp(f"tiny-{name}"), _words(),
+                                                  request.getfixturevalue("tiny_gpt2"))
+        return built[name]
+
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_config():
     """`tiny_llama_config(**overrides)`: the tiny Llama's `LlamaConfig`, for a model built in memory with
     some fields changed."""
