@@ -110,7 +110,8 @@ def reference_value(root: Path, file: str, key: str) -> float:
 
 def figure_matches(figure: re.Match, value: float) -> tuple[bool, float]:
     """Whether the quoted figure is `value` rounded to the decimals it shows; also the value as quoted."""
-    quoted = float(figure["sign"] + figure["int"].replace(",", "") + (figure["frac"] or "") + (figure["exp"] or ""))
+    digits = figure["int"].replace(",", "") + (figure["frac"] or "") + (figure["exp"] or "")
+    quoted = float(figure["sign"] + digits)
     if figure["suffix"] == "%" and abs(value) <= 1:
         value *= 100
     elif figure["suffix"] == "M":
@@ -132,6 +133,8 @@ def check_references(text: str, root: Path, name: str) -> tuple[int, list[str]]:
             figures = list(NUMBER.finditer(_blank_code(cell[start : ref.start()])))
             start = ref.end()
             where = f"{name}:{line}: [{file}: {key}]"
+            if re.match(r"\w", cell[ref.end() : ref.end() + 1]):
+                problems.append(f"{where}: text runs on after it; a suffix such as x or % goes on the figure")
             try:
                 value = reference_value(root, file, key)
             except ValueError as e:
@@ -231,9 +234,8 @@ def test_checker_accepts_figures_rounded_as_shown(results):
 
 def test_checker_catches_a_figure_that_differs_from_the_file(results):
     problems = _problems("A got 0.9912 [benchmarks/results/r.json: ways.A.test_accuracy]\n", results)
-    assert problems == [
-        "doc.md:1: [benchmarks/results/r.json: ways.A.test_accuracy]: quotes '0.9912', but the file holds 0.991279"
-    ]
+    assert problems == ["doc.md:1: [benchmarks/results/r.json: ways.A.test_accuracy]: "
+                        "quotes '0.9912', but the file holds 0.991279"]
     # Rounded the wrong way, too many decimals, a percentage of the wrong value, a quotient misquoted:
     for wrong in (
         "1.44x [benchmarks/results/r.json: ratios.B_over_C]",
@@ -268,6 +270,11 @@ def test_checker_catches_missing_files_keys_and_non_numbers(results):
         assert len(problems) == 1 and message in problems[0], (text, problems)
 
 
+def test_checker_catches_a_suffix_written_after_the_reference(results):
+    problems = _problems("C is 1.45 [benchmarks/results/r.json: ratios.B_over_C]x faster\n", results)
+    assert len(problems) == 1 and "text runs on after it" in problems[0]
+
+
 def test_checker_ignores_fenced_code(results):
     assert _problems("```\n0.1 [benchmarks/results/nope.json: a]\n```\n", results) == []
 
@@ -276,7 +283,8 @@ def test_lint_flags_measured_figures_without_a_reference():
     text = (
         "C is 2.42x faster, at 97.66% and 0.9766 accuracy.\n"
         "| 0.9766 | 1.2x [benchmarks/results/r.json: a] |\n"
-        "2.42x [benchmarks/results/r.json: a] but 2.72x here, and 2.35x (3 runs) [benchmarks/results/r.json: b]\n"
+        "2.42x [benchmarks/results/r.json: a] but 2.72x here, "
+        "and 2.35x (3 runs) [benchmarks/results/r.json: b]\n"
     )
     assert unreferenced_figures(text, "doc.md") == [
         "doc.md:1: '2.42x' has no reference right after it",
@@ -304,4 +312,5 @@ def test_rounding_tolerance_is_half_a_unit_of_the_last_decimal():
     assert not figure_matches(figure, 0.968749)[0]
     assert not figure_matches(figure, 0.96886)[0]
     assert math.isclose(figure_matches(NUMBER.search("96.88%"), 0.96875)[1], 96.875)
-    assert figure_matches(NUMBER.search("143"), 143.427)[0] and not figure_matches(NUMBER.search("143"), 143.5001)[0]
+    assert figure_matches(NUMBER.search("143"), 143.427)[0]
+    assert not figure_matches(NUMBER.search("143"), 143.5001)[0]
