@@ -52,9 +52,13 @@ class Metrics:
         self.latency = Histogram("tunetext_request_latency_seconds", "Time from request to response.",
                                  ["path"], registry=r,
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-        self.batch_size = Histogram("tunetext_batch_size", "Texts per forward pass.", registry=r,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.inference = Histogram("tunetext_inference_seconds", "Tokenising and running one batch.",
+        # A batch is what one inference thread takes from the queue at once; it runs as one or more
+        # length-sorted forward passes of at most pass_size texts, so this is not the size of a pass.
+        self.batch_size = Histogram("tunetext_batch_size",
+                                    "Texts per batch (a batch runs as forward passes of at most pass_size).",
+                                    registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.inference = Histogram("tunetext_inference_seconds",
+                                   "Running one batch's forward passes on its already tokenised texts.",
                                    registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1))
         self.texts = Counter("tunetext_texts", "Texts classified.", registry=r)
         self.truncated = Counter("tunetext_texts_truncated", "Texts cut to the model's max length.",
