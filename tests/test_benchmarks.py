@@ -114,6 +114,18 @@ def test_accuracy_runs_on_a_csv(tmp_path, tiny_bert, tiny_csv):
     assert report["machine"]["cpu"]
 
 
+def test_attention_times_both_kernels_on_the_same_batches(tmp_path, tiny_bert, tiny_csv):
+    out = tmp_path / "attention.json"
+    run_script("attention.py", "--model", tiny_bert, "--data", tiny_csv, "--steps", "1", "--warmup", "1",
+               "--output", out)
+    report = json.loads(out.read_text())
+    assert_machine_recorded(report)
+    fp32 = report["fp32"]
+    assert report["batches"] == 1 and set(fp32["seconds_per_step"]) == {"eager", "sdpa"}
+    assert fp32["sdpa_over_eager_loop"] == pytest.approx(
+        fp32["seconds_per_step"]["sdpa"] / fp32["seconds_per_step"]["eager"])
+
+
 def test_cpu_watch_counts_other_processes_as_other_work():
     watch = machine.CpuWatch()
     subprocess.run([sys.executable, "-c", "sum(range(3 * 10**7))"], check=True)  # a waited-for child: ours
