@@ -218,7 +218,7 @@ def trained_run(tmp_path_factory, tiny_bert) -> Path:
 
 
 @pytest.fixture(scope="session")
-def learned_run(tmp_path_factory, tiny_bert) -> Path:
+def learned_bert_run(tmp_path_factory, tiny_bert) -> Path:
     """A run of the tiny BERT on the tiny data trained long enough to learn it (test macro-F1 1.0, answers
     far from 0.5), for tests that need a model whose answers mean something; `trained_run` stays near
     chance, as 3 epochs at 1e-3 leave it."""

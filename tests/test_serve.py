@@ -126,11 +126,11 @@ def test_a_served_text_is_cleaned_and_tokenized_once(trained_run, clf, monkeypat
 
 
 @pytest.mark.parametrize(("pass_size", "precision"), [(8, "fp32"), (3, "fp32"), (8, "bf16")])
-def test_batched_answers_equal_unbatched(learned_run, pass_size, precision):
-    clf = Classifier.load(learned_run)
+def test_batched_answers_equal_unbatched(learned_bert_run, pass_size, precision):
+    clf = Classifier.load(learned_bert_run)
     texts = [t for t in TEXTS for _ in range(2)]  # 8 texts of different lengths: one batch pads most of them
     # The batch fills up at 8 texts and runs at once; the long wait only makes sure all 8 share it.
-    with running(learned_run, max_batch_size=8, max_wait_ms=10_000, pass_size=pass_size,
+    with running(learned_bert_run, max_batch_size=8, max_wait_ms=10_000, pass_size=pass_size,
                  precision=precision, threads=1) as c:
         start = threading.Barrier(len(texts))
 
