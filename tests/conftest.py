@@ -241,6 +241,39 @@ def trained_run(tmp_path_factory, tiny_bert) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def learned_bert_run(tmp_path_factory, tiny_bert) -> Path:
+    """A run of the tiny BERT on the tiny data trained long enough to learn it (test macro-F1 1.0, answers
+    far from 0.5), for tests that need a model whose answers mean something; `trained_run` stays near
+    chance, as 3 epochs at 1e-3 leave it."""
+    from tunetext import train
+
+    out = tmp_path_factory.mktemp("runs") / "learned-bert"
+    train(_tiny_config(tiny_bert, epochs=10, learning_rate=3e-3), out, progress=False)
+    return out
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def _chromium_or_skip(chromium: Path = CHROMIUM, chromedriver: Path = CHROMEDRIVER) -> tuple[Path, Path]:
+    missing = [str(p) for p in (chromium, chromedriver) if not p.is_file()]
+    if missing:
+        why = (f"needs Debian's chromium and chromium-driver ({', '.join(missing)} missing): `make test` "
+               "installs them (apt-get install -y chromium chromium-driver)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: the browser tests must run, not skip; {why}", pytrace=False)
+        pytest.skip(why)
+    return chromium, chromedriver
+
+
+@pytest.fixture(scope="session")
+def chromium_or_skip():
+    """`chromium_or_skip()`: the paths of Chromium and its driver; without them the test skips, or fails
+    where the environment says CI=true, so that CI never passes with its browser tests silently skipped."""
+    return _chromium_or_skip
+
+
 @contextmanager
 def _live_server(app) -> Iterator[int]:
     """Serve `app` on a free loopback port from a thread, with the connection limits `tunetext serve` uses;

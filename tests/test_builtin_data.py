@@ -16,7 +16,7 @@ from tunetext.data.builtin import BUILTIN, parse_airline_sentiment, parse_rotten
 from tunetext.data.cards import BuiltinDataset, cards_markdown, count_labels
 from tunetext.data.prepare import prepare
 from tunetext.data.read import read_source
-from tunetext.data.sources import DataError
+from tunetext.data.sources import DataError, read_file
 from tunetext.data.text_gcn import parse_orange_tab, parse_text_gcn
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
@@ -74,9 +74,16 @@ AIRLINE_CSV = (
 )
 
 
-def test_airline_sample_is_not_utf8_like_the_real_file():
-    with pytest.raises(UnicodeDecodeError):
-        AIRLINE_CSV.decode("utf-8")
+def test_airline_bytes_that_a_users_csv_refuses_as_not_utf8_are_read_by_the_builtin_parser(tmp_path):
+    # The same bytes as a file of one's own: refused, naming the first byte that is not UTF-8 ...
+    path = tmp_path / "airline.csv"
+    path.write_bytes(AIRLINE_CSV)
+    with pytest.raises(DataError, match=r"line 2 \(byte 105\): not UTF-8 text: byte 0xd1"):
+        read_file(path, "text", "sentiment")
+    # ... while the built-in parser decodes every byte as Mac OS Roman, replacing none.
+    train = parse_airline_sentiment(AIRLINE_CSV)["train"]
+    assert len(train) == 5 and not any("\ufffd" in text for text in train.texts)
+    assert train.texts[1] == AIRLINE_CSV.split(b"\r\n")[3].split(b",", 2)[2].strip(b'"').decode("mac_roman")
 
 
 def test_airline_sentiment_keeps_tweets_to_airline_handles_decoded_as_mac_roman():

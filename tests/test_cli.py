@@ -10,12 +10,22 @@ import pytest
 import tunetext
 from tunetext import Classifier, load_config
 from tunetext.cli import main
+from tunetext.evaluate import evaluate, format_metrics
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def assert_predictions(rows: list[dict], expected) -> None:
+    """The CLI's rows are the Python API's predictions for the same texts."""
+    assert len(rows) == len(expected)
+    for row, p in zip(rows, expected, strict=True):
+        assert row["label"] == p.label
+        assert row["score"] == pytest.approx(p.score, abs=1e-6)
+        assert row["probabilities"] == pytest.approx(p.probabilities, abs=1e-6)
 
 
 def test_version(capsys):
@@ -79,14 +89,18 @@ def test_evaluate_json_matches_the_stored_test_scores(trained_run, capsys):
 def test_evaluate_table_and_other_data(trained_run, tmp_path, capsys):
     code, stdout, _ = run_cli(capsys, "evaluate", trained_run)
     assert code == 0
-    assert "(test)" in stdout and "confusion matrix" in stdout
+    metrics = evaluate(trained_run)  # the API's answer for the same run and data
+    assert metrics["split"] == "test" and "confusion matrix" in stdout
+    assert stdout == "".join(f"data: {line}\n" for line in metrics["report"]) + format_metrics(
+        metrics, f"{trained_run} on its own data (test)") + "\n"
     other = tmp_path / "other.csv"
     other.write_text("body,category\nfree prize call now,spam\nsee you at 6,ham\nwin cash today,spam\n")
     code, stdout, _ = run_cli(capsys, "evaluate", trained_run, "--data", other, "--text-column", "body",
                               "--label-column", "category", "--json")
     assert code == 0
-    metrics = json.loads(stdout)
+    metrics = evaluate(trained_run, data=str(other), text_column="body", label_column="category")
     assert metrics["split"] == "all" and metrics["n"] == 3
+    assert json.loads(stdout) == json.loads(json.dumps(metrics))
 
 
 def test_evaluate_unfinished_directory_exits_2(tmp_path, capsys):
@@ -121,8 +135,9 @@ def test_predict_txt_input_to_jsonl_output(trained_run, tmp_path, capsys):
     assert code == 0 and stdout == ""
     assert f"wrote 3 predictions to {out}" in stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["text"] for r in rows] == source.read_text().splitlines()
-    assert all(r["label"] in ("ham", "spam") for r in rows)
+    texts = source.read_text().splitlines()
+    assert [r["text"] for r in rows] == texts
+    assert_predictions(rows, Classifier.load(trained_run).predict(texts))
 
 
 def test_predict_csv_input_to_csv_output(trained_run, tmp_path, capsys):
@@ -136,9 +151,12 @@ def test_predict_csv_input_to_csv_output(trained_run, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["text", "label", "score", "p_ham", "p_spam"]
     assert [r["text"] for r in rows] == ["free entry, to win", "lunch later?"]
-    for r in rows:
+    for r, p in zip(rows, Classifier.load(trained_run).predict([r["text"] for r in rows]), strict=True):
         assert float(r["p_ham"]) + float(r["p_spam"]) == pytest.approx(1, abs=1e-5)
         assert float(r["score"]) == pytest.approx(float(r[f"p_{r['label']}"]))
+        assert r["label"] == p.label and float(r["score"]) == pytest.approx(p.score, abs=1e-6)  # 6 places
+        assert [float(r[f"p_{name}"]) for name in p.probabilities] == pytest.approx(
+            list(p.probabilities.values()), abs=1e-6)
 
 
 def test_predict_json_lines_input_with_json_suffix(trained_run, tmp_path, capsys):
@@ -147,7 +165,9 @@ def test_predict_json_lines_input_with_json_suffix(trained_run, tmp_path, capsys
     source.write_text('{"text": "free entry to win"}\n{"text": "lunch later?"}\n')
     code, stdout, _ = run_cli(capsys, "predict", trained_run, "--input", source, "--json")
     assert code == 0
-    assert [r["text"] for r in json.loads(stdout)] == ["free entry to win", "lunch later?"]
+    rows, texts = json.loads(stdout), ["free entry to win", "lunch later?"]
+    assert [r["text"] for r in rows] == texts
+    assert_predictions(rows, Classifier.load(trained_run).predict(texts))
 
 
 def test_predict_without_texts_exits_2(trained_run, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tunetext.cli import main
 from tunetext.report import SECTIONS, mistakes_table, report
@@ -17,7 +19,6 @@ from tunetext.runs import METRICS
 
 ARTIFACTS = Path(__file__).parent / "artifacts"  # gitignored; the browser test leaves a screenshot here
 FIGURES = ["learning_curves", "confusion_matrix", "per_class", "calibration", "before_after", "data"]
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +40,24 @@ def test_report_is_written_in_the_run_with_every_section_and_figure(run_copy, pa
     assert path == run_copy / "report" / "report.html"
     for sid, title in SECTIONS:
         assert re.search(rf'<section id="{sid}"><h2>{re.escape(title)}</h2>', text), sid
-    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    img = r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="[^"]*" style="width:(\d+)px"'
+    images = re.findall(img, text)
     assert len(images) == len(FIGURES)
-    for name, data in zip(FIGURES, images, strict=True):  # each inline image is its PNG file
+    for name, (data, css_width) in zip(FIGURES, images, strict=True):  # each inline image is its PNG file
         png = (path.parent / f"{name}.png").read_bytes()
-        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
         assert base64.b64decode(data) == png
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.format == "PNG"
+            pixels = np.asarray(image.convert("L"))
+        # Drawn at 150 dpi for a page that shows it at 96 CSS pixels an inch: twice as sharp, or nearly.
+        assert pixels.shape[1] == pytest.approx(int(css_width) * 150 / 96, abs=2), name
+        assert pixels.shape[0] >= 300, name  # the shortest figure is 2.4 inches tall
+        # Something is drawn: not a blank white canvas, nor a filled one, and more than two shades.
+        ink = pixels < 200
+        assert 0.01 < ink.mean() < 0.7, name
+        assert len(np.unique(pixels)) > 16, name
+    with Image.open(path.parent / "learning_curves.png") as image:
+        assert image.size == (1500, 540)  # 10 by 3.6 inches at 150 dpi
 
 
 def test_report_loads_nothing_from_outside(page):
@@ -126,28 +139,26 @@ def test_unreadable_data_still_gives_a_report_that_says_what_is_missing(run_copy
 
 # --- in a browser -------------------------------------------------------------------------------------
 
-def chromium(tmp_path: Path):
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip("needs Debian's chromium and chromium-driver: `make test` installs them "
-                    "(apt-get install -y chromium chromium-driver)")
+def chromium(tmp_path: Path, chromium_or_skip):
+    binary, chromedriver = chromium_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = str(binary)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
                  "--window-size=1280,900", "--hide-scrollbars"):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    return webdriver.Chrome(service=Service(str(chromedriver)), options=options)
 
 
-def test_report_renders_in_chromium(page, tmp_path):
+def test_report_renders_in_chromium(page, tmp_path, chromium_or_skip):
     from selenium.webdriver.common.by import By
 
     path, _ = page
-    driver = chromium(tmp_path)
+    driver = chromium(tmp_path, chromium_or_skip)
     try:
         driver.get(path.as_uri())
         assert driver.title == "tunetext report: tiny-bert"
@@ -167,3 +178,21 @@ def test_report_renders_in_chromium(page, tmp_path):
         assert driver.save_screenshot(str(ARTIFACTS / "report.png"))
     finally:
         driver.quit()
+
+
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(chromium_or_skip, monkeypatch, tmp_path):
+    absent = (tmp_path / "chromium", tmp_path / "chromedriver")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"CI=true: the browser tests must run.*driver missing"):
+        chromium_or_skip(*absent)
+    for ci in ("false", None):
+        if ci is None:
+            monkeypatch.delenv("CI")
+        else:
+            monkeypatch.setenv("CI", ci)
+        with pytest.raises(pytest.skip.Exception, match="chromium-driver"):
+            chromium_or_skip(*absent)
+    for p in absent:
+        p.write_text("")
+    monkeypatch.setenv("CI", "true")
+    assert chromium_or_skip(*absent) == absent

@@ -16,8 +16,6 @@ from tunetext.predict import has_content
 from tunetext.serve import ServeSettings, create_app
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 KEY = "page-test-key"
 
 
@@ -78,21 +76,19 @@ def _get(url: str) -> int:
 # ---- the page in a real browser -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def browser():
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("needs Debian's chromium and chromium-driver: `make test` installs them "
-                    "(apt-get install -y chromium chromium-driver)")
+def browser(chromium_or_skip):
+    binary, chromedriver = chromium_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     profile = tempfile.mkdtemp(prefix="tunetext-chromium-")
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = str(binary)
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 f"--user-data-dir={profile}", "--window-size=900,1000"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(chromedriver)))
     driver.set_page_load_timeout(30)
     try:
         yield driver

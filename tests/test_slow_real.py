@@ -35,7 +35,10 @@ def test_real_minilm_quick_run(tmp_path):
     run = train(config, tmp_path / "run", progress=False)
     test, before = run.metrics["test"], run.metrics["before_finetune"]["test"]
     assert test["n"] > 1000
-    assert test["accuracy"] >= 0.9 and test["accuracy"] > before["accuracy"]
+    # Macro-F1, not accuracy: 87% of the texts are ham, so always answering ham has accuracy 0.87 and
+    # macro-F1 0.46 (F1 0.93 on ham, 0 on spam). 0.8 needs spam found and not only the majority class.
+    assert test["macro_f1"] >= 0.8 and test["macro_f1"] > before["macro_f1"] + 0.2
+    assert test["per_class"]["spam"]["f1"] >= 0.6
     clf = Classifier.load(run.run_dir)
     spam, ham = clf.predict(["WINNER!! You have won a 1000 GBP cash prize. Call 09061701461 to claim now",
                              "Sorry, I'll call you later, I'm in a meeting"])

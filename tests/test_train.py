@@ -238,6 +238,50 @@ def test_balanced_class_weights_are_the_inverse_class_frequencies(tmp_path, tiny
     assert run.metrics["training"]["steps"] == 5
 
 
+def _accumulation_run(folder, model, tiny_config, batch_size, accumulate):
+    """Two epochs on 12 training texts, no warmup: one optimizer step per epoch when 12 texts make a step."""
+    config = tiny_config(model, epochs=2, batch_size=batch_size, gradient_accumulation_steps=accumulate,
+                         warmup_ratio=0, log_every=1)
+    data = config.data.model_copy(update={name: str(folder.parent / f"{name}.csv")
+                                          for name in ("source", "validation", "test")})
+    return train(config.model_copy(update={"data": data}), folder, progress=False)
+
+
+def test_accumulating_micro_batches_equals_one_big_batch(tmp_path, tiny_bert, tiny_csv, tiny_config):
+    from transformers import AutoModel, AutoTokenizer
+
+    # The tiny BERT without dropout, so that 3 micro-batches and one batch draw no different masks.
+    model = tmp_path / "no-dropout"
+    AutoModel.from_pretrained(tiny_bert, hidden_dropout_prob=0.0,
+                              attention_probs_dropout_prob=0.0).save_pretrained(model)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(model)
+    lines = tiny_csv.read_text().splitlines()
+    for name, rows in (("source", lines[1:13]), ("validation", lines[13:25]), ("test", lines[25:37])):
+        (tmp_path / f"{name}.csv").write_text("\n".join([lines[0], *rows]) + "\n")
+
+    accumulated = _accumulation_run(tmp_path / "accumulated", model, tiny_config, 4, 3)
+    big = _accumulation_run(tmp_path / "big", model, tiny_config, 12, 1)
+    control = _accumulation_run(tmp_path / "control", model, tiny_config, 4, 1)  # a step per micro-batch
+    assert len(load_dataset(big.config.data).train) == 12
+    assert [r.metrics["training"]["steps"] for r in (accumulated, big, control)] == [2, 2, 6]
+    start = AutoModel.from_pretrained(model).state_dict()
+    weights = [load_file(r.run_dir / "model.safetensors") for r in (accumulated, big, control)]
+    moved = {k for k, t in weights[1].items() if k.removeprefix("bert.") in start
+             and not torch.equal(t, start[k.removeprefix("bert.")])}
+    assert len(moved) > 20  # the steps changed the model (no warmup step at learning rate 0)
+    for name, tensor in weights[1].items():
+        # 1e-5 is 1% of what one step moves a weight (about the learning rate, 1e-3); measured: 3e-7.
+        torch.testing.assert_close(weights[0][name], tensor, rtol=0, atol=1e-5, msg=name)
+    differs = max((weights[2][k] - weights[1][k]).abs().max().item() for k in moved)
+    assert differs > 1e-3  # stepping after each micro-batch is another optimisation
+    assert _losses(accumulated.run_dir) == pytest.approx(_losses(big.run_dir), abs=1e-5)
+
+
+def _losses(run_dir):
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return [e["loss"] for e in log if e["event"] == "train"]
+
+
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path, tiny_gpt2, tiny_config):
     config = tiny_config(tiny_gpt2, batch_size=4, gradient_accumulation_steps=3, epochs=2, log_every=1)
     run = train(config, tmp_path / "accumulated", progress=False)
