@@ -3,8 +3,9 @@ picks eager there.
 
 One model is loaded twice, once with each kernel, from the same weights. Both train on the same batches:
 the sms_spam training split (tunetext's default preparation), tokenised to 256 tokens at most,
-length-grouped into batches of 32 as `train()` makes them, in fp32 and, where the CPU has AMX, bf16
-autocast too (as `precision=auto` would choose). A training step (forward, backward, AdamW step) is timed
+length-grouped into batches of 32 as `train()` makes them, in fp32 and, where the CPU has bf16 units
+(AMX, or AVX512-BF16 as on AMD Zen 4), under bf16 autocast too: `precision=auto` picks bf16 only with
+AMX, but `train.precision=bf16` runs it anywhere. A training step (forward, backward, AdamW step) is timed
 for each kernel in turn, batch by batch, alternating which goes first, after a few warm-up steps. The
 result is the time per step of each kernel and the ratio sdpa / eager of their summed step times (loop
 time: nothing but the steps is timed).
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import CpuWatch, machine_info, verdict
+from machine import CpuWatch, cpu_flags, machine_info, verdict
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "attention.json"
 KERNELS = ("eager", "sdpa")
@@ -34,7 +35,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from tunetext import load_config
     from tunetext.batches import collate, length_grouped_batches, tokenize
     from tunetext.data import load_dataset
-    from tunetext.inference import autocast, cpu_has_amx
+    from tunetext.inference import autocast
     from tunetext.models import load_classifier
 
     overrides: dict[str, Any] = {"model.name": args.model}
@@ -49,7 +50,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     ids = tokenize(tokenizer, data.train.texts, config.model.max_length)
     batches = length_grouped_batches([len(x) for x in ids], config.train.batch_size, seed=0)
     batches = batches[: args.warmup + args.steps]
-    precisions = ["fp32"] + (["bf16"] if cpu_has_amx() else [])
+    flags = cpu_flags()
+    precisions = ["fp32"] + (["bf16"] if {"amx_bf16", "avx512_bf16"} & flags else [])
     result: dict[str, Any] = {"batches": len(batches) - args.warmup, "batch_size": config.train.batch_size,
                               "mean_tokens": sum(len(ids[i]) for b in batches for i in b)
                               / sum(len(b) for b in batches)}

@@ -35,6 +35,10 @@ def _cpuinfo() -> dict[str, str]:
     return info
 
 
+def cpu_flags() -> set[str]:
+    return set(_cpuinfo().get("flags", "").split())
+
+
 def machine_info() -> dict[str, Any]:
     """The CPU (model, flags), the libraries' versions, thread settings and the load before measuring."""
     import accelerate
