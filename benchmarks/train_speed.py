@@ -11,11 +11,12 @@ number of epochs and the same weight selection (the epoch with the best validati
       attention as tunetext picks on CPU, and the fused AdamW.
   C   `tunetext.train` with its default config (only the epochs and the seed set).
 
-B' and C run once per seed (`--seeds`, default 3), in rounds that alternate which goes first; A and B run
-once, first. Each run is a fresh process; this process collects the results, prints a table and writes
-JSON (fields: benchmarks/README.md). Two times are compared, and every ratio says which it divides:
-`loop` is the training steps alone (epoch start to epoch end, no evaluation or checkpoint); `wall` is
-`trainer.train()` for the Trainer ways and the whole `tunetext.train()` call for C.
+B' and C run once per seed (`--seeds`, default 3), in rounds that alternate which goes first; then B and
+A once each, A last. Each run is a fresh process; this process collects the results, prints a table and
+rewrites the JSON after every run (fields: benchmarks/README.md; `complete` is false until all are
+done). Two times are compared, and every ratio says which it divides: `loop` is the training steps alone
+(epoch start to epoch end, no evaluation or checkpoint); `wall` is `trainer.train()` for the Trainer ways
+and the whole `tunetext.train()` call for C.
 
     python benchmarks/train_speed.py                          # the full benchmark (about 75 minutes)
     python benchmarks/train_speed.py --only Bp,C --epochs 1 --seeds 1
@@ -288,13 +289,13 @@ def _run_way(way: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def schedule(ways: list[str], seeds: list[int]) -> list[tuple[str, int]]:
-    """The unseeded ways once, first; then one round per seed of the seeded ways, alternating their order
-    so that neither always runs first."""
-    order = [(w, seeds[0]) for w in ways if w not in SEEDED]
+    """One round per seed of the seeded ways, alternating their order so that neither always runs first;
+    then the unseeded ways once, slowest (A) last, so that an interrupted run still holds the rest."""
+    order: list[tuple[str, int]] = []
     seeded = [w for w in ways if w in SEEDED]
     for i, seed in enumerate(seeds):
         order += [(w, seed) for w in (seeded if i % 2 == 0 else seeded[::-1])]
-    return order
+    return order + [(w, seeds[0]) for w in reversed(ways) if w not in SEEDED]
 
 
 def _spread(values: list[float]) -> dict[str, Any]:
@@ -373,7 +374,22 @@ def format_table(report: dict[str, Any]) -> str:
 def run_all(args: argparse.Namespace, ways: list[str], seeds: list[int]) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     machine = machine_info()
-    runs = [_run_way(way, seed, args) for way, seed in schedule(ways, seeds)]
+    order = schedule(ways, seeds)
+    runs: list[dict[str, Any]] = []
+    for way, seed in order:
+        runs.append(_run_way(way, seed, args))
+        # Written after every run, so that an interrupted benchmark keeps what it measured.
+        report = build_report(args, ways, seeds, runs, machine, started, complete=len(runs) == len(order))
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
+    print("\n" + format_table(report))
+    print(f"\nwrote {output}")
+    return 1 if any("error" in r for r in runs) else 0
+
+
+def build_report(args: argparse.Namespace, ways: list[str], seeds: list[int], runs: list[dict[str, Any]],
+                 machine: dict[str, Any], started: str, complete: bool) -> dict[str, Any]:
     summary = summarise(runs)
     ratios, met = compare(summary, runs)
     indicative, warnings = verdict([r["quiet"] for r in runs])
@@ -385,11 +401,12 @@ def run_all(args: argparse.Namespace, ways: list[str], seeds: list[int]) -> int:
     warnings += [f"{r['way']} seed {r['seed']} failed: {r['error']}" for r in runs if "error" in r]
     from tunetext.models import resolve
 
-    report = {
+    return {
         "benchmark": "train_speed",
         "command": "python benchmarks/train_speed.py " + " ".join(sys.argv[1:]),
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "complete": complete,  # false while (or if interrupted before) every scheduled run is done
         "indicative": indicative,
         "machine": machine,
         "config": {"model": args.model, "model_path": resolve(args.model),
@@ -408,12 +425,6 @@ def run_all(args: argparse.Namespace, ways: list[str], seeds: list[int]) -> int:
         "warnings": warnings,
         "runs": runs,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print("\n" + format_table(report))
-    print(f"\nwrote {output}")
-    return 1 if any("error" in r for r in runs) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,8 @@ def test_train_speed_runs_every_way_and_labels_its_ratios(tmp_path, tiny_bert, t
     report = json.loads(out.read_text())
     assert_machine_recorded(report)
     assert list(report["ways"]) == ["A", "B", "Bp", "C"]
-    assert [(r["way"], r["seed"]) for r in report["runs"]] == [("A", 42), ("B", 42), ("Bp", 42), ("C", 42)]
+    assert [(r["way"], r["seed"]) for r in report["runs"]] == [("Bp", 42), ("C", 42), ("B", 42), ("A", 42)]
+    assert report["complete"]
     assert all("error" not in r for r in report["runs"]), report["warnings"]
     # Every way trained on the same split and kept its best-validation epoch.
     assert len({json.dumps(r["splits"], sort_keys=True) for r in report["runs"]}) == 1
@@ -64,7 +65,7 @@ def test_train_speed_runs_every_way_and_labels_its_ratios(tmp_path, tiny_bert, t
 
 def test_train_speed_alternates_the_seeded_ways_in_rounds():
     assert train_speed.schedule(["A", "B", "Bp", "C"], [42, 43, 44]) == [
-        ("A", 42), ("B", 42), ("Bp", 42), ("C", 42), ("C", 43), ("Bp", 43), ("Bp", 44), ("C", 44)]
+        ("Bp", 42), ("C", 42), ("C", 43), ("Bp", 43), ("Bp", 44), ("C", 44), ("B", 42), ("A", 42)]
 
 
 def test_strategies_chooses_the_best_method_on_validation(tmp_path, tiny_bert, tiny_gpt2, tiny_csv):
