@@ -109,7 +109,8 @@ def test_accuracy_runs_on_a_csv(tmp_path, tiny_bert, tiny_csv):
                "--workdir", tmp_path / "work", "--output", out)
     report = json.loads(out.read_text())
     result = report["datasets"][str(tiny_csv)]
-    assert len(result["per_seed"]) == 2 and "quiet" in result
+    assert len(result["per_seed"]) == 2 and "quiet" in result and result["machine"]["cpu"]
+    assert isinstance(report["indicative_times"], bool)
     assert result["test_accuracy"]["mean"] == pytest.approx(
         sum(s["accuracy"] for s in result["per_seed"]) / 2)
     assert report["machine"]["cpu"]

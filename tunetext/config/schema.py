@@ -110,8 +110,8 @@ class ModelConfig(_Section):
                       "Hugging Face model folder, or a hub id.")
     max_length: int = Field(256, ge=8, le=8192, description="Texts are truncated to this many tokens.")
     attention: Literal["auto", "eager", "sdpa"] = Field(
-        "auto", description="Attention kernel. `auto` picks eager on CPU, where PyTorch's fused attention "
-        "backward is slower for short texts, and sdpa on GPU.")
+        "auto", description="Attention kernel. `auto` picks eager on CPU, where PyTorch's fused kernel "
+        "measured no faster for training on short texts (benchmarks/attention.py), and sdpa on GPU.")
     implementation: Literal["transformers", "scratch"] = Field(
         "transformers", description="`scratch` builds tunetext.models.gpt's readable from-scratch GPT-2 "
         "(same outputs and saved format as transformers'); only for GPT-2 checkpoints, any other model type "

@@ -236,8 +236,8 @@ def load_tokenizer(name_or_path: str):
 
 
 def attention_kernel(choice: str, device: torch.device) -> str:
-    # On CPU, PyTorch's fused attention backward is several times slower than eager attention for the
-    # short sequences text classification sees (measured: MiniLM-L6, batch 32, 32 tokens, bf16).
+    # Eager on CPU: benchmarks/attention.py found sdpa no faster there for training on short texts
+    # (results/attention.json); sdpa on GPU, where its fused kernels pay.
     if choice == "auto":
         return "eager" if device.type == "cpu" else "sdpa"
     return choice
