@@ -86,8 +86,8 @@ def trainer_settings(way: str, config) -> dict[str, Any]:
     """What each Trainer way sets; everything else is the Trainer's default."""
     import torch
 
-    from tunetext.inference import use_bf16
     from tunetext.models.loading import attention_kernel
+    from tunetext.precision import use_bf16
 
     tc = config.train
     selection = {"metric_for_best_model": tc.metric, "load_best_model_at_end": True}
@@ -141,9 +141,13 @@ def run_trainer(way: str, args: argparse.Namespace, seed: int) -> dict[str, Any]
             self.seconds += time.perf_counter() - self._start
 
     setup_start = time.perf_counter()
+    from tunetext.adaptive import DataShape
+    from tunetext.adaptive import resolve as resolve_defaults
+
     config = _config(args, seed)
-    settings = trainer_settings(way, config)
     data = load_dataset(config.data)  # the split of data.seed, the same whatever the training seed
+    config, _ = resolve_defaults(config, DataShape.of(data.train.labels))  # settings chosen from the data
+    settings = trainer_settings(way, config)
     names = data.label_names
     path = resolve(config.model.name)
     tokenizer = AutoTokenizer.from_pretrained(path)

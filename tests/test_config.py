@@ -20,7 +20,7 @@ def test_defaults_without_file_or_overrides():
     assert config == RunConfig()
     assert config.data.source == "sms_spam"
     assert config.model.name == "minilm-l6"
-    assert config.train.epochs == 3
+    assert config.train.epochs is None  # chosen from the data (tunetext.adaptive)
     assert config.train.learning_rate == 1e-4
 
 

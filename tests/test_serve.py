@@ -441,9 +441,10 @@ def test_each_inference_thread_runs_one_torch_thread(trained_run):
 
 def test_precision(trained_run, monkeypatch):
     assert ServeSettings(precision="bf16").bf16() and not ServeSettings(precision="fp32").bf16()
-    monkeypatch.setattr("tunetext.inference.cpu_has_amx", lambda: False)
-    assert not ServeSettings().bf16()  # auto: bf16 only where the CPU has AMX
-    monkeypatch.setattr("tunetext.inference.cpu_has_amx", lambda: True)
+    monkeypatch.setattr("tunetext.precision.cpu_has_amx", lambda: False)
+    monkeypatch.setattr("tunetext.precision.cpu_has_avx512_bf16", lambda: False)
+    assert not ServeSettings().bf16()  # auto: fp32 without bf16 units
+    monkeypatch.setattr("tunetext.precision.cpu_has_amx", lambda: True)
     assert ServeSettings().bf16()
     with running(trained_run, precision="bf16") as c:
         assert c.get("/info").json()["serving"]["precision"] == "bf16"

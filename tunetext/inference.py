@@ -1,7 +1,7 @@
 """The forward pass for scoring: tokenised texts in, class log-probabilities out, batched by length.
 
-Shared by evaluation, prediction, serving, reports and training's validation passes; `use_bf16` decides
-where bfloat16 autocast pays off.
+Shared by evaluation, prediction, serving, reports and training's validation passes; `tunetext.precision`
+decides where bfloat16 autocast pays off.
 """
 
 from __future__ import annotations
@@ -14,22 +14,6 @@ import torch
 from tunetext.batches import collate, sorted_batches, tokenize
 
 CHUNK = 4096  # texts tokenised and length-sorted at a time, so memory stays flat for any set size
-
-
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), through torch's public
-    `torch.cpu.get_capabilities()`: the one place that asks, so tests can pretend either way."""
-    return bool(torch.cpu.get_capabilities().get("amx_tile", False))
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether `precision` (`auto`, `bf16` or `fp32`) means bfloat16 autocast on `device`."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # bf16 autocast is used only where the CPU has bf16 matrix units (AMX tiles); elsewhere fp32.
-    return device.type == "cpu" and cpu_has_amx()
 
 
 def autocast(device: torch.device, bf16: bool):

@@ -236,7 +236,7 @@ def search(config: RunConfig, output_dir: str | Path, trials: int | None = None,
             trial.report(entry[f"val_{metric}"], step=entry["epoch"])
             # The default trial always completes, and a trial in its last epoch has cost all it will:
             # pruning it then would only throw its result away.
-            last_epoch = entry["epoch"] >= trial_config.train.epochs
+            last_epoch = entry["epoch"] >= entry.get("epochs", trial_config.train.epochs or 0)
             if not default and not last_epoch and trial.should_prune():
                 raise optuna.TrialPruned(f"val {metric} {entry[f'val_{metric}']:.4f} at epoch "
                                          f"{entry['epoch']} is below the median of earlier trials")

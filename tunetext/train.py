@@ -24,20 +24,20 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
-from tunetext import checkpoints, prefix_cache, runs
+from tunetext import adaptive, checkpoints, prefix_cache, runs
 from tunetext.batches import collate, length_grouped_batches, shuffled_batches, tokenize
 from tunetext.checkpoints import StopFlag, TrainingInterrupted
 from tunetext.compare import aggregate_seeds
 from tunetext.config import RunConfig, TrainConfig, load_config
 from tunetext.data import Dataset, Split, load_dataset
 from tunetext.evaluate import calibrated_scores, evaluate_split
-from tunetext.inference import use_bf16
 from tunetext.models import (
     Family,
     load_classifier,
     train_mode,
     truncate_blocks,
 )
+from tunetext.precision import use_bf16
 from tunetext.strategies import (
     compare_with_teacher,
     distill_loss,
@@ -88,10 +88,13 @@ def _linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_sched
 
 
 def _class_weights(labels: list[int], num_labels: int, mode: str) -> torch.Tensor | None:
+    """Loss weights per class, `balanced` (1/count) or `sqrt` (1/sqrt(count)), scaled so that the average
+    weight over the training examples is 1 and the learning rate keeps its meaning."""
     if mode == "none":
         return None
-    counts = np.bincount(labels, minlength=num_labels).astype(float)
-    return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+    counts = np.maximum(np.bincount(labels, minlength=num_labels).astype(float), 1)
+    weights = 1 / counts if mode == "balanced" else 1 / np.sqrt(counts)
+    return torch.tensor(weights * len(labels) / (weights * counts).sum(), dtype=torch.float32)
 
 
 def _seed_everything(seed: int) -> None:
@@ -149,6 +152,11 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
 
     # --- data and model: only once both have loaded is the run directory made (or emptied) -------------
     dataset, model, tokenizer, family, trainable = _load_data_and_model(config, device)
+    config, choices = adaptive.resolve(config, adaptive.DataShape.of(dataset.train.labels),
+                                       accelerator.num_processes)
+    tc = config.train
+    for choice in choices:
+        log.info("default: %s", choice)
     total_params = sum(p.numel() for p in model.parameters())
     flag.before_start = None  # from here on a signal asks for a checkpoint
     if main:
@@ -327,6 +335,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         "stopped_early": state["stopped_early"], "best_val_" + tc.metric: state["best_score"],
         "trainable_parameters": trainable, "total_parameters": total_params,
         "bf16": bf16, "processes": accelerator.num_processes,
+        "choices": [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices],
         "prefix_cached": hidden_cache is not None, "cache_seconds": cache_seconds,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -363,7 +372,7 @@ def _checked_run_dir(config: RunConfig, output_dir: str | Path | None, resume: b
     runs.check_output(run_dir, resume, overwrite)
     if resume:
         saved = load_config(run_dir / runs.CONFIG)
-        if saved != config:
+        if not adaptive.same_run(saved, config):
             raise runs.RunError(f"{run_dir} was started with a different configuration; resume with the "
                                 f"saved one ({run_dir / runs.CONFIG}) or start a new run")
     return run_dir
@@ -417,7 +426,8 @@ def _validate(inner: Any, family: Family, metrics: dict[str, Any], state: dict[s
     (whether it is the best so far, whether early stopping says stop)."""
     train_mode(inner, family, tc.strategy, tc.last_n)  # evaluation put the whole model in train mode
     score = metrics[tc.metric]
-    entry = {"step": state["step"], "epoch": state["epoch"] + 1, "val_accuracy": metrics["accuracy"],
+    entry = {"step": state["step"], "epoch": state["epoch"] + 1, "epochs": tc.epochs,
+             "val_accuracy": metrics["accuracy"],
              "val_macro_f1": metrics["macro_f1"], f"val_{tc.metric}": score}
     state["evals"].append(entry)
     runs.append_log(run_dir, main, {"event": "eval", **entry})

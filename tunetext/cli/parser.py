@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
          "id (model.name)")
     p.add_argument("--output", required=True, help="run directory to write: a new or empty folder, or a run "
                    "to continue (--resume) or replace (--overwrite)")
-    _add(p, "--epochs", type=int, shown=_default(TrainConfig, "epochs"), help="passes over the training "
-         "data (train.epochs)")
+    _add(p, "--epochs", type=int, help="passes over the training data (train.epochs; default: chosen from "
+         "the data, see docs/training.md)")
     _add(p, "--strategy", choices=list(get_args(TrainConfig.model_fields["strategy"].annotation)),
          shown=_default(TrainConfig, "strategy"), help="how to fine-tune (docs/strategies.md); its settings "
          "are train.* overrides")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import ValidationError
@@ -129,6 +129,14 @@ def _field_value(config: RunConfig, key: str) -> Any:
     return getattr(getattr(config, section), name)
 
 
+def _holds_integers(key: str) -> bool:
+    """Whether the field `key` takes integers (perhaps also None or "auto"), by its annotation."""
+    section, name = key.split(".")
+    annotation = type(getattr(RunConfig(), section)).model_fields[name].annotation
+    kinds = [get_origin(a) or a for a in (get_args(annotation) or (annotation,))]
+    return int in kinds or any(get_args(a) and int in get_args(a) for a in get_args(annotation))
+
+
 def search_space_problems(space: dict[str, Any], config: RunConfig | None = None) -> list[str]:
     """Problems with a search space: keys that are no config field or may not be searched, `when`
     conditions on unknown keys, bounds or choices the field rejects, and (given the `config` the space
@@ -165,8 +173,7 @@ def search_space_problems(space: dict[str, Any], config: RunConfig | None = None
             except ConfigError as err:
                 reason = err.problems[0].split(": ", 2)[-1]
                 problems.append(f"{where}: {value!r} is not a valid {key}: {reason}")
-        example = _field_value(config or RunConfig(), key)
-        if isinstance(spec, FloatParam) and isinstance(example, int) and not isinstance(example, bool):
+        if isinstance(spec, FloatParam) and _holds_integers(key):
             problems.append(f"{where}: {key} is an integer; use type: int")
         if config is None:
             continue

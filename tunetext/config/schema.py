@@ -160,7 +160,9 @@ class TrainConfig(_Section):
         "cache every epoch: same results, a fraction of the time. `auto` caches when the model family "
         "supports it (BERT, GPT-2, Llama), training runs in one process and the cache fits in half the free "
         "memory; `on` insists (an error where it cannot); `off` runs the whole model every step.")
-    epochs: int = Field(3, ge=1)
+    epochs: int | None = Field(None, ge=1, description="Passes over the training data; null chooses from "
+                               "the data: enough for at least max(300, 40 x classes) optimizer steps, 3 to "
+                               "20 epochs (tunetext.adaptive).")
     batch_size: int = Field(32, ge=1, description="Examples per optimizer step (per process), before "
                             "gradient accumulation.")
     eval_batch_size: int = Field(128, ge=1)
@@ -170,17 +172,22 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of optimizer steps with a linear "
                                 "warmup; the rest decays linearly to zero.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null turns it off.")
-    class_weights: Literal["none", "balanced"] = Field(
-        "none", description="`balanced` weights the loss by inverse class frequency.")
+    class_weights: Literal["auto", "none", "balanced", "sqrt"] = Field(
+        "auto", description="Loss weights per class: `balanced` by inverse class frequency, `sqrt` by its "
+        "square root (gentler with classes of a handful of examples); `auto` is `sqrt` when the largest "
+        "training class is at least 10 times the rarest, else `none`.")
     eval_every: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps; null means "
                                    "once per epoch.")
     log_every: int = Field(10, ge=1, description="Optimizer steps between log lines.")
     metric: Literal["macro_f1", "accuracy", "weighted_f1"] = Field(
         "macro_f1", description="Validation metric for early stopping and picking the best weights.")
-    early_stopping_patience: int | None = Field(
-        2, ge=1, description="Stop after this many evaluations without improvement; null never stops early.")
+    early_stopping_patience: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto", description="Stop after this many evaluations without improvement; null never stops early; "
+        "`auto` is a quarter of the epochs, at least 2.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="`auto` uses bf16 autocast where the hardware runs it fast, else fp32.")
+        "auto", description="`auto` uses bf16 autocast where the hardware runs it faster: a GPU with "
+        "bf16, a CPU with AMX, or a CPU with AVX512-BF16 where a one-off probe (`tunetext.precision`) "
+        "measures bf16 at least 1.15x the speed of fp32; else fp32.")
     group_by_length: bool = Field(True, description="Batch texts of similar length to cut padding.")
     seed: int = Field(42, description="Seed for initialisation, batch order and dropout.")
     checkpoint_every_epoch: bool = Field(True, description="Keep a resumable checkpoint after each epoch.")

@@ -34,7 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from tunetext.inference import use_bf16
+from tunetext.precision import use_bf16
 from tunetext.predict import CONTENT, Classifier, Encoded
 from tunetext.runs import read_run
 from tunetext.serve.batching import Batcher, BusyError, Engine, StoppedError, TextResult

@@ -1,0 +1,110 @@
+"""Defaults that adapt to the data: the training settings left at `auto` (or null), chosen from the data's
+shape, each with the reason it was chosen.
+
+Three settings adapt; anything the user sets explicitly is used as given.
+
+- `train.epochs`: enough passes for at least `max(MIN_STEPS, STEPS_PER_CLASS x classes)` optimizer steps,
+  never fewer than MIN_EPOCHS nor more than MAX_EPOCHS. Three epochs of a few thousand short texts are a
+  few hundred steps, plenty for two classes; R52's 52 classes over 6,500 texts need about ten passes
+  before its rare classes are predicted at all (at three, the model predicted a handful of them).
+- `train.class_weights`: `sqrt` (loss weights proportional to 1/sqrt(class count)) when the largest
+  training class is at least IMBALANCE_RATIO times the rarest, else `none`. Macro scores, which the
+  validation metric is by default, count a rare class as much as a common one; full inverse-frequency
+  weights would multiply the loss of a class with two examples by a thousand.
+- `train.early_stopping_patience`: a quarter of the epochs, at least 2, so that a long schedule is not
+  stopped by one noisy evaluation and a short one still stops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from tunetext.config import RunConfig
+
+MIN_STEPS = 300
+STEPS_PER_CLASS = 40
+MIN_EPOCHS = 3
+MAX_EPOCHS = 20
+IMBALANCE_RATIO = 10
+AUTO = {"epochs": None, "class_weights": "auto", "early_stopping_patience": "auto"}  # key: its auto value
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the defaults look at: training rows and the classes present in training."""
+
+    rows: int
+    classes: int
+    largest: int
+    rarest: int
+
+    @classmethod
+    def of(cls, train_labels: list[int]) -> DataShape:
+        counts = Counter(train_labels).values()
+        return cls(rows=len(train_labels), classes=len(counts), largest=max(counts, default=0),
+                   rarest=min(counts, default=0))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One setting the defaults chose, and why."""
+
+    key: str
+    value: Any
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}: {self.reason}"
+
+
+def steps_per_epoch(rows: int, batch_size: int, accumulation: int = 1, processes: int = 1) -> int:
+    """Optimizer steps in one pass over `rows` examples (every process runs the same number)."""
+    micro = max(1, math.ceil(rows / batch_size) // processes)
+    return max(1, math.ceil(micro / accumulation))
+
+
+def resolve(config: RunConfig, shape: DataShape, processes: int = 1) -> tuple[RunConfig, list[Choice]]:
+    """`config` with every `auto` training setting replaced by its value for data of `shape`, and the
+    choices made, in order. Settings given explicitly are left as they are."""
+    tc = config.train
+    choices: list[Choice] = []
+    if tc.epochs is None:
+        per_epoch = steps_per_epoch(shape.rows, tc.batch_size, tc.gradient_accumulation_steps, processes)
+        wanted = max(MIN_STEPS, STEPS_PER_CLASS * shape.classes)
+        epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(wanted / per_epoch)))
+        reason = (f"{shape.classes} classes and {shape.rows} training rows: at least {wanted} optimizer "
+                  f"steps wanted (max({MIN_STEPS}, {STEPS_PER_CLASS} per class)), {per_epoch} per epoch")
+        if epochs == MAX_EPOCHS and epochs * per_epoch < wanted:
+            reason += f", capped at {MAX_EPOCHS} epochs"
+        choices.append(Choice("train.epochs", epochs, reason))
+    else:
+        epochs = tc.epochs
+    if tc.class_weights == "auto":
+        ratio = shape.largest / max(1, shape.rarest)
+        weights = "sqrt" if ratio >= IMBALANCE_RATIO else "none"
+        choices.append(Choice("train.class_weights", weights,
+                              f"largest class {shape.largest} / rarest {shape.rarest} = {ratio:.1f}, "
+                              f"{'at least' if weights == 'sqrt' else 'under'} {IMBALANCE_RATIO}"))
+    else:
+        weights = tc.class_weights
+    patience: int | None
+    if tc.early_stopping_patience == "auto":
+        patience = max(2, round(epochs / 4))
+        choices.append(Choice("train.early_stopping_patience", patience,
+                              f"a quarter of {epochs} epochs, at least 2"))
+    else:
+        patience = tc.early_stopping_patience  # a number, or None: never stop early
+    train = tc.model_copy(update={"epochs": epochs, "class_weights": weights,
+                                  "early_stopping_patience": patience})
+    return config.model_copy(update={"train": train}), choices
+
+
+def same_run(saved: RunConfig, given: RunConfig) -> bool:
+    """Whether `saved` (a run's resolved config) is what `given` resolves to: equal once each setting
+    `given` leaves at auto takes the value `saved` chose for it."""
+    auto = {key: getattr(saved.train, key) for key, value in AUTO.items()
+            if getattr(given.train, key) == value}
+    return saved == given.model_copy(update={"train": given.train.model_copy(update=auto)})
