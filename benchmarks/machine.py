@@ -53,7 +53,10 @@ def machine_info() -> dict[str, Any]:
         "cpu": info.get("model name") or platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "key_flags": {flag: flag in flags for flag in KEY_FLAGS},
-        "amx_bf16": "amx_bf16" in flags,  # what precision=auto's bf16 needs
+        "amx_bf16": "amx_bf16" in flags,
+        # what precision=auto chose on this CPU (AMX, or AVX512-BF16 and the probe measuring it faster)
+        "auto_bf16_cpu": _auto_bf16_cpu(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "flags": " ".join(flags),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
@@ -66,6 +69,14 @@ def machine_info() -> dict[str, Any]:
         "accelerate": accelerate.__version__,
         "tunetext": tunetext.__version__,
     }
+
+
+def _auto_bf16_cpu() -> bool:
+    import torch
+
+    from tunetext.precision import use_bf16
+
+    return use_bf16("auto", torch.device("cpu"))
 
 
 def _busy_seconds() -> float:

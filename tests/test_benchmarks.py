@@ -109,8 +109,10 @@ def test_accuracy_runs_on_a_csv(tmp_path, tiny_bert, tiny_csv):
                "--workdir", tmp_path / "work", "--output", out)
     report = json.loads(out.read_text())
     result = report["datasets"][str(tiny_csv)]
-    assert len(result["per_seed"]) == 2 and "quiet" in result and result["machine"]["cpu"]
+    assert len(result["per_seed"]) == 2 and all("quiet" in s for s in result["per_seed"])
+    assert [s["seed"] for s in result["per_seed"]] == [42, 43] and report["complete"]
     assert isinstance(report["indicative_times"], bool)
+    assert {c["key"] for c in result["choices"]} >= {"train.epochs", "train.class_weights"}
     assert result["test_accuracy"]["mean"] == pytest.approx(
         sum(s["accuracy"] for s in result["per_seed"]) / 2)
     assert report["machine"]["cpu"]
@@ -145,3 +147,19 @@ def test_cpu_watch_counts_other_processes_as_other_work():
     indicative, warnings = machine.verdict([theirs])
     assert indicative and "indicative" in warnings[0]
     assert machine.verdict([{**theirs, "busy": False}]) == (False, [])
+
+
+def test_long_text_compares_the_ways_and_chooses_on_validation(tmp_path, tiny_bert, tiny_csv):
+    out = tmp_path / "long_text.json"
+    # Windows of 16 tokens make the tiny CSV's texts long documents.
+    run_script("long_text.py", "--data", tiny_csv, "--model", tiny_bert, "--workdir", tmp_path / "work",
+               "--output", out, "--set", "model.max_length=16", "--set", "train.epochs=2")
+    report = json.loads(out.read_text())
+    assert_machine_recorded(report)
+    ways = report["ways"]
+    assert set(ways) == {"truncate", "head_tail", "chunks", "chunks_same_steps"}
+    assert not any("error" in w for w in ways.values()) and report["complete"]
+    best = report["chosen_on_validation"]
+    assert all(ways[best]["val_macro_f1"] >= ways[w]["val_macro_f1"] for w in ("truncate", "head_tail", "chunks"))
+    assert ways["chunks"]["steps"] > ways["truncate"]["steps"] == ways["head_tail"]["steps"]
+    assert ways["chunks_same_steps"]["steps"] < ways["chunks"]["steps"]
