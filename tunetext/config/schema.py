@@ -118,15 +118,14 @@ class ModelConfig(_Section):
         "is an error naming it.")
     init_from: str | None = Field(
         None, min_length=1, description="A finished run directory whose weights, body and head, start this "
-        "run, to continue training it on new data; model.name is then taken from it (a name given that "
-        "differs is an error). Labels the data and the run share keep their head rows, new labels get fresh "
-        "rows; see init_labels for the run's labels the data lacks. Its tokenizer comes along; its data and "
-        "training settings do not.")
+        "run, to continue training it on new data; model.name is then taken from it (a name other than the "
+        "default that differs from the run's is an error). Labels the data and the run share keep their "
+        "head rows, new labels get fresh rows; see init_labels for the run's labels the data lacks. Its "
+        "tokenizer comes along; its data and training settings do not.")
     init_labels: Literal["keep", "drop"] = Field(
         "keep", description="With init_from, what happens to the run's labels that the new data lacks: "
         "`keep` keeps their head rows, so the model can still predict them and they stay in label_names "
-        "(with no examples in the new data, they score F1 0 in its per-class metrics); `drop` removes their "
-        "rows.")
+        "(with no examples in the new data, they count as F1 0 in its macro-F1); `drop` removes their rows.")
 
     @model_validator(mode="after")
     def _init_labels_need_init_from(self) -> ModelConfig:
