@@ -25,6 +25,7 @@ from tunetext.models import (
     load_classifier,
     load_parent,
     plan_parent,
+    remap_head,
     with_parent_model,
 )
 from tunetext.runs import DATA, MARKER, RunError, check_output
@@ -117,6 +118,9 @@ def test_a_decoder_parent_maps_its_score_rows(tmp_path, tiny_gpt2, tiny_csv, off
     parent = plan_parent(config.model, ["ham", "offer"])
     w, b = _head(load_parent(parent, config.model)[0], "gpt2")
     assert b is None and w.shape[0] == 2 and torch.equal(w[0], old_w[0])  # GPT-2's score has no bias
+    scratch = config.model.model_copy(update={"implementation": "scratch"})  # tunetext's own GPT-2
+    w, _ = _head(load_parent(parent, scratch)[0], "gpt2")
+    assert w.shape[0] == 2 and torch.equal(w[0], old_w[0])
     run = train(config, tmp_path / "gpt2-child", progress=False)
     assert Classifier.load(run.run_dir).label_names == ["ham", "offer"]
     assert json.loads((run.run_dir / MARKER).read_text())["parent"]["dropped"] == ["spam"]
@@ -183,3 +187,20 @@ def test_the_cli_options_map_to_the_config(monkeypatch, tmp_path, trained_run):
     with pytest.raises(SystemExit):
         main(["train", "--init-from", str(trained_run), "--init-labels", "drop", "--output", str(tmp_path)])
     assert (seen["config"].model.init_from, seen["config"].model.init_labels) == (str(trained_run), "drop")
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_maps_its_head_where_the_family_table_says(name, tiny_family):
+    """The head's final linear layer is BERT's `classifier`, RoBERTa's `classifier.out_proj`, GPT-2's
+    `score`, ...: `remap_head` finds it through the family table, so every family maps its rows."""
+    model, tokenizer, family = load_classifier(str(tiny_family(name)), ["a", "b", "c"])
+    old_w, old_b = _head(model, name)
+    remap_head(model, family, ["a", "b", "c"], ["c", "a", "d"])
+    w, b = _head(model, name)
+    assert torch.equal(w[0], old_w[2]) and torch.equal(w[1], old_w[0]) and w.shape[0] == 3
+    if b is not None:
+        assert old_b is not None and b[0] == old_b[2] and b[2] == 0
+    ids = torch.tensor([tokenizer("see you at 8")["input_ids"]])
+    with torch.no_grad():
+        assert model.eval()(input_ids=ids).logits.shape == (1, 3)
+    assert model.config.id2label == {0: "c", 1: "a", 2: "d"}
