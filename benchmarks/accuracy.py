@@ -15,7 +15,7 @@ Seeds run in rounds (every dataset's first seed, then every dataset's second, ..
 Markdown table are rewritten after every run, so `--deadline-s` (start no run after that many seconds)
 still leaves a complete first round.
 
-    python benchmarks/accuracy.py                                # all six datasets, 3 seeds (hours on 2 cores)
+    python benchmarks/accuracy.py                        # all six datasets, 3 seeds (hours on 2 cores)
     python benchmarks/accuracy.py --datasets r8,r52 --seeds 1
 """
 
@@ -140,7 +140,8 @@ def markdown(report: dict[str, Any]) -> str:
         last_cell = (f"{100 * last['test_accuracy']:.2f} / {100 * last['test_macro_f1']:.2f} "
                      f"({last['train_size']})" if last else "-")
         lines.append(f"| {name} | {s['train']} / {s['val']} / {s['test']} | {r['seeds']} | "
-                     f"{_pm(r['test_accuracy'])} | {_pm(r['test_macro_f1'])} | {_target_cell(r)} | {last_cell} | "
+                     f"{_pm(r['test_accuracy'])} | {_pm(r['test_macro_f1'])} | {_target_cell(r)} | "
+                     f"{last_cell} | "
                      f"{r['train_seconds']['mean']:.0f} | {r['wall_seconds']['mean']:.0f} |")
     lines += ["", "What the defaults chose (first seed's run):", ""]
     for name, r in report["datasets"].items():

@@ -160,6 +160,7 @@ def test_long_text_compares_the_ways_and_chooses_on_validation(tmp_path, tiny_be
     assert set(ways) == {"truncate", "head_tail", "chunks", "chunks_same_steps"}
     assert not any("error" in w for w in ways.values()) and report["complete"]
     best = report["chosen_on_validation"]
-    assert all(ways[best]["val_macro_f1"] >= ways[w]["val_macro_f1"] for w in ("truncate", "head_tail", "chunks"))
+    assert all(ways[best]["val_macro_f1"] >= ways[w]["val_macro_f1"]
+               for w in ("truncate", "head_tail", "chunks"))
     assert ways["chunks"]["steps"] > ways["truncate"]["steps"] == ways["head_tail"]["steps"]
     assert ways["chunks_same_steps"]["steps"] < ways["chunks"]["steps"]

@@ -33,6 +33,8 @@ FEEDS: dict[tuple[str, str], list[tuple[object, str]]] = {
     ("train", "--label-column"): [(DataConfig, "label_column")],
     ("train", "--max-train-samples"): [(DataConfig, "max_train_samples")],
     ("train", "--template"): [(DataConfig, "template")],
+    ("train", "--init-from"): [(ModelConfig, "init_from")],
+    ("train", "--init-labels"): [(ModelConfig, "init_labels")],
     ("train", "--resume"): [(train, "resume")],
     ("train", "--overwrite"): [(train, "overwrite"), (train_seeds, "overwrite")],
     ("search", "--trials"): [(search, "trials")],

@@ -151,10 +151,12 @@ def check_output(run_dir: str | Path, resume: bool, overwrite: bool) -> None:
     path = Path(run_dir)
     _check_writable(path)
     if resume:
+        if is_finished(path):  # before the checkpoint check: finishing removes the checkpoint
+            raise RunError(f"{path} is a finished run; there is nothing to resume. To train it further on "
+                           f"new data, start a new run from its weights: tunetext train --init-from {path} "
+                           "--data DATA --output NEW_DIR (model.init_from)")
         if not has_checkpoint(path):
             raise RunError(f"{path} has no checkpoint to resume from; train without --resume")
-        if is_finished(path):
-            raise RunError(f"{path} is a finished run; there is nothing to resume")
         return
     if path.exists() and any(path.iterdir()):
         if not is_run(path):
@@ -206,9 +208,11 @@ def after_a_failed_write(run_dir: Path) -> str:
 
 
 def write_run(run_dir: Path, model: Any, tokenizer: Any, config: RunConfig, metrics: dict[str, Any],
-              data: dict[str, Any], label_names: list[str], tunetext_version: str) -> None:
+              data: dict[str, Any], label_names: list[str], tunetext_version: str,
+              parent: dict[str, Any] | None = None) -> None:
     """A trained model's run files: weights, tokenizer, metrics, the data summary (`data`), the README, and
-    last `run.json`, which marks the run finished (`finish`)."""
+    last `run.json`, which marks the run finished (`finish`). `parent` is the run it started from
+    (`model.init_from`) and what became of its labels; run.json keeps it under "parent"."""
     try:
         with library_bars_hidden():
             model.save_pretrained(run_dir)
@@ -221,10 +225,12 @@ def write_run(run_dir: Path, model: Any, tokenizer: Any, config: RunConfig, metr
     (run_dir / "README.md").write_text(README_TEMPLATE.format(
         model=config.model.name, data=config.data.source, strategy=config.train.strategy,
         labels=", ".join(label_names), accuracy=metrics["test"]["accuracy"],
-        macro_f1=metrics["test"]["macro_f1"], path=run_dir, loading=loading_note(run_dir, config.model.name)))
+        macro_f1=metrics["test"]["macro_f1"], path=run_dir, loading=loading_note(run_dir, config.model.name),
+        parent="" if parent is None else f"Started from the weights of the run `{parent['run_dir']}`.\n"))
+    lineage = {} if parent is None else {"parent": parent}
     finish(run_dir, {"tunetext_version": tunetext_version, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                      "model": config.model.name, "data": config.data.source, "label_names": label_names,
-                     "config_yaml": dump_config(config)}, tokenizer_files)
+                     **lineage, "config_yaml": dump_config(config)}, tokenizer_files)
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
@@ -284,7 +290,7 @@ def read_run(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any], dict[str, 
 README_TEMPLATE = """# tunetext run
 
 Fine-tuned `{model}` on `{data}` ({strategy} strategy), labels: {labels}.
-Test accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}.
+{parent}Test accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}.
 
 Use it:
 

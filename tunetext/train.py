@@ -33,9 +33,13 @@ from tunetext.data import Dataset, Split, load_dataset
 from tunetext.evaluate import calibrated_scores, evaluate_split
 from tunetext.models import (
     Family,
+    Parent,
     load_classifier,
+    load_parent,
+    plan_parent,
     train_mode,
     truncate_blocks,
+    with_parent_model,
 )
 from tunetext.precision import use_bf16
 from tunetext.strategies import (
@@ -139,6 +143,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
 def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, overwrite: bool,
                progress: bool, on_evaluate: Callable[[dict[str, Any]], None] | None, flag: StopFlag) -> Run:
     """`train`'s story, under its signal handler: set up, then the loop, then the final scores and files."""
+    config = with_parent_model(config)  # model.init_from: model.name is the parent run's
     tc = config.train
     started = time.perf_counter()
     if tc.num_threads:
@@ -151,7 +156,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     _seed_everything(tc.seed)
 
     # --- data and model: only once both have loaded is the run directory made (or emptied) -------------
-    dataset, model, tokenizer, family, trainable = _load_data_and_model(config, device)
+    dataset, model, tokenizer, family, trainable, parent = _load_data_and_model(config, device)
     config, choices = adaptive.resolve(config, adaptive.DataShape.of(dataset.train.labels),
                                        accelerator.num_processes)
     tc = config.train
@@ -350,7 +355,8 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
                                    tc.eval_batch_size)}
     if main:
         data_summary = {"source": config.data.source, **dataset.summary(), "preparation": dataset.report}
-        runs.write_run(run_dir, model, tokenizer, config, metrics, data_summary, labels, __version__)
+        runs.write_run(run_dir, model, tokenizer, config, metrics, data_summary, labels, __version__,
+                       parent=None if parent is None else parent.record())
     accelerator.wait_for_everyone()
     return Run(run_dir, config, metrics, labels, model)
 
@@ -378,24 +384,31 @@ def _checked_run_dir(config: RunConfig, output_dir: str | Path | None, resume: b
     return run_dir
 
 
-def _load_data_and_model(config: RunConfig, device: torch.device) -> tuple[Dataset, Any, Any, Family, int]:
+def _load_data_and_model(config: RunConfig, device: torch.device) -> tuple[Dataset, Any, Any, Family, int,
+                                                                          Parent | None]:
     """The prepared data, and the model set up for the strategy: (dataset, model, tokenizer, family,
-    trainable parameter count)."""
+    trainable parameter count, the run it started from under model.init_from)."""
     tc = config.train
     dataset = load_dataset(config.data)
+    parent = None if config.model.init_from is None else plan_parent(config.model, dataset.label_names)
+    if parent is not None and parent.labels != dataset.label_names:
+        # Label ids are positions in the parent-first list; prepared with it, as `evaluate` prepares it again
+        dataset = load_dataset(config.data, label_names=parent.labels)
     for line in dataset.report:
         log.info("data: %s", line)
     log.info("data: %d train, %d val, %d test examples; labels %s", len(dataset.train), len(dataset.val),
              len(dataset.test), ", ".join(dataset.label_names))
-    model, tokenizer, family = load_classifier(config.model.name, dataset.label_names, config.model.attention,
-                                               device, config.model.implementation)
+    model, tokenizer, family = (
+        load_classifier(config.model.name, dataset.label_names, config.model.attention, device,
+                        config.model.implementation) if parent is None
+        else load_parent(parent, config.model, device))
     if tc.student_layers is not None:
         truncate_blocks(model, family, tc.student_layers)
     model, trainable = setup_strategy(model, family, tc)  # lora and prompt_tuning wrap the model in peft's
     log.info("model: %s (%s, %s), %.1fM parameters, %.1fM trainable (%s)", config.model.name,
              model.config.model_type, family.kind, sum(p.numel() for p in model.parameters()) / 1e6,
              trainable / 1e6, tc.strategy)
-    return dataset, model.to(device), tokenizer, family, trainable
+    return dataset, model.to(device), tokenizer, family, trainable, parent
 
 
 def _score(model: Any, split: Split, tokenizer: Any, config: RunConfig, label_names: list[str],

@@ -43,7 +43,8 @@ def train_command(args: argparse.Namespace) -> int:
         "data.source": args.data, "model.name": args.model, "train.epochs": args.epochs,
         "train.strategy": args.strategy, "data.text_column": args.text_column,
         "data.label_column": args.label_column, "data.max_train_samples": args.max_train_samples,
-        "data.template": args.template})
+        "data.template": args.template, "model.init_from": args.init_from,
+        "model.init_labels": args.init_labels})
     config_file = args.config
     if args.resume and config_file is None:
         config_file = Path(args.output) / CONFIG

@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "quick runs (data.max_train_samples; default: all of it)")
     p.add_argument("--template", help="prompt template with {text} where the text goes, applied in training, "
                    "evaluation and prediction (data.template; default: none, the bare text)")
+    p.add_argument("--init-from", metavar="RUN_DIR", help="start from this finished run's weights, body and "
+                   "head, to train it further on --data; new labels get fresh head rows (model.init_from; "
+                   "default: none, start from --model)")
+    _add(p, "--init-labels", choices=list(get_args(ModelConfig.model_fields["init_labels"].annotation)),
+         shown=_default(ModelConfig, "init_labels"), help="with --init-from, the run's labels the data "
+         "lacks: keep their head rows, or drop them (model.init_labels)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --output")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --output, deleting only its "
                    "own files (refused if the folder holds anything else)")

@@ -49,6 +49,9 @@ def _format_errors(err: ValidationError, raw: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: unknown key (value {value!r}){_did_you_mean(str(e['loc'][-1]))}; "
                             f"known keys here are {', '.join(known)}")
             continue
+        if not loc:  # a check across sections (RunConfig's): its message names the keys
+            problems.append(e["msg"])
+            continue
         problems.append(f"{where}: got {value!r}: {e['msg']}")
     return problems
 

@@ -116,6 +116,24 @@ class ModelConfig(_Section):
         "transformers", description="`scratch` builds tunetext.models.gpt's readable from-scratch GPT-2 "
         "(same outputs and saved format as transformers'); only for GPT-2 checkpoints, any other model type "
         "is an error naming it.")
+    init_from: str | None = Field(
+        None, min_length=1, description="A finished run directory whose weights, body and head, start this "
+        "run, to continue training it on new data; model.name is then taken from it (a name other than the "
+        "default that differs from the run's is an error). Labels the data and the run share keep their "
+        "head rows, new labels get fresh rows; see init_labels for the run's labels the data lacks. Its "
+        "tokenizer comes along; its data and training settings do not.")
+    init_labels: Literal["keep", "drop"] = Field(
+        "keep", description="With init_from, what happens to the run's labels that the new data lacks: "
+        "`keep` keeps their head rows, so the model can still predict them and they stay in label_names "
+        "(with no examples in the new data, they count as F1 0 in its macro-F1); `drop` removes their rows.")
+
+    @model_validator(mode="after")
+    def _init_labels_need_init_from(self) -> ModelConfig:
+        if self.init_from is None and self.init_labels != "keep":
+            raise ValueError(f"model.init_labels={self.init_labels} says what to do with the labels of "
+                             "model.init_from's run, but init_from is not set; set model.init_from to a "
+                             "finished run directory or leave init_labels out")
+        return self
 
 
 class TrainConfig(_Section):
@@ -320,3 +338,16 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     search: SearchConfig = SearchConfig()
+
+    @model_validator(mode="after")
+    def _init_from_saves_a_whole_model(self) -> RunConfig:
+        # An adapter is saved for model.name's weights and loaded onto them; a run started from another
+        # run's weights must save them all, or loading it would apply the adapter to the wrong weights.
+        adapter = ("prompt_tuning" if self.train.strategy == "prompt_tuning" else
+                   "lora with lora_merge=false" if self.train.strategy == "lora" and not self.train.lora_merge
+                   else None)
+        if self.model.init_from is not None and adapter is not None:
+            raise ValueError(f"model.init_from is set but train.strategy {adapter} saves only an adapter for "
+                             "model.name's weights, not the weights init_from starts from; use another "
+                             "strategy (lora with train.lora_merge=true saves a whole model)")
+        return self

@@ -23,6 +23,7 @@ from tunetext.assets import MultiPartAsset, PackagedAsset, cache_dir, cached, fe
 from tunetext.models.families import FAMILIES, ModelError, family_of, head_parameter_names, truncate_blocks
 from tunetext.models.gpt import GPT2Classifier
 from tunetext.quiet import library_bars_hidden
+from tunetext.runs import is_finished
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,8 @@ def load_classifier(name_or_path: str, label_names: list[str] | None = None, att
     except LOAD_ERRORS as exc:
         raise _load_error(path, exc) from exc
     family = family_of(config)
+    if label_names is not None and is_finished(path):
+        _check_run_labels(path, config, label_names)
     tokenizer = load_tokenizer(path)
     kwargs = {}
     if label_names is not None:
@@ -278,6 +281,16 @@ def load_classifier(name_or_path: str, label_names: list[str] | None = None, att
     _note_random_weights(path, set(info["missing_keys"]),
                          head_parameter_names(model, family) if label_names is not None else set())
     return model, tokenizer, family
+
+
+def _check_run_labels(path: str, config: Any, label_names: list[str]) -> None:
+    """A fine-tuned run given as the model to train (`model.name`) must have the data's labels, in order;
+    otherwise its head does not fit, and `model.init_from` is the way to start from it."""
+    run_labels = [config.id2label[i] for i in range(config.num_labels)]
+    if run_labels != label_names:
+        raise ModelError(f"{path} is a fine-tuned tunetext run with labels {run_labels}, but the data has "
+                         f"labels {label_names}; to train it further on this data, start from it with "
+                         f"--init-from {path} (model.init_from), which maps its head onto the data's labels")
 
 
 def load_causal_lm(name_or_path: str, attention: str = "auto", device: torch.device | None = None):
