@@ -139,7 +139,8 @@ def markdown(report: dict[str, Any]) -> str:
         last = r.get("last_measurement")
         last_cell = (f"{100 * last['test_accuracy']:.2f} / {100 * last['test_macro_f1']:.2f} "
                      f"({last['train_size']})" if last else "-")
-        lines.append(f"| {name} | {s['train']} / {s['val']} / {s['test']} | {r['seeds']} | "
+        shown = f"{name} (with {' '.join(r['overrides'])})" if r.get("overrides") else name
+        lines.append(f"| {shown} | {s['train']} / {s['val']} / {s['test']} | {r['seeds']} | "
                      f"{_pm(r['test_accuracy'])} | {_pm(r['test_macro_f1'])} | {_target_cell(r)} | "
                      f"{last_cell} | "
                      f"{r['train_seconds']['mean']:.0f} | {r['wall_seconds']['mean']:.0f} |")
@@ -156,8 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS),
                         help="comma-separated built-in datasets (or CSV files, for a smoke run)")
     parser.add_argument("--model", default="minilm-l6", help="catalogue name or model folder")
-    parser.add_argument("--seeds", type=int, default=3, help=f"training seeds per dataset, from {FIRST_SEED} "
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per dataset, from --first-seed "
                         "(the data split stays the same)")
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED)
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="instead of training, merge the runs of several results of this script (say, "
+                        "parts run side by side) into --output")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (recorded in the result)")
     parser.add_argument("--max-train-samples", type=int, help="stratified training subsample (smoke runs)")
@@ -168,11 +173,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="JSON result; the Markdown table goes next to it (.md)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-accuracy"))
     args = parser.parse_args(argv)
+    baseline = json.loads(args.baseline.read_text()) if args.baseline.is_file() else {}
+    if args.merge:
+        write(merged(args.merge, baseline), args.output)
+        return
     names = args.datasets.split(",")
     unknown = {n for n in names if n not in DATASETS and not Path(n).is_file()}
     if unknown:
         parser.error(f"unknown dataset(s) {', '.join(sorted(unknown))}; choose from {', '.join(DATASETS)}")
-    baseline = json.loads(args.baseline.read_text()) if args.baseline.is_file() else {}
 
     started = time.perf_counter()
     report: dict[str, Any] = {
@@ -181,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         "overrides": args.set, "max_train_samples": args.max_train_samples, "seeds_asked": args.seeds,
         "baseline": str(args.baseline.name) if baseline else None, "complete": False, "datasets": {}}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in names:
             if args.deadline_s is not None and time.perf_counter() - started > args.deadline_s:
                 report["stopped_at_deadline"] = True
@@ -191,10 +199,39 @@ def main(argv: list[str] | None = None) -> None:
             report["indicative_times"] = any(r.get("times_indicative", True) for rs in runs.values()
                                              for r in rs)
             report["complete"] = all(len(rs) == args.seeds for rs in runs.values())
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(json.dumps(report, indent=2) + "\n")
-            args.output.with_suffix(".md").write_text(markdown(report))
+            write(report, args.output)
     print(markdown(report), flush=True)
+
+
+def write(report: dict[str, Any], output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    output.with_suffix(".md").write_text(markdown(report))
+
+
+def merged(paths: list[Path], baseline: dict[str, Any]) -> dict[str, Any]:
+    """One result from several parts: every part's runs of a dataset together, in seed order. The parts
+    must come from one machine and model, with the same overrides for any dataset they share."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    first = parts[0]
+    if any(p["machine"]["cpu"] != first["machine"]["cpu"] or p["model"] != first["model"] for p in parts):
+        raise SystemExit("the parts come from different machines or models; merge only parts of one run")
+    runs: dict[str, list[dict[str, Any]]] = {}
+    overrides: dict[str, list[str]] = {}
+    for part in parts:
+        for name, entry in part["datasets"].items():
+            if overrides.setdefault(name, part["overrides"]) != part["overrides"]:
+                raise SystemExit(f"{name} ran with different overrides in different parts")
+            runs.setdefault(name, []).extend(entry["per_seed"])
+    ordered = [n for n in DATASETS if n in runs] + [n for n in runs if n not in DATASETS]
+    datasets = {}
+    for name in ordered:
+        datasets[name] = summarise(name, sorted(runs[name], key=lambda r: r["seed"]), baseline)
+        datasets[name]["overrides"] = overrides[name]
+    return {**first, "parts": [p.name for p in paths], "datasets": datasets,
+            "overrides": sorted({o for os_ in overrides.values() for o in os_}),
+            "complete": all(p["complete"] for p in parts),
+            "indicative_times": any(p.get("indicative_times", True) for p in parts)}
 
 
 if __name__ == "__main__":

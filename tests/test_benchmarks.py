@@ -113,8 +113,17 @@ def test_accuracy_runs_on_a_csv(tmp_path, tiny_bert, tiny_csv):
     assert [s["seed"] for s in result["per_seed"]] == [42, 43] and report["complete"]
     assert isinstance(report["indicative_times"], bool)
     assert {c["key"] for c in result["choices"]} >= {"train.epochs", "train.class_weights"}
+    # A part run elsewhere (another seed) merges in: the runs of both, in seed order, summarised again.
+    part = tmp_path / "part.json"
+    run_script("accuracy.py", "--datasets", tiny_csv, "--model", tiny_bert, "--seeds", "1",
+               "--first-seed", "44", "--workdir", tmp_path / "work2", "--output", part)
+    run_script("accuracy.py", "--merge", out, part, "--output", tmp_path / "merged.json")
+    merged = json.loads((tmp_path / "merged.json").read_text())["datasets"][str(tiny_csv)]
+    assert [s["seed"] for s in merged["per_seed"]] == [42, 43, 44] and merged["seeds"] == 3
+    assert merged["test_accuracy"]["mean"] == pytest.approx(
+        sum(s["test_accuracy"] for s in merged["per_seed"]) / 3)
     assert result["test_accuracy"]["mean"] == pytest.approx(
-        sum(s["accuracy"] for s in result["per_seed"]) / 2)
+        sum(s["test_accuracy"] for s in result["per_seed"]) / 2)
     assert report["machine"]["cpu"]
 
 
