@@ -132,7 +132,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     else:
         for line in metrics["report"]:
             print(f"data: {line}")
-        print(format_metrics(metrics, f"{args.run_dir} on {args.data or 'its own data'} ({metrics['split']})"))
+        where = f"{args.run_dir} on {args.data or 'its own data'} ({metrics['split']})"
+        print(format_metrics(metrics, where))
     _warn(warning_lines(metrics, metrics.get("split", "evaluate")))
     return 0
 

@@ -291,8 +291,9 @@ def calibration(fig_out: Figures, metrics: dict[str, Any], scores: SplitScores |
     fit = metrics.get("calibration", {})
     if fit.get("kept") is False:  # runs before this rule have no "kept": their temperature was applied
         note += (f'<p class="note">A temperature of {fit["fitted_temperature"]:.2f} was fitted on validation '
-                 f'but not kept: it would have raised the validation ECE from {fit["val_ece_uncalibrated"]:.3f} '
-                 f'to {fit["val_ece_fitted"]:.3f}, so the probabilities are left at temperature 1.</p>')
+                 "but not kept: it would have raised the validation ECE from "
+                 f'{fit["val_ece_uncalibrated"]:.3f} to {fit["val_ece_fitted"]:.3f}, so the probabilities '
+                 "are left at temperature 1.</p>")
     return _section("calibration", intro, note, fig_out(fig, "calibration", "reliability diagrams"))
 
 
