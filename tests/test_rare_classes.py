@@ -78,7 +78,7 @@ def test_only_validation_is_carved_when_the_data_brings_its_test_split():
     train = Counter(names[i] for i in dataset.train.labels)
     assert val == {"big": 4, "pair": 1} and train == {"big": 36, "pair": 1, "one": 1}
     assert ("warning: no validation example of 1 class(es): 'one' (1 in train); validation macro scores "
-            "leave them out (a class needs 3 examples to be split into train, validation and test)"
+            "leave them out (splitting puts a class in train, validation and test only from 3 examples on)"
             in dataset.report)
 
 
@@ -88,8 +88,8 @@ def test_rare_classes_and_missing_ones_are_named_in_the_report():
     assert ("warning: 3 rare class(es) with fewer than 5 training examples (data.rare_class_min): "
             "'one' 1, 'pair' 1, 'three' 1; their scores rest on very few examples") in dataset.report
     assert ("warning: no validation example of 2 class(es): 'one' (1 in train), 'pair' (1 in train); "
-            "validation macro scores leave them out (a class needs 3 examples to be split into train, "
-            "validation and test)") in dataset.report
+            "validation macro scores leave them out (splitting puts a class in train, validation and test "
+            "only from 3 examples on)") in dataset.report
     assert any(line.startswith("warning: no test example of 1 class(es): 'one' (1 in train)")
                for line in dataset.report)
     names = dataset.label_names

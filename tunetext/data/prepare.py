@@ -247,8 +247,8 @@ def _report_small_classes(train: Split, val: Split, test: Split, label_names: li
         absent = [f"{label_names[i]!r} ({counts[i]} in train)" for i in sorted(counts) if i not in held]
         if absent:
             report.append(f"warning: no {name} example of {len(absent)} class(es): {', '.join(absent)}; "
-                          f"{name} macro scores leave them out (a class needs 3 examples to be split into "
-                          "train, validation and test)")
+                          f"{name} macro scores leave them out (splitting puts a class in train, validation "
+                          "and test only from 3 examples on)")
 
 
 def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
