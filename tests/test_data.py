@@ -248,7 +248,8 @@ def test_max_train_samples_is_a_stratified_subsample():
     assert Counter(small.train.labels) == {0: 42, 1: 28}
     assert set(small.train.texts) <= set(full.train.texts)
     assert small.test.texts == full.test.texts and small.val.texts == full.val.texts
-    assert any("subsampled train from 140 to 70" in r for r in small.report)
+    assert ("training subsampled to 70 of 140 (stratified); validation 20 and test 40 are unchanged"
+            in small.report)
 
 
 def test_label_in_test_but_not_train_is_an_error_naming_it():

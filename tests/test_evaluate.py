@@ -43,10 +43,13 @@ def test_compute_metrics_matches_scikit_learn(seed, metrics_module):
 
 
 def test_class_absent_from_labels_and_predictions(metrics_module):
+    # Macro scores average the classes present in the split (scikit-learn's default `labels`, those
+    # found in the data), not every known class: an absent class has no recall to measure.
     m = compute_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["a", "b", "c"])
     p, r, f, _ = metrics_module.precision_recall_fscore_support(
-        [0, 0, 1, 1], [0, 1, 1, 1], labels=[0, 1, 2], average="macro", zero_division=0)
+        [0, 0, 1, 1], [0, 1, 1, 1], labels=[0, 1], average="macro", zero_division=0)
     assert (m["macro_precision"], m["macro_recall"], m["macro_f1"]) == pytest.approx((p, r, f))
+    assert m["macro_classes"] == 2 and m["classes_absent"] == ["c"]
     assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 

@@ -60,7 +60,8 @@ def test_cleaning_runs_before_dedupe_in_every_split_and_reports_counts():
                 ["ham", "ham", "spam", "spam", "ham", "ham", "ham", "spam", "spam", "ham", "ham", "spam"])
     test = raw(["<p>Lunch AT 2?</p>", "lunch at 2?", "Prize inside http://a.b"], ["ham", "ham", "spam"],
                origin="test.csv")
-    config = ALL_CLEANING.model_copy(update={"val_fraction": 0.2})
+    # rare_class_min=1: this test pins the cleaning lines; the rare-class warning has its own tests
+    config = ALL_CLEANING.model_copy(update={"val_fraction": 0.2, "rare_class_min": 1})
     dataset = prepare({"train": train, "test": test}, config, seed=0)
 
     everything = dataset.train.texts + dataset.val.texts + dataset.test.texts
@@ -85,7 +86,7 @@ def test_cleaning_runs_before_dedupe_in_every_split_and_reports_counts():
 def test_without_cleaning_the_same_data_keeps_its_near_duplicates():
     dataset = prepare({"train": raw(["Hi there", "hi there", "a", "b", "c", "d", "e", "f", "g", "h"],
                                     ["x", "x", "y", "y", "x", "y", "x", "y", "x", "y"])},
-                      DataConfig(val_fraction=0.2, test_fraction=0.2), seed=0)
+                      DataConfig(val_fraction=0.2, test_fraction=0.2, rare_class_min=1), seed=0)
     assert dataset.report == []
     assert sum(len(s) for s in dataset.splits().values()) == 10
 
@@ -146,7 +147,7 @@ def imbalanced(n_major=30, n_minor=6):
 
 
 def test_undersampling_balances_train_only_seeded():
-    config = DataConfig(balance="undersample", val_fraction=0.2, test_fraction=0.2)
+    config = DataConfig(balance="undersample", val_fraction=0.2, test_fraction=0.2, rare_class_min=1)
     dataset = prepare({"train": imbalanced()}, config, seed=3)
     baseline = prepare({"train": imbalanced()}, DataConfig(val_fraction=0.2, test_fraction=0.2), seed=3)
     assert Counter(baseline.train.labels) == {0: 18, 1: 4}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from tunetext.data.prepare import load_all, load_dataset
 from tunetext.data.splits import Split
@@ -20,7 +22,8 @@ def compute_metrics(labels: list[int] | np.ndarray, preds: list[int] | np.ndarra
     """Accuracy, macro and weighted precision/recall/F1, per-class scores and the confusion matrix.
 
     A class never predicted has precision 0 (and never present, recall 0), as scikit-learn's
-    `zero_division=0`.
+    `zero_division=0`. Macro scores average the classes present in `labels` only (see
+    `metrics_from_confusion`).
     """
     k = len(label_names)
     confusion = np.zeros((k, k), dtype=np.int64)  # rows: true label, columns: predicted
@@ -28,7 +31,25 @@ def compute_metrics(labels: list[int] | np.ndarray, preds: list[int] | np.ndarra
     return metrics_from_confusion(confusion, label_names)
 
 
+# Degenerate-model warnings (`model_warnings`). A model that gives one class to at least
+# COLLAPSE_SHARE of the examples, while fewer than COLLAPSE_TRUE_SHARE of them have that class, has
+# collapsed to it (a model that is right to answer it that often is not warned about). A model whose
+# accuracy is at most MAJORITY_MARGIN above the share of the most common true class does no better than
+# always answering that class.
+COLLAPSE_SHARE = 0.95
+COLLAPSE_TRUE_SHARE = 0.90
+MAJORITY_MARGIN = 0.01
+
+
 def metrics_from_confusion(confusion: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    """`compute_metrics` from a confusion matrix (rows: true label, columns: predicted).
+
+    Macro precision, recall and F1 average over the classes with at least one example here (support > 0):
+    a class absent from the split has no recall to measure, and counting it as 0 would make one stray
+    label cost a whole class's share. `macro_classes` says how many were averaged and `classes_absent`
+    names the others; `per_class` keeps every class. A class present but never predicted counts with F1 0.
+    `warnings` lists what `model_warnings` finds.
+    """
     tp = np.diag(confusion).astype(float)
     support = confusion.sum(axis=1).astype(float)
     predicted = confusion.sum(axis=0).astype(float)
@@ -38,12 +59,19 @@ def metrics_from_confusion(confusion: np.ndarray, label_names: list[str]) -> dic
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     n = int(confusion.sum())
     weights = support / n if n else support
+    present = support > 0
+
+    def macro(values: np.ndarray) -> float:
+        return float(values[present].mean()) if present.any() else 0.0
+
     out: dict[str, Any] = {
         "n": n,
         "accuracy": float(tp.sum() / n) if n else 0.0,
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "macro_f1": float(f1.mean()),
+        "macro_precision": macro(precision),
+        "macro_recall": macro(recall),
+        "macro_f1": macro(f1),
+        "macro_classes": int(present.sum()),
+        "classes_absent": [name for name, p in zip(label_names, present, strict=True) if not p],
         "weighted_precision": float((precision * weights).sum()),
         "weighted_recall": float((recall * weights).sum()),
         "weighted_f1": float((f1 * weights).sum()),
@@ -54,8 +82,41 @@ def metrics_from_confusion(confusion: np.ndarray, label_names: list[str]) -> dic
         },
         "confusion_matrix": confusion.tolist(),
         "label_names": list(label_names),
+        "warnings": model_warnings(confusion, label_names),
     }
     return out
+
+
+def model_warnings(confusion: np.ndarray, label_names: list[str]) -> list[str]:
+    """Warnings about a degenerate model, from its confusion matrix: one that answers (almost) one class
+    for everything, or one no better than always answering the most common class (thresholds:
+    `COLLAPSE_SHARE`, `COLLAPSE_TRUE_SHARE`, `MAJORITY_MARGIN`). Empty when neither holds, or when the
+    split has fewer than two classes (then the majority rule is no baseline)."""
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    n = int(confusion.sum())
+    if not n or int((support > 0).sum()) < 2:
+        return []
+    found = []
+    top = int(predicted.argmax())
+    if predicted[top] >= COLLAPSE_SHARE * n and support[top] < COLLAPSE_TRUE_SHARE * n:
+        found.append(
+            f"the model answers {label_names[top]!r} for {predicted[top] / n:.0%} of the {n} examples, while "
+            f"only {support[top] / n:.0%} of them are {label_names[top]!r}: it has (almost) collapsed to one "
+            "class; check the labels, the learning rate and the class balance (train.class_weights)")
+    majority = int(support.argmax())
+    accuracy = float(np.trace(confusion) / n)
+    if accuracy <= support[majority] / n + MAJORITY_MARGIN:
+        found.append(
+            f"accuracy {accuracy:.4f} is no better than always answering the most common class "
+            f"{label_names[majority]!r} ({support[majority] / n:.4f} of the {n} examples)")
+    return found
+
+
+def warning_lines(metrics: dict[str, Any], where: str) -> list[str]:
+    """`metrics`' warnings as `WARNING: <where>: ...` lines, for a terminal (the CLI prints them on
+    stderr)."""
+    return [f"WARNING: {where}: {w}" for w in metrics.get("warnings", [])]
 
 
 def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
@@ -65,6 +126,9 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
     lines = [title] if title else []
     lines.append(f"  accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
                  f"weighted-F1 {metrics['weighted_f1']:.4f}   (n={metrics['n']})")
+    if metrics.get("classes_absent"):  # older metrics.json files have no such key: all classes averaged
+        lines.append(f"  macro over {metrics['macro_classes']} of {len(names)} classes (absent from this "
+                     f"split: {', '.join(metrics['classes_absent'])})")
     if "ece" in metrics:
         lines.append(f"  calibration error (ECE) {metrics['ece']:.4f} at temperature "
                      f"{metrics['temperature']:.2f}, {metrics['ece_uncalibrated']:.4f} without")
@@ -109,7 +173,8 @@ class MetricAccumulator:
             np.add.at(self.bins[row, 1], which, confidence)
             np.add.at(self.bins[row, 2], which, preds == labels)
 
-    def _ece(self, row: int) -> float:
+    def ece(self, row: int) -> float:
+        """The expected calibration error at temperature 1.0 (`row` 0) or at `temperature` (`row` 1)."""
         count, confidence, correct = self.bins[row]
         n = count.sum()
         return float(np.abs(correct - confidence).sum() / n) if n else 0.0
@@ -117,7 +182,7 @@ class MetricAccumulator:
     def result(self) -> dict[str, Any]:
         metrics = metrics_from_confusion(self.confusion, self.label_names)
         n = max(1, metrics["n"])
-        metrics.update(ece=self._ece(1), ece_uncalibrated=self._ece(0), log_loss=self.nll / n,
+        metrics.update(ece=self.ece(1), ece_uncalibrated=self.ece(0), log_loss=self.nll / n,
                        temperature=self.temperature,
                        reliability={"bins": ECE_BINS, "count": self.bins[1, 0].tolist(),
                                     "confidence": self.bins[1, 1].tolist(),
@@ -143,26 +208,55 @@ def fit_temperature(log_probs: np.ndarray, labels: list[int] | np.ndarray) -> fl
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
+def choose_temperature(log_probs: np.ndarray, labels: list[int] | np.ndarray,
+                       label_names: list[str]) -> dict[str, Any]:
+    """Fit a temperature on validation scores (`fit_temperature`) and keep it only if it lowers the
+    validation ECE: fitting minimises log-likelihood, which can trade a few confident mistakes for worse
+    calibration everywhere else. Returns what `metrics["calibration"]` records: `temperature` (the one
+    applied: the fitted one, or 1.0), `fitted_temperature`, `kept`, `val_ece_fitted` and
+    `val_ece_uncalibrated`."""
+    fitted = fit_temperature(log_probs, labels)
+    acc = MetricAccumulator(label_names, fitted)
+    acc.update(log_probs, labels)
+    ece_fitted, ece_plain = acc.ece(1), acc.ece(0)
+    kept = ece_fitted < ece_plain
+    return {"temperature": fitted if kept else 1.0, "fitted_temperature": fitted, "kept": kept,
+            "val_ece_fitted": ece_fitted, "val_ece_uncalibrated": ece_plain}
+
+
+def with_progress(chunks: Iterable[tuple[int, np.ndarray]], total: int, desc: str,
+                  progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """Pass `iter_log_probs`' `(start, log_probs)` chunks through, counting texts on a progress bar on
+    stderr; the bar is off when `progress` is false or stderr is not a terminal (tqdm's `disable=None`),
+    and is cleared when done."""
+    with tqdm(total=total, desc=desc, unit="text", disable=None if progress else True, leave=False,
+              dynamic_ncols=True) as bar:
+        for start, log_probs in chunks:
+            yield start, log_probs
+            bar.update(len(log_probs))
+
+
 def evaluate_split(model, tokenizer, texts: list[str], labels: list[int], label_names: list[str],
                    max_length: int, batch_size: int, bf16: bool = False,
-                   temperature: float = 1.0, template: str | None = None) -> dict[str, Any]:
+                   temperature: float = 1.0, template: str | None = None,
+                   progress: bool = False) -> dict[str, Any]:
     """Metrics of `model` on labelled texts (put into `template` if given), streamed chunk by chunk
-    (memory does not grow with the set)."""
+    (memory does not grow with the set); `progress` shows a bar on a terminal (`with_progress`)."""
     acc = MetricAccumulator(label_names, temperature)
-    for start, log_probs in iter_log_probs(model, tokenizer, texts, max_length, batch_size, bf16,
-                                           template):
+    chunks = iter_log_probs(model, tokenizer, texts, max_length, batch_size, bf16, template)
+    for start, log_probs in with_progress(chunks, len(texts), "scoring", progress):
         acc.update(log_probs, labels[start:start + len(log_probs)])
     return acc.result()
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = None,
              text_column: str | None = None, label_column: str | None = None,
-             batch_size: int = 128) -> dict[str, Any]:
+             batch_size: int = 128, progress: bool = True) -> dict[str, Any]:
     """Evaluate a finished run on a split of `data` (default: the data it was trained on).
 
     The data goes through the run's own preparation (same seed, so the same split); `split` is
     `train`, `val`, `test` or `all` (every usable row). By default: `test` for the run's own data,
-    `all` for other data.
+    `all` for other data. `progress` shows a progress bar on stderr while scoring, on a terminal only.
     """
     clf = Classifier.load(run_dir)
     data_config = clf.config.data.model_copy()
@@ -182,23 +276,27 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
         raise UsageError(f"split must be train, val, test or all; got {split!r}")
     metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels,
                              clf.label_names, clf.config.model.max_length, batch_size,
-                             temperature=clf.temperature, template=clf.config.data.template)
+                             temperature=clf.temperature, template=clf.config.data.template,
+                             progress=progress)
     metrics["split"] = split
     metrics["report"] = report
     return metrics
 
 
 def calibrated_scores(model, tokenizer, val: Split, test: Split, label_names: list[str], max_length: int,
-                      batch_size: int, template: str | None = None
-                      ) -> tuple[dict[str, Any], dict[str, Any], float]:
+                      batch_size: int, template: str | None = None, progress: bool = False
+                      ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Validation and test metrics of a trained model in fp32, as `Classifier.predict` computes them, with
-    the temperature that calibrates its probabilities on validation (argmax, and so accuracy and F1, are
-    unchanged by it): (val metrics, test metrics, temperature)."""
-    val_log_probs = np.concatenate([lp for _, lp in iter_log_probs(
-        model, tokenizer, val.texts, max_length, batch_size, template=template)])
-    temperature = fit_temperature(val_log_probs, val.labels)
+    the temperature that calibrates its probabilities on validation, if it does (`choose_temperature`;
+    argmax, and so accuracy and F1, are unchanged by it): (val metrics, test metrics, calibration)."""
+    val_log_probs = np.concatenate([lp for _, lp in with_progress(iter_log_probs(
+        model, tokenizer, val.texts, max_length, batch_size, template=template), len(val),
+        "scoring validation", progress)])
+    calibration = choose_temperature(val_log_probs, val.labels, label_names)
+    temperature = calibration["temperature"]
     val_scores = MetricAccumulator(label_names, temperature)
     val_scores.update(val_log_probs, val.labels)
     test_scores = evaluate_split(model, tokenizer, test.texts, test.labels, label_names, max_length,
-                                 batch_size, temperature=temperature, template=template)
-    return val_scores.result(), test_scores, temperature
+                                 batch_size, temperature=temperature, template=template,
+                                 progress=progress)
+    return val_scores.result(), test_scores, calibration

@@ -329,11 +329,11 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         model.load_state_dict(best_weights)
     if tc.strategy == "lora" and tc.lora_merge:
         model = model.merge_and_unload()  # a standard model folder, loaded and served like any run
-    val_scores, test_scores, temperature = calibrated_scores(
+    val_scores, test_scores, calibration = calibrated_scores(
         model, tokenizer, dataset.val, dataset.test, labels, config.model.max_length, tc.eval_batch_size,
-        template)
+        template, progress=progress and main)
     metrics = {"val": val_scores, "test": test_scores, "before_finetune": state["before_finetune"],
-               "calibration": {"temperature": temperature}}
+               "calibration": calibration}
     metrics["training"] = {
         "train_seconds": state["train_seconds"], "total_seconds": time.perf_counter() - started,
         "steps": state["step"], "epochs_completed": state["epoch"], "best_step": state["best_step"],

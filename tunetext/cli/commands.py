@@ -19,7 +19,7 @@ from tunetext.config import ConfigError, load_config, parse_overrides
 from tunetext.data import BUILTIN, load_dataset
 from tunetext.data.sources import FILE_SUFFIXES, DataError, read_file
 from tunetext.errors import UsageError
-from tunetext.evaluate import evaluate, format_metrics
+from tunetext.evaluate import evaluate, format_metrics, warning_lines
 from tunetext.predict import Classifier
 from tunetext.prompting import format_story, prompt_eval, prompt_story
 from tunetext.report import report
@@ -83,7 +83,15 @@ def train_command(args: argparse.Namespace) -> int:
     print(f"  {'':<10}{'accuracy':>10}{'macro-F1':>10}")
     print(f"  {'before':<10}{before['accuracy']:>10.4f}{before['macro_f1']:>10.4f}")
     print(f"  {'after':<10}{m['test']['accuracy']:>10.4f}{m['test']['macro_f1']:>10.4f}")
+    _warn(warning_lines(m["val"], "validation") + warning_lines(m["test"], "test"))
     return 0
+
+
+def _warn(lines: list[str]) -> None:
+    """Degenerate-model warnings, last and on stderr, so that they are seen (and kept out of JSON)."""
+    if lines:
+        sys.stdout.flush()  # after the tables, not in the middle of them
+        print("\n" + "\n".join(lines), file=sys.stderr)
 
 
 def search_command(args: argparse.Namespace) -> int:
@@ -122,10 +130,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
                                               label_column=args.label_column))
     if args.json:
         print(json.dumps(metrics, indent=2))
-        return 0
-    for line in metrics["report"]:
-        print(f"data: {line}")
-    print(format_metrics(metrics, f"{args.run_dir} on {args.data or 'its own data'} ({metrics['split']})"))
+    else:
+        for line in metrics["report"]:
+            print(f"data: {line}")
+        where = f"{args.run_dir} on {args.data or 'its own data'} ({metrics['split']})"
+        print(format_metrics(metrics, where))
+    _warn(warning_lines(metrics, metrics.get("split", "evaluate")))
     return 0
 
 
@@ -278,6 +288,9 @@ def data_show_command(args: argparse.Namespace) -> int:
         per = ", ".join(f"{dataset.label_names[i]} {counts[i]}" for i in range(len(dataset.label_names)))
         print(f"  {name:<5} {len(split):>6} examples ({per}); words per text: median "
               f"{lengths[len(lengths) // 2]}, max {lengths[-1]}")
+    print("per class: count (share of the split)")
+    for line in dataset.class_table():
+        print(f"  {line}")
     print(f"examples (up to {args.examples} per label, from train):")
     shown: Counter[int] = Counter()
     for text, label in zip(dataset.train.texts, dataset.train.labels, strict=True):

@@ -60,6 +60,9 @@ class DataConfig(_Section):
                                  "split is given.")
     max_train_samples: int | None = Field(None, gt=0, description="Stratified subsample of the training "
                                           "split, for quick runs.")
+    rare_class_min: int = Field(5, ge=1, description="A class with fewer training examples than this is "
+                                "named in a warning in the data report (its scores rest on too few "
+                                "examples to trust).")
     seed: int = Field(42, description="Seed for splitting and subsampling; kept apart from train.seed so "
                       "runs with different training seeds share one test split.")
     dedupe: bool = Field(True, description="Drop exact duplicate texts (after cleaning) before splitting, so "

@@ -232,6 +232,25 @@ def _one_label_error(origin: str, label: str, rows: int, config: DataConfig) -> 
     )
 
 
+def _report_small_classes(train: Split, val: Split, test: Split, label_names: list[str], rare_min: int,
+                          report: list[str]) -> None:
+    """Warn about classes with fewer than `rare_min` training examples, and about classes of train that
+    validation or test lacks (too few examples to split; see `stratified_split`): their macro scores
+    leave those classes out."""
+    counts = Counter(train.labels)
+    rare = [f"{label_names[i]!r} {counts[i]}" for i in sorted(counts) if counts[i] < rare_min]
+    if rare:
+        report.append(f"warning: {len(rare)} rare class(es) with fewer than {rare_min} training examples "
+                      f"(data.rare_class_min): {', '.join(rare)}; their scores rest on very few examples")
+    for name, split in (("validation", val), ("test", test)):
+        held = set(split.labels)
+        absent = [f"{label_names[i]!r} ({counts[i]} in train)" for i in sorted(counts) if i not in held]
+        if absent:
+            report.append(f"warning: no {name} example of {len(absent)} class(es): {', '.join(absent)}; "
+                          f"{name} macro scores leave them out (splitting puts a class in train, validation "
+                          "and test only from 3 examples on)")
+
+
 def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
             label_names: list[str] | None = None) -> Dataset:
     """Clean, de-duplicate (unless `config.dedupe` is false) and split raw data.
@@ -280,9 +299,11 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
     if config.max_train_samples is not None and config.max_train_samples < len(train):
         before = len(train)
         train = subsample(train, config.max_train_samples, seed)
-        report.append(f"subsampled train from {before} to {len(train)} examples (stratified)")
+        report.append(f"training subsampled to {len(train)} of {before} (stratified); validation {len(val)} "
+                      f"and test {len(test)} are unchanged")
     if config.balance == "undersample":
         train = undersample(train, label_names, seed, report)
+    _report_small_classes(train, val, test, label_names, config.rare_class_min, report)
     missing = set(label_names) - {label_names[i] for i in train.labels}
     for name, split in (("val", val), ("test", test)):
         absent = sorted({label_names[i] for i in split.labels} & missing)

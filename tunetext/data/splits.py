@@ -49,10 +49,32 @@ class Dataset:
             }
         return out
 
+    def class_table(self) -> list[str]:
+        """Lines of a table: per class, its count and its share of each split (train, val, test), and
+        the totals."""
+        counts = {name: Counter(split.labels) for name, split in self.splits().items()}
+        width = max(5, *(len(n) for n in self.label_names)) + 2
+        lines = [f"{'label':<{width}}" + "".join(f"{name:>16}" for name in counts)]
+
+        def cell(count: int, size: int) -> str:
+            return f"{count} ({count / size:.1%})" if size else "0"
+
+        for i, label in enumerate(self.label_names):
+            lines.append(f"{label:<{width}}" + "".join(
+                f"{cell(c[i], len(self.splits()[name])):>16}" for name, c in counts.items()))
+        lines.append(f"{'total':<{width}}" + "".join(f"{len(split):>16}" for split in self.splits().values()))
+        return lines
+
 
 def stratified_split(labels: list[int], fractions: list[float], seed: int) -> list[list[int]]:
-    """Split indices into len(fractions)+1 parts; each part gets `fraction` of every class, the last
-    part the rest. Deterministic for a given seed."""
+    """Split indices into len(fractions)+1 parts; each part gets `fraction` of every class (rounded), the
+    last part the rest. Deterministic for a given seed.
+
+    A small class whose rounded share for a part is 0 still gives that part one example while the last
+    part keeps at least one: a class with at least len(fractions)+1 examples is in every part. With
+    fewer, the last part gets one first, then the parts with the larger fractions (so with validation
+    0.1 and test 0.2, a class of 2 goes to train and test, and a class of 1 stays in train). A class
+    large enough that every rounded share is at least 1 is split exactly as by rounding alone."""
     rng = random.Random(seed)
     by_label: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
@@ -62,14 +84,22 @@ def stratified_split(labels: list[int], fractions: list[float], seed: int) -> li
         idx = by_label[label]
         rng.shuffle(idx)
         start = 0
-        for part, frac in zip(parts, fractions, strict=False):
-            n = round(len(idx) * frac)
+        for part, n in zip(parts, _part_sizes(len(idx), fractions), strict=False):
             part.extend(idx[start:start + n])
             start += n
         parts[-1].extend(idx[start:])
     for part in parts:
         part.sort()
     return parts
+
+
+def _part_sizes(count: int, fractions: list[float]) -> list[int]:
+    """How many of a class's `count` examples each fraction's part gets (see `stratified_split`)."""
+    sizes = [round(count * frac) for frac in fractions]
+    for i in sorted(range(len(fractions)), key=lambda i: -fractions[i]):  # larger shares first
+        if sizes[i] == 0 and count - sum(sizes) > 1:
+            sizes[i] = 1
+    return sizes
 
 
 def subsample(split: Split, n: int, seed: int) -> Split:

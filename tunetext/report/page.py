@@ -23,6 +23,7 @@ from tunetext import runs
 from tunetext.assets import FetchError
 from tunetext.config import RunConfig
 from tunetext.data import DataError, load_dataset
+from tunetext.evaluate import with_progress
 from tunetext.inference import iter_log_probs
 from tunetext.predict import Classifier
 from tunetext.report import sections
@@ -39,13 +40,15 @@ STYLE: dict[Any, Any] = {
 }
 
 
-def report(run_dir: str | Path, output: str | Path | None = None, batch_size: int = 128) -> Path:
+def report(run_dir: str | Path, output: str | Path | None = None, batch_size: int = 128,
+           progress: bool = True) -> Path:
     """Write an HTML report of the finished run in `run_dir` and return its path.
 
     `output` is the HTML file (default `RUN_DIR/report/report.html`); the figures are also written as
     PNG files next to it. The test split is reloaded from the run's data config (same preparation and
     seed, so the same split) and scored again for the mistakes and the reliability diagram; if the data
-    cannot be read, those parts say why and the rest of the report is still written.
+    cannot be read, those parts say why and the rest of the report is still written. `progress` shows a
+    progress bar on stderr while the test split is scored, on a terminal only.
     """
     import matplotlib  # here, not at the top: only writing a report needs it, and it is slow to import
 
@@ -54,11 +57,12 @@ def report(run_dir: str | Path, output: str | Path | None = None, batch_size: in
     out = Path(output) if output is not None else run_dir / "report" / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     data_info = _read_json(run_dir / runs.DATA)
-    scores, problem = _score_test(run_dir, config, data_info, batch_size)
+    scores, problem = _score_test(run_dir, config, data_info, batch_size, progress)
     figures = sections.Figures(out.parent)
     with matplotlib.rc_context(STYLE):
         body = [
             sections.header(run_dir, config, metrics, info),
+            sections.warnings(metrics),
             sections.learning_curves(figures, _read_log(run_dir / runs.LOG), metrics, config),
             sections.confusion(figures, metrics["test"]),
             sections.per_class(figures, metrics["test"]),
@@ -102,7 +106,7 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
 
 
 def _score_test(run_dir: Path, config: RunConfig, data_info: dict[str, Any],
-                batch_size: int) -> tuple[sections.SplitScores | None, str | None]:
+                batch_size: int, progress: bool = True) -> tuple[sections.SplitScores | None, str | None]:
     """Reload the run's test split and score it; `(None, why)` if the data cannot be read."""
     clf = Classifier.load(run_dir)
     try:
@@ -112,9 +116,9 @@ def _score_test(run_dir: Path, config: RunConfig, data_info: dict[str, Any],
                     "uncalibrated reliability diagram", exc)
         return None, f"The run's data could not be read again ({exc}), so this part is missing."
     test = dataset.test
-    log_probs = np.concatenate([lp for _, lp in iter_log_probs(
+    log_probs = np.concatenate([lp for _, lp in with_progress(iter_log_probs(
         clf.model, clf.tokenizer, test.texts, config.model.max_length, batch_size,
-        template=config.data.template)])
+        template=config.data.template), len(test), "report: scoring test", progress)])
     matches = data_info.get("test", {}).get("sha256") in (None, test.fingerprint())
     scores = sections.SplitScores(test.texts, np.asarray(test.labels), log_probs, clf.temperature, matches)
     return scores, None
@@ -135,6 +139,8 @@ h2 { margin: 0 0 8px; font-size: 20px; }
 h3 { margin: 18px 0 6px; font-size: 15px; }
 .intro, .note { color: var(--muted); margin: 0 0 12px; max-width: 860px; }
 .warn { background: #fef3c7; border: 1px solid #f59e0b; border-radius: 8px; padding: 8px 12px; }
+section.alert { background: #fef2f2; border: 2px solid #dc2626; }
+section.alert h2 { color: #991b1b; }
 table { border-collapse: collapse; margin: 10px 0; font-variant-numeric: tabular-nums; }
 th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 thead th { font-size: 13px; color: var(--muted); font-weight: 600; white-space: nowrap; }

@@ -243,6 +243,19 @@ def _reliability_panel(ax_bar, ax_hist, count, confidence, correct, title: str, 
                 xlabel="confidence (probability of the predicted label)", ylabel="share")
 
 
+def warnings(metrics: dict[str, Any]) -> str:
+    """A red box under the header with the degenerate-model warnings of validation and test (see
+    `evaluate.model_warnings`); nothing when there are none."""
+    found = [(where, w) for where, key in (("validation", "val"), ("test", "test"))
+             for w in metrics.get(key, {}).get("warnings", [])]
+    if not found:
+        return ""
+    items = "".join(f"<li><b>{where}:</b> {_e(w)}</li>" for where, w in found)
+    return (f'<section id="warnings" class="alert"><h2>Warning: this model may be degenerate</h2>'
+            f'<ul>{items}</ul><p class="intro">The scores below are real, but a model like this has not '
+            "learned to tell the classes apart; look at the confusion matrix before using it.</p></section>")
+
+
 def calibration(fig_out: Figures, metrics: dict[str, Any], scores: SplitScores | None,
                  problem: str | None) -> str:
     test = metrics["test"]
@@ -275,6 +288,12 @@ def calibration(fig_out: Figures, metrics: dict[str, Any], scores: SplitScores |
              f"the logits by T = {temperature:.2f}, fitted on validation; it changes the probabilities "
              "but never the predicted label. The expected calibration error (ECE) is the average gap, "
              "weighted by examples.")
+    fit = metrics.get("calibration", {})
+    if fit.get("kept") is False:  # runs before this rule have no "kept": their temperature was applied
+        note += (f'<p class="note">A temperature of {fit["fitted_temperature"]:.2f} was fitted on validation '
+                 "but not kept: it would have raised the validation ECE from "
+                 f'{fit["val_ece_uncalibrated"]:.3f} to {fit["val_ece_fitted"]:.3f}, so the probabilities '
+                 "are left at temperature 1.</p>")
     return _section("calibration", intro, note, fig_out(fig, "calibration", "reliability diagrams"))
 
 
