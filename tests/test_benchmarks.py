@@ -173,3 +173,13 @@ def test_long_text_compares_the_ways_and_chooses_on_validation(tmp_path, tiny_be
                for w in ("truncate", "head_tail", "chunks"))
     assert ways["chunks"]["steps"] > ways["truncate"]["steps"] == ways["head_tail"]["steps"]
     assert ways["chunks_same_steps"]["steps"] < ways["chunks"]["steps"]
+
+
+def test_precision_times_both_ways_and_records_the_choice(tmp_path, tiny_bert):
+    out = tmp_path / "precision.json"
+    run_script("precision.py", "--model", tiny_bert, "--rounds", "1", "--tokens", "8", "--output", out)
+    report = json.loads(out.read_text())
+    assert_machine_recorded(report)
+    train = report["train"]
+    assert train["fp32_over_bf16"] == pytest.approx(train["seconds"]["fp32"] / train["seconds"]["bf16"])
+    assert report["auto_chose"] == ("bf16" if report["machine"]["auto_bf16_cpu"] else "fp32")
