@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tunetext.batches import LongText
 from tunetext.data.prepare import load_all, load_dataset
 from tunetext.data.splits import Split
 from tunetext.errors import UsageError
@@ -145,12 +146,14 @@ def fit_temperature(log_probs: np.ndarray, labels: list[int] | np.ndarray) -> fl
 
 def evaluate_split(model, tokenizer, texts: list[str], labels: list[int], label_names: list[str],
                    max_length: int, batch_size: int, bf16: bool = False,
-                   temperature: float = 1.0, template: str | None = None) -> dict[str, Any]:
-    """Metrics of `model` on labelled texts (put into `template` if given), streamed chunk by chunk
+                   temperature: float = 1.0, template: str | None = None,
+                   long_text: LongText | None = None) -> dict[str, Any]:
+    """Metrics of `model` on labelled texts (put into `template` if given; a long text cut or scored
+    window by window and pooled as `long_text` says, one prediction per text), streamed chunk by chunk
     (memory does not grow with the set)."""
     acc = MetricAccumulator(label_names, temperature)
     for start, log_probs in iter_log_probs(model, tokenizer, texts, max_length, batch_size, bf16,
-                                           template):
+                                           template, long_text):
         acc.update(log_probs, labels[start:start + len(log_probs)])
     return acc.result()
 
@@ -182,23 +185,25 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
         raise UsageError(f"split must be train, val, test or all; got {split!r}")
     metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels,
                              clf.label_names, clf.config.model.max_length, batch_size,
-                             temperature=clf.temperature, template=clf.config.data.template)
+                             temperature=clf.temperature, template=clf.config.data.template,
+                             long_text=LongText.of(clf.config.data))
     metrics["split"] = split
     metrics["report"] = report
     return metrics
 
 
 def calibrated_scores(model, tokenizer, val: Split, test: Split, label_names: list[str], max_length: int,
-                      batch_size: int, template: str | None = None
+                      batch_size: int, template: str | None = None, long_text: LongText | None = None
                       ) -> tuple[dict[str, Any], dict[str, Any], float]:
     """Validation and test metrics of a trained model in fp32, as `Classifier.predict` computes them, with
     the temperature that calibrates its probabilities on validation (argmax, and so accuracy and F1, are
     unchanged by it): (val metrics, test metrics, temperature)."""
     val_log_probs = np.concatenate([lp for _, lp in iter_log_probs(
-        model, tokenizer, val.texts, max_length, batch_size, template=template)])
+        model, tokenizer, val.texts, max_length, batch_size, template=template, long_text=long_text)])
     temperature = fit_temperature(val_log_probs, val.labels)
     val_scores = MetricAccumulator(label_names, temperature)
     val_scores.update(val_log_probs, val.labels)
     test_scores = evaluate_split(model, tokenizer, test.texts, test.labels, label_names, max_length,
-                                 batch_size, temperature=temperature, template=template)
+                                 batch_size, temperature=temperature, template=template,
+                                 long_text=long_text)
     return val_scores.result(), test_scores, temperature

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunetext.batches import collate, sorted_batches, tokenize
+from tunetext.batches import LongText, collate, sorted_batches, tokenize, tokenize_windows
 from tunetext.evaluate import compute_metrics
-from tunetext.inference import predict_log_probs
+from tunetext.inference import predict_log_probs, predict_window_log_probs
 from tunetext.models import (
     Family,
     ModelError,
@@ -251,9 +251,13 @@ def teacher_inputs(teacher: Any, texts: list[str]) -> list[list[int]]:
 
 
 def teacher_log_probs(teacher: Any, texts: list[str], batch_size: int) -> torch.Tensor:
-    """The teacher's log-probabilities for every text, `[len(texts), num_labels]`, computed once."""
-    return torch.from_numpy(predict_log_probs(teacher.model, teacher_inputs(teacher, texts),
-                                              teacher.tokenizer.pad_token_id, batch_size))
+    """The teacher's log-probabilities for every text, `[len(texts), num_labels]`, computed once, as
+    `Classifier.predict` computes them (a long text cut, or its windows pooled, as the teacher's
+    data.long_text says)."""
+    windows = tokenize_windows(teacher.tokenizer, teacher.clean(texts), teacher.config.model.max_length,
+                               teacher.config.data.template, LongText.of(teacher.config.data))
+    return torch.from_numpy(predict_window_log_probs(teacher.model, windows, teacher.tokenizer.pad_token_id,
+                                                     batch_size))
 
 
 def _timed_log_probs(model: Any, ids: list[list[int]], pad_id: int, batch_size: int) -> tuple[np.ndarray,
