@@ -160,6 +160,19 @@ def test_training_with_chunks_trains_on_every_window_and_scores_one_answer_per_t
     assert evaluate(chunk_run.run_dir)["n"] == len(dataset.test)
 
 
+@pytest.mark.parametrize("strategy", ["features", "last_n", "distill"])
+def test_every_strategy_trains_on_the_windows(strategy, chunk_run, tiny_bert, tiny_config, tmp_path):
+    settings = {"strategy": strategy, "epochs": 1}
+    if strategy == "distill":  # a chunked teacher: its pooled answer per text, repeated for each window
+        settings.update(distill_teacher=str(chunk_run.run_dir), student_layers=1)
+    run = train(with_data(tiny_config(tiny_bert, **settings), long_text="chunks", max_chunks=3),
+                tmp_path / strategy, progress=False)
+    lengths = run.metrics["training"]["lengths"]
+    assert lengths["training_examples"] == chunk_run.metrics["training"]["lengths"]["training_examples"]
+    assert lengths["training_examples"] > lengths["texts"]
+    assert run.metrics["test"]["n"] == chunk_run.metrics["test"]["n"]
+
+
 def test_evaluation_pools_each_texts_windows(chunk_run):
     clf = Classifier.load(chunk_run.run_dir)
     texts, labels = [LONG, SHORT, LONG + " late"], [0, 1, 1]
