@@ -32,7 +32,6 @@ from tunetext.batches import (
     shuffled_batches,
     text_room,
     token_lengths,
-    tokenize,
     tokenize_windows,
 )
 from tunetext.checkpoints import StopFlag, TrainingInterrupted
@@ -347,7 +346,8 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     if tc.strategy == "features":
         metrics["features"] = state["features"]
     if teacher is not None:
-        test_ids = tokenize(tokenizer, dataset.test.texts, config.model.max_length, template)
+        test_ids = tokenize_windows(tokenizer, dataset.test.texts, config.model.max_length, template,
+                                    LongText.of(config.data))
         metrics["distill"] = {
             "teacher": tc.distill_teacher, "teacher_model": teacher.config.model.name,
             "student_layers": tc.student_layers, "teacher_scoring_seconds": teacher_seconds,
