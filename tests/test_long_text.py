@@ -3,6 +3,7 @@ windows in evaluation, prediction and serving, and the token-length report."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -22,6 +23,7 @@ from tunetext.batches import (
 )
 from tunetext.cli import main
 from tunetext.data import load_dataset
+from tunetext.errors import UsageError
 from tunetext.evaluate import evaluate, evaluate_split
 from tunetext.inference import pool_windows, predict_log_probs, softmax_with_temperature
 from tunetext.lengths import describe, length_report
@@ -88,6 +90,30 @@ def test_head_tail_keeps_the_template_whole_around_the_kept_text(tiny_bert):
     [[window]] = tokenize_windows(tok, [LONG], 20, TEMPLATE, long_text("head_tail"))
     room = 20 - len(before) - len(after)
     assert window == before + text[:round(room / 4)] + text[len(text) - (room - round(room / 4)):] + after
+
+
+class _SlowTokenizer:
+    """The tokenizer, answering as a pure-Python one does: no character offsets."""
+
+    is_fast = False
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, *args, return_offsets_mapping=False, **kwargs):
+        assert not return_offsets_mapping, "a slow tokenizer raises NotImplementedError here"
+        return self.tokenizer(*args, **kwargs)
+
+
+def test_without_offsets_head_tail_cuts_the_filled_in_template_between_the_special_tokens(tiny_bert):
+    tok = load_tokenizer(str(tiny_bert))
+    whole = tok(TEMPLATE.replace("{text}", LONG))["input_ids"]
+    content = whole[1:-1]
+    [[window]] = tokenize_windows(_SlowTokenizer(tok), [LONG], 20, TEMPLATE, long_text("head_tail"))
+    assert window == whole[:1] + content[:round(18 / 4)] + content[len(content) - (18 - round(18 / 4)):] + \
+        whole[-1:]
+    [[offsets]] = tokenize_windows(tok, [LONG], 20, TEMPLATE, long_text("head_tail"))
+    assert offsets != window  # with offsets the template's "spam ?" is kept instead
 
 
 @pytest.mark.parametrize("mode", ["head_tail", "chunks"])
@@ -218,10 +244,24 @@ def test_the_service_says_how_many_windows_it_pooled(chunk_run):
         assert a["score"] == pytest.approx(p.score, abs=1e-5) and a["label"] == p.label
 
 
-def test_cli_predict_json_carries_chunks(chunk_run, capsys):
+def test_cli_predict_carries_chunks_in_json_csv_and_the_table(chunk_run, capsys, tmp_path):
     assert main(["predict", str(chunk_run.run_dir), LONG, SHORT, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["chunks"], r["truncated"]) for r in rows] == [(3, True), (1, False)]
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(chunk_run.run_dir), LONG, SHORT, "--output", str(out)]) == 0
+    with open(out, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["chunks"], r["truncated"]) for r in table] == [("3", "true"), ("1", "false")]
+    assert main(["predict", str(chunk_run.run_dir), LONG, SHORT]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("(3 windows)  (cut: only part of it was read)") and lines[1].endswith(SHORT)
+
+
+def test_a_template_that_leaves_no_room_for_the_text_is_an_error(tiny_bert):
+    tok = load_tokenizer(str(tiny_bert))
+    with pytest.raises(UsageError, match="leaving no room for the text"):
+        tokenize_windows(tok, [LONG], 8, "see you at 8 see you at 8 {text}", long_text("chunks"))
 
 
 # ---- the length report ------------------------------------------------------------------------------

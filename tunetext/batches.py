@@ -151,7 +151,7 @@ def _whole(tokenizer, texts: list[str], template: str | None, lead: int,
     counts as text, template included."""
     if not texts:
         return [], []
-    offsets = template is not None and tokenizer.is_fast
+    offsets = template is not None and getattr(tokenizer, "is_fast", False)
     batch = tokenizer(format_inputs(texts, template), truncation=False, padding=False, verbose=False,
                       return_offsets_mapping=offsets)
     ids = batch["input_ids"]
