@@ -57,7 +57,7 @@ def test_loss_weights_only_for_imbalanced_classes(rarest, weights):
 def test_explicit_settings_win():
     got = chosen(shape(50, 200, rarest=1), "train.epochs=2", "train.class_weights=none",
                  "train.early_stopping_patience=null")
-    assert got == {"epochs": 2, "class_weights": "none", "patience": None, "explained": []}
+    assert got == {"epochs": 2, "class_weights": "none", "patience": None, "explained": ["data.long_text"]}
 
 
 def test_a_resolved_run_config_matches_what_it_was_resolved_from():
@@ -80,3 +80,21 @@ def test_loss_weights_average_one_over_the_training_examples():
         assert np.isclose(w[np.array(labels)].mean(), 1.0)
         assert np.isclose(w[2] / w[0], ratio)
     assert _class_weights(labels, 3, "none") is None
+
+
+@pytest.mark.parametrize(("longer", "mode"), [(0, "truncate"), (1, adaptive.LONG_TEXT_WHEN_LONG),
+                                               (3_000, adaptive.LONG_TEXT_WHEN_LONG)])
+def test_long_texts_choose_how_they_are_read(longer, mode):
+    labels = [i % 2 for i in range(6_000)]
+    config, choices = resolve(load_config(), DataShape.of(labels, longer=longer))
+    assert config.data.long_text == mode
+    assert any(c.key == "data.long_text" and c.value == mode for c in choices)
+    # Asked for, it is kept, long texts or not.
+    assert resolve(load_config(overrides=["data.long_text=chunks"]), DataShape.of(labels, longer=0)
+                   )[0].data.long_text == "chunks"
+
+
+def test_auto_long_text_resolved_in_a_saved_config_still_matches():
+    given = load_config()
+    saved, _ = resolve(given, DataShape.of([0, 1] * 100, longer=50))
+    assert saved.data.long_text == adaptive.LONG_TEXT_WHEN_LONG and adaptive.same_run(saved, given)

@@ -149,7 +149,7 @@ def test_predict_csv_input_to_csv_output(trained_run, tmp_path, capsys):
     assert code == 0
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["text", "label", "score", "p_ham", "p_spam"]
+    assert list(rows[0]) == ["text", "label", "score", "p_ham", "p_spam", "truncated"]
     assert [r["text"] for r in rows] == ["free entry, to win", "lunch later?"]
     for r, p in zip(rows, Classifier.load(trained_run).predict([r["text"] for r in rows]), strict=True):
         assert float(r["p_ham"]) + float(r["p_spam"]) == pytest.approx(1, abs=1e-5)

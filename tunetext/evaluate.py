@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tunetext.batches import LongText
 from tunetext.data.prepare import load_all, load_dataset
 from tunetext.data.splits import Split
 from tunetext.errors import UsageError
@@ -239,11 +240,12 @@ def with_progress(chunks: Iterable[tuple[int, np.ndarray]], total: int, desc: st
 def evaluate_split(model, tokenizer, texts: list[str], labels: list[int], label_names: list[str],
                    max_length: int, batch_size: int, bf16: bool = False,
                    temperature: float = 1.0, template: str | None = None,
-                   progress: bool = False) -> dict[str, Any]:
-    """Metrics of `model` on labelled texts (put into `template` if given), streamed chunk by chunk
+                   progress: bool = False, long_text: LongText | None = None) -> dict[str, Any]:
+    """Metrics of `model` on labelled texts (put into `template` if given; a long text cut or scored
+    window by window and pooled as `long_text` says, one prediction per text), streamed chunk by chunk
     (memory does not grow with the set); `progress` shows a bar on a terminal (`with_progress`)."""
     acc = MetricAccumulator(label_names, temperature)
-    chunks = iter_log_probs(model, tokenizer, texts, max_length, batch_size, bf16, template)
+    chunks = iter_log_probs(model, tokenizer, texts, max_length, batch_size, bf16, template, long_text)
     for start, log_probs in with_progress(chunks, len(texts), "scoring", progress):
         acc.update(log_probs, labels[start:start + len(log_probs)])
     return acc.result()
@@ -277,26 +279,27 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
     metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels,
                              clf.label_names, clf.config.model.max_length, batch_size,
                              temperature=clf.temperature, template=clf.config.data.template,
-                             progress=progress)
+                             progress=progress, long_text=LongText.of(clf.config.data))
     metrics["split"] = split
     metrics["report"] = report
     return metrics
 
 
 def calibrated_scores(model, tokenizer, val: Split, test: Split, label_names: list[str], max_length: int,
-                      batch_size: int, template: str | None = None, progress: bool = False
+                      batch_size: int, template: str | None = None, progress: bool = False,
+                      long_text: LongText | None = None
                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Validation and test metrics of a trained model in fp32, as `Classifier.predict` computes them, with
     the temperature that calibrates its probabilities on validation, if it does (`choose_temperature`;
     argmax, and so accuracy and F1, are unchanged by it): (val metrics, test metrics, calibration)."""
     val_log_probs = np.concatenate([lp for _, lp in with_progress(iter_log_probs(
-        model, tokenizer, val.texts, max_length, batch_size, template=template), len(val),
-        "scoring validation", progress)])
+        model, tokenizer, val.texts, max_length, batch_size, template=template, long_text=long_text),
+        len(val), "scoring validation", progress)])
     calibration = choose_temperature(val_log_probs, val.labels, label_names)
     temperature = calibration["temperature"]
     val_scores = MetricAccumulator(label_names, temperature)
     val_scores.update(val_log_probs, val.labels)
     test_scores = evaluate_split(model, tokenizer, test.texts, test.labels, label_names, max_length,
                                  batch_size, temperature=temperature, template=template,
-                                 progress=progress)
+                                 progress=progress, long_text=long_text)
     return val_scores.result(), test_scores, calibration

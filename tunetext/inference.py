@@ -1,7 +1,8 @@
 """The forward pass for scoring: tokenised texts in, class log-probabilities out, batched by length.
 
 Shared by evaluation, prediction, serving, reports and training's validation passes; `tunetext.precision`
-decides where bfloat16 autocast pays off.
+decides where bfloat16 autocast pays off. A text split into windows (`data.long_text=chunks`) gets one
+answer from all of them (`pool_windows`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import numpy as np
 import torch
 
-from tunetext.batches import collate, sorted_batches, tokenize
+from tunetext.batches import LongText, collate, sorted_batches, tokenize_windows
 
 CHUNK = 4096  # texts tokenised and length-sorted at a time, so memory stays flat for any set size
 
@@ -54,10 +55,36 @@ def softmax_with_temperature(log_probs: np.ndarray, temperature: float) -> np.nd
     return e / e.sum(axis=1, keepdims=True)
 
 
+def pool_windows(log_probs: np.ndarray, counts: list[int]) -> np.ndarray:
+    """One row of log-probabilities per text from its windows' rows (`counts[i]` consecutive rows for
+    text i): the log-softmax of the mean of its windows' logits. Each window's log-probabilities are its
+    logits less a constant (their log-sum-exp), which the final log-softmax removes, so averaging them
+    is averaging the logits. A text of one window keeps its row as it is."""
+    if all(c == 1 for c in counts):
+        return log_probs
+    starts = np.cumsum([0, *counts[:-1]])
+    mean = np.add.reduceat(log_probs, starts, axis=0) / np.asarray(counts, dtype=np.float32)[:, None]
+    pooled = mean - np.logaddexp.reduce(mean, axis=1, keepdims=True)
+    single = np.asarray(counts) == 1
+    pooled[single] = log_probs[starts[single]]
+    return pooled.astype(np.float32)
+
+
+def predict_window_log_probs(model, windows: list[list[list[int]]], pad_id: int, batch_size: int,
+                             device: torch.device | None = None, bf16: bool = False) -> np.ndarray:
+    """Log class probabilities for texts given as their windows (`tunetext.batches.tokenize_windows`),
+    one row per text in input order: every window is scored, batched by length with all the others,
+    and each text's windows pooled (`pool_windows`)."""
+    flat = [seq for text in windows for seq in text]
+    log_probs = predict_log_probs(model, flat, pad_id, batch_size, device, bf16)
+    return pool_windows(log_probs, [len(text) for text in windows])
+
+
 def iter_log_probs(model, tokenizer, texts: list[str], max_length: int, batch_size: int,
-                   bf16: bool = False, template: str | None = None):
+                   bf16: bool = False, template: str | None = None, long_text: LongText | None = None):
     """Yield `(start, log_probs)` for consecutive chunks of `texts`: put into `template` if given,
-    tokenised, scored, released."""
+    tokenised (long texts as `long_text` says, see `tunetext.batches.tokenize_windows`), scored (one row
+    per text), released."""
     for start in range(0, len(texts), CHUNK):
-        ids = tokenize(tokenizer, texts[start:start + CHUNK], max_length, template)
-        yield start, predict_log_probs(model, ids, tokenizer.pad_token_id, batch_size, bf16=bf16)
+        windows = tokenize_windows(tokenizer, texts[start:start + CHUNK], max_length, template, long_text)
+        yield start, predict_window_log_probs(model, windows, tokenizer.pad_token_id, batch_size, bf16=bf16)

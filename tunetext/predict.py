@@ -10,11 +10,11 @@ from typing import overload
 import numpy as np
 import torch
 
-from tunetext.batches import tokenize_marking_cuts
+from tunetext.batches import LongText, tokenize_windows_marking_cuts
 from tunetext.config import RunConfig
 from tunetext.data.clean import clean_text
 from tunetext.errors import UsageError
-from tunetext.inference import predict_probabilities
+from tunetext.inference import pool_windows, predict_log_probs, softmax_with_temperature
 from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier
 from tunetext.runs import RunError, read_run
 
@@ -50,9 +50,17 @@ def _why_not(text: str, cleaned: str) -> str | None:
 class Encoded:
     """One text as the model sees it (`Classifier.encode`), or why it cannot be classified."""
 
-    ids: list[int]  # token ids: cleaned, in the run's template, truncated to max_length; [] with an error
-    truncated: bool = False  # the text was longer than max_length tokens and only its start is in `ids`
+    ids: list[int]  # token ids: cleaned, in the run's template, at most max_length (data.long_text says
+    # how a longer text is cut; with chunks, its first window); [] with an error
+    truncated: bool = False  # some of the text's tokens are in no window: it was longer than max_length and
+    # cut (truncate: only its start is in `ids`; head_tail: its start and end; chunks: past max_chunks)
     error: str | None = None
+    chunks: list[list[int]] | None = None  # data.long_text=chunks: every window of the text, `ids` first
+
+    @property
+    def windows(self) -> list[list[int]]:
+        """Every window the text is scored on: `chunks`, or `ids` alone."""
+        return self.chunks if self.chunks is not None else [self.ids]
 
 
 @dataclass
@@ -60,6 +68,8 @@ class Prediction:
     label: str
     score: float  # probability of `label`
     probabilities: dict[str, float]
+    truncated: bool = False  # part of the text was not classified (see `Encoded.truncated`)
+    chunks: int | None = None  # data.long_text=chunks: windows the text was scored on and pooled; else None
 
 
 class Classifier:
@@ -94,26 +104,42 @@ class Classifier:
 
     def encode(self, texts: list[str]) -> list[Encoded]:
         """Each text as the model sees it: cleaned as the training data was (`clean`), checked for content
-        (`has_content`, before and after cleaning), put into the run's template and tokenised, truncated to
-        `max_length`. A text that cannot be classified gets the reason instead of ids."""
+        (`has_content`, before and after cleaning), put into the run's template and tokenised, a text longer
+        than `max_length` cut or split into windows as the run's `data.long_text` says. A text that cannot
+        be classified gets the reason instead of ids."""
         clean = self.clean(texts)
         out = [Encoded([], error=_why_not(text, c)) for text, c in zip(texts, clean, strict=True)]
         usable = [i for i, e in enumerate(out) if e.error is None]
-        ids, cut = tokenize_marking_cuts(self.tokenizer, [clean[i] for i in usable],
-                                         self.config.model.max_length, self.config.data.template)
-        for i, seq, truncated in zip(usable, ids, cut, strict=True):
-            out[i] = Encoded(seq, truncated)
+        long_text = LongText.of(self.config.data)
+        windows, cut = tokenize_windows_marking_cuts(self.tokenizer, [clean[i] for i in usable],
+                                                     self.config.model.max_length, self.config.data.template,
+                                                     long_text)
+        for i, seqs, truncated in zip(usable, windows, cut, strict=True):
+            out[i] = Encoded(seqs[0], truncated, chunks=seqs if long_text.mode == "chunks" else None)
         return out
 
-    def probabilities(self, ids: list[list[int]], batch_size: int = 64) -> np.ndarray:
+    def probabilities(self, ids: list[list[int]], batch_size: int = 64,
+                      counts: list[int] | None = None) -> np.ndarray:
         """Calibrated probabilities for encoded texts (`Encoded.ids`), one row per text, columns in
-        `self.label_names` order."""
-        return predict_probabilities(self.model, ids, self.tokenizer.pad_token_id, batch_size,
-                                     temperature=self.temperature)
+        `self.label_names` order. With `counts`, `ids` holds every text's windows (`Encoded.windows`),
+        `counts[i]` consecutive rows for text i, pooled into one row per text (`pool_windows`)."""
+        log_probs = predict_log_probs(self.model, ids, self.tokenizer.pad_token_id, batch_size)
+        if counts is not None:
+            log_probs = pool_windows(log_probs, counts)
+        return softmax_with_temperature(log_probs, self.temperature)
+
+    def encoded_probabilities(self, encoded: list[Encoded], batch_size: int = 64) -> np.ndarray:
+        """`probabilities` of encoded texts, each scored on all its windows."""
+        return self.probabilities([seq for e in encoded for seq in e.windows], batch_size,
+                                  [len(e.windows) for e in encoded])
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Calibrated probabilities, one row per text, columns in `self.label_names` order. Texts are
         cleaned as the training data was (`clean_text` with the run's data config)."""
+        return self.encoded_probabilities(self._encode_or_raise(texts), batch_size)
+
+    def _encode_or_raise(self, texts: list[str]) -> list[Encoded]:
+        """`encode`, or a UsageError naming every text that cannot be classified."""
         encoded = self.encode(texts)
         bad = [i for i, e in enumerate(encoded) if e.error is not None]
         if bad:
@@ -123,7 +149,7 @@ class Classifier:
             raise UsageError(f"texts must be strings with {CONTENT}; got a non-string, or a text that is "
                              "empty or only whitespace, control or zero-width characters or combining marks, "
                              f"at position(s) {', '.join(map(str, bad[:10]))}{why}")
-        return self.probabilities([e.ids for e in encoded], batch_size)
+        return encoded
 
     def clean(self, texts: list[str]) -> list[str]:
         """`texts` as the model sees them: cleaned exactly as this run's training data (non-strings are
@@ -136,12 +162,16 @@ class Classifier:
     def predict(self, texts: list[str], batch_size: int = 64) -> list[Prediction]: ...
 
     def predict(self, texts, batch_size=64):
-        """Label name, its probability and every label's probability, for one text or a list."""
+        """Label name, its probability and every label's probability, for one text or a list; whether part
+        of the text was not classified (`truncated`), and with `data.long_text=chunks` how many windows
+        were pooled (`chunks`)."""
         single = isinstance(texts, str)
-        probs = self.predict_proba([texts] if single else list(texts), batch_size)
+        encoded = self._encode_or_raise([texts] if single else list(texts))
+        probs = self.encoded_probabilities(encoded, batch_size)
         out = []
-        for row in probs:
+        for row, e in zip(probs, encoded, strict=True):
             best = int(row.argmax())
             out.append(Prediction(self.label_names[best], float(row[best]),
-                                  {name: float(p) for name, p in zip(self.label_names, row, strict=True)}))
+                                  {name: float(p) for name, p in zip(self.label_names, row, strict=True)},
+                                  e.truncated, None if e.chunks is None else len(e.chunks)))
         return out[0] if single else out

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tunetext import runs
-from tunetext.batches import collate, format_inputs, sorted_batches
+from tunetext.batches import LongText, collate, format_inputs, sorted_batches
 from tunetext.config import DataConfig, check_template
 from tunetext.data import load_dataset
 from tunetext.data.splits import subsample
@@ -356,7 +356,7 @@ def _score_run_on(run_dir: str | Path, data: DataConfig, max_examples: int, seed
     clf = Classifier.load(run_dir)
     return evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels, clf.label_names,
                           clf.config.model.max_length, 64, temperature=clf.temperature,
-                          template=clf.config.data.template)
+                          template=clf.config.data.template, long_text=LongText.of(clf.config.data))
 
 
 def format_story(story: dict[str, Any]) -> str:

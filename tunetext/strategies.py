@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunetext.batches import collate, sorted_batches, tokenize
+from tunetext.batches import LongText, collate, sorted_batches, tokenize_windows
 from tunetext.evaluate import compute_metrics
-from tunetext.inference import predict_log_probs
+from tunetext.inference import predict_window_log_probs
 from tunetext.models import (
     Family,
     ModelError,
@@ -243,33 +243,34 @@ def load_teacher(run_dir: str | Path, label_names: list[str], device: torch.devi
     return teacher
 
 
-def teacher_inputs(teacher: Any, texts: list[str]) -> list[list[int]]:
-    """`texts` as the teacher's own cleaning, template and tokenizer make them, as `Classifier.predict`
-    does (they may differ from the student's)."""
-    return tokenize(teacher.tokenizer, teacher.clean(texts), teacher.config.model.max_length,
-                    teacher.config.data.template)
+def teacher_inputs(teacher: Any, texts: list[str]) -> list[list[list[int]]]:
+    """`texts` as the teacher's own cleaning, template, tokenizer and data.long_text make them, each
+    text's windows, as `Classifier.predict` does (they may differ from the student's)."""
+    return tokenize_windows(teacher.tokenizer, teacher.clean(texts), teacher.config.model.max_length,
+                            teacher.config.data.template, LongText.of(teacher.config.data))
 
 
 def teacher_log_probs(teacher: Any, texts: list[str], batch_size: int) -> torch.Tensor:
-    """The teacher's log-probabilities for every text, `[len(texts), num_labels]`, computed once."""
-    return torch.from_numpy(predict_log_probs(teacher.model, teacher_inputs(teacher, texts),
-                                              teacher.tokenizer.pad_token_id, batch_size))
+    """The teacher's log-probabilities for every text, `[len(texts), num_labels]`, computed once, as
+    `Classifier.predict` computes them (a long text's windows pooled)."""
+    return torch.from_numpy(predict_window_log_probs(teacher.model, teacher_inputs(teacher, texts),
+                                                     teacher.tokenizer.pad_token_id, batch_size))
 
 
-def _timed_log_probs(model: Any, ids: list[list[int]], pad_id: int, batch_size: int) -> tuple[np.ndarray,
-                                                                                                float]:
-    predict_log_probs(model, ids[:batch_size], pad_id, batch_size)  # warm-up: first-call allocations
+def _timed_log_probs(model: Any, windows: list[list[list[int]]], pad_id: int,
+                     batch_size: int) -> tuple[np.ndarray, float]:
+    predict_window_log_probs(model, windows[:batch_size], pad_id, batch_size)  # warm-up: first-call allocs
     start = time.perf_counter()
-    log_probs = predict_log_probs(model, ids, pad_id, batch_size)
-    return log_probs, len(ids) / (time.perf_counter() - start)
+    log_probs = predict_window_log_probs(model, windows, pad_id, batch_size)
+    return log_probs, len(windows) / (time.perf_counter() - start)
 
 
-def compare_with_teacher(student: Any, student_ids: list[list[int]], pad_id: int, teacher: Any,
+def compare_with_teacher(student: Any, student_windows: list[list[list[int]]], pad_id: int, teacher: Any,
                          texts: list[str], labels: list[int], batch_size: int) -> dict[str, Any]:
-    """Accuracy and inference speed (examples per second, fp32, same batch size) of the student (given
-    `texts` tokenised, `student_ids`) and the teacher on the same texts, measured one after the other in
-    this process."""
-    student_lp, student_speed = _timed_log_probs(student, student_ids, pad_id, batch_size)
+    """Accuracy and inference speed (texts per second, fp32, same batch size) of the student (given
+    `texts` tokenised into windows, `student_windows`) and the teacher on the same texts, measured one
+    after the other in this process."""
+    student_lp, student_speed = _timed_log_probs(student, student_windows, pad_id, batch_size)
     teacher_lp, teacher_speed = _timed_log_probs(teacher.model, teacher_inputs(teacher, texts),
                                                  teacher.tokenizer.pad_token_id, batch_size)
     y = np.asarray(labels)

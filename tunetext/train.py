@@ -25,12 +25,21 @@ from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from tunetext import adaptive, checkpoints, prefix_cache, runs
-from tunetext.batches import collate, length_grouped_batches, shuffled_batches, tokenize
+from tunetext.batches import (
+    LongText,
+    collate,
+    length_grouped_batches,
+    shuffled_batches,
+    text_room,
+    token_lengths,
+    tokenize_windows,
+)
 from tunetext.checkpoints import StopFlag, TrainingInterrupted
 from tunetext.compare import aggregate_seeds
 from tunetext.config import RunConfig, TrainConfig, load_config
 from tunetext.data import Dataset, Split, load_dataset
 from tunetext.evaluate import calibrated_scores, evaluate_split
+from tunetext.lengths import describe, length_report
 from tunetext.models import (
     Family,
     Parent,
@@ -157,8 +166,10 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
 
     # --- data and model: only once both have loaded is the run directory made (or emptied) -------------
     dataset, model, tokenizer, family, trainable, parent = _load_data_and_model(config, device)
-    config, choices = adaptive.resolve(config, adaptive.DataShape.of(dataset.train.labels),
-                                       accelerator.num_processes)
+    lengths = length_report(token_lengths(tokenizer, dataset.train.texts, config.data.template),
+                            config.model.max_length)
+    shape = adaptive.DataShape.of(dataset.train.labels, lengths["longer"])
+    config, choices = adaptive.resolve(config, shape, accelerator.num_processes)
     tc = config.train
     for choice in choices:
         log.info("default: %s", choice)
@@ -170,7 +181,8 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
             runs.write_config(run_dir, config)
     accelerator.wait_for_everyone()
     labels, template, pad_id = dataset.label_names, config.data.template, tokenizer.pad_token_id
-    train_ids = tokenize(tokenizer, dataset.train.texts, config.model.max_length, template)
+    train_ids, train_labels, train_docs = _windows_and_labels(tokenizer, dataset.train, config)
+    lengths = _log_lengths(lengths, tokenizer, config, len(dataset.train), len(train_ids))
     score = partial(_score, tokenizer=tokenizer, config=config, label_names=labels, bf16=bf16)
 
     # --- optimizer, schedule and loss -------------------------------------------------------------------
@@ -180,9 +192,11 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     total_steps = steps_per_epoch * tc.epochs
     optimizer = _optimizer(model, config)
     scheduler = _linear_schedule(optimizer, round(tc.warmup_ratio * total_steps), total_steps)
-    weights = _class_weights(dataset.train.labels, len(labels), tc.class_weights)
+    weights = _class_weights(train_labels, len(labels), tc.class_weights)
     cross_entropy = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
     teacher, soft_targets, teacher_seconds = _teacher_targets(tc, labels, dataset.train.texts, device)
+    if soft_targets is not None and len(train_docs) != len(soft_targets):  # a text's soft labels, per window
+        soft_targets = soft_targets[torch.tensor(train_docs)]
 
     # --- state, fresh or resumed ------------------------------------------------------------------------
     checkpoint_dir = run_dir / runs.CHECKPOINT
@@ -246,9 +260,9 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         # The frozen model encodes each training text once and only the head's final linear layer is
         # fitted, on those cached features, to convergence: that is all the training, so the loop below
         # has no epoch left to run, and the run finishes as any other.
-        val_ids = tokenize(tokenizer, dataset.val.texts, config.model.max_length, template)
-        state["features"] = train_features_head(inner, family, train_ids, dataset.train.labels, val_ids,
-                                                dataset.val.labels, labels, pad_id, tc, weights)
+        val_ids, val_labels, _ = _windows_and_labels(tokenizer, dataset.val, config)
+        state["features"] = train_features_head(inner, family, train_ids, train_labels, val_ids,
+                                                val_labels, labels, pad_id, tc, weights)
         state.update(step=state["features"]["iterations"],
                      train_seconds=state["features"]["encode_seconds"] + state["features"]["fit_seconds"])
         stop = validate()
@@ -265,7 +279,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         for b in range(first_batch, len(batches)):
             idx = batches[b]
             sync = (b + 1) % tc.gradient_accumulation_steps == 0 or b + 1 == len(batches)
-            batch = collate([train_ids[i] for i in idx], pad_id, [dataset.train.labels[i] for i in idx])
+            batch = collate([train_ids[i] for i in idx], pad_id, [train_labels[i] for i in idx])
             if hidden_cache is not None:
                 batch["hidden"] = prefix_cache.collate_hidden([hidden_cache[i] for i in idx])
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -331,7 +345,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         model = model.merge_and_unload()  # a standard model folder, loaded and served like any run
     val_scores, test_scores, calibration = calibrated_scores(
         model, tokenizer, dataset.val, dataset.test, labels, config.model.max_length, tc.eval_batch_size,
-        template, progress=progress and main)
+        template, progress=progress and main, long_text=LongText.of(config.data))
     metrics = {"val": val_scores, "test": test_scores, "before_finetune": state["before_finetune"],
                "calibration": calibration}
     metrics["training"] = {
@@ -344,10 +358,12 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         "prefix_cached": hidden_cache is not None, "cache_seconds": cache_seconds,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    metrics["training"]["lengths"] = lengths
     if tc.strategy == "features":
         metrics["features"] = state["features"]
     if teacher is not None:
-        test_ids = tokenize(tokenizer, dataset.test.texts, config.model.max_length, template)
+        test_ids = tokenize_windows(tokenizer, dataset.test.texts, config.model.max_length, template,
+                                    LongText.of(config.data))
         metrics["distill"] = {
             "teacher": tc.distill_teacher, "teacher_model": teacher.config.model.name,
             "student_layers": tc.student_layers, "teacher_scoring_seconds": teacher_seconds,
@@ -411,12 +427,35 @@ def _load_data_and_model(config: RunConfig, device: torch.device) -> tuple[Datas
     return dataset, model.to(device), tokenizer, family, trainable, parent
 
 
+def _windows_and_labels(tokenizer: Any, split: Split, config: RunConfig
+                        ) -> tuple[list[list[int]], list[int], list[int]]:
+    """A split as training examples: each text's windows of token ids (one, or with data.long_text=chunks
+    several), each window with its text's label, and the text each window came from."""
+    windows = tokenize_windows(tokenizer, split.texts, config.model.max_length, config.data.template,
+                               LongText.of(config.data))
+    docs = [d for d, seqs in enumerate(windows) for _ in seqs]
+    return [seq for seqs in windows for seq in seqs], [split.labels[d] for d in docs], docs
+
+
+def _log_lengths(report: dict[str, Any], tokenizer: Any, config: RunConfig, texts: int,
+                 examples: int) -> dict[str, Any]:
+    """The training texts' token lengths (`tunetext.lengths.length_report`), logged in one line with what
+    data.long_text makes of the long ones, for `metrics.json` (`training.lengths`)."""
+    long_text = LongText.of(config.data)
+    room = text_room(tokenizer, config.model.max_length, config.data.template)
+    log.info("lengths: %s", describe(report, long_text, room))
+    if examples != texts:
+        log.info("lengths: %d training examples (windows) from %d texts", examples, texts)
+    return {**report, "long_text": long_text.mode, "training_examples": examples}
+
+
 def _score(model: Any, split: Split, tokenizer: Any, config: RunConfig, label_names: list[str],
            bf16: bool) -> dict[str, Any]:
     """Metrics of `model` on a labelled split, as validation and the score before fine-tuning compute
     them (in the run's precision)."""
     return evaluate_split(model, tokenizer, split.texts, split.labels, label_names, config.model.max_length,
-                          config.train.eval_batch_size, bf16=bf16, template=config.data.template)
+                          config.train.eval_batch_size, bf16=bf16, template=config.data.template,
+                          long_text=LongText.of(config.data))
 
 
 def _teacher_targets(tc: TrainConfig, label_names: list[str], texts: list[str],

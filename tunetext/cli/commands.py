@@ -14,12 +14,16 @@ from typing import Any
 
 from accelerate import PartialState
 
+from tunetext.assets import fetched
+from tunetext.batches import LongText, text_room, token_lengths
 from tunetext.compare import compare, format_table
-from tunetext.config import ConfigError, load_config, parse_overrides
+from tunetext.config import ConfigError, RunConfig, load_config, parse_overrides
 from tunetext.data import BUILTIN, load_dataset
 from tunetext.data.sources import FILE_SUFFIXES, DataError, read_file
-from tunetext.errors import UsageError
+from tunetext.errors import TunetextError, UsageError
 from tunetext.evaluate import evaluate, format_metrics, warning_lines
+from tunetext.lengths import length_report, what_long_text_does
+from tunetext.models import CATALOGUE, load_tokenizer, resolve
 from tunetext.predict import Classifier
 from tunetext.prompting import format_story, prompt_eval, prompt_story
 from tunetext.report import report
@@ -163,17 +167,21 @@ def predict_command(args: argparse.Namespace) -> int:
                          "give texts to classify, or --input FILE")
     clf = Classifier.load(args.run_dir)
     predictions = clf.predict(texts, **given(batch_size=args.batch_size))
-    rows = [{"text": t, "label": p.label, "score": p.score, "probabilities": p.probabilities}
+    rows = [{"text": t, "label": p.label, "score": p.score, "probabilities": p.probabilities,
+             "truncated": p.truncated, **({} if p.chunks is None else {"chunks": p.chunks})}
             for t, p in zip(texts, predictions, strict=True)]
+    chunked = clf.config.data.long_text == "chunks"
     if args.output:
         out = Path(args.output)
         if out.suffix.lower() == ".csv":
             with open(out, "w", newline="") as f:
                 writer = csv.writer(f)
-                writer.writerow(["text", "label", "score"] + [f"p_{n}" for n in clf.label_names])
+                writer.writerow(["text", "label", "score"] + [f"p_{n}" for n in clf.label_names]
+                                + ["truncated"] + (["chunks"] if chunked else []))
                 for r in rows:
                     writer.writerow([r["text"], r["label"], f"{r['score']:.6f}"]
-                                    + [f"{r['probabilities'][n]:.6f}" for n in clf.label_names])
+                                    + [f"{r['probabilities'][n]:.6f}" for n in clf.label_names]
+                                    + [str(r["truncated"]).lower()] + ([r["chunks"]] if chunked else []))
         else:
             out.write_text("".join(json.dumps(r) + "\n" for r in rows))
         print(f"wrote {len(rows)} predictions to {out}", file=sys.stderr)
@@ -182,7 +190,9 @@ def predict_command(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             text = r["text"] if len(r["text"]) <= 70 else r["text"][:67] + "..."
-            print(f"{r['label']:<12} {r['score']:.4f}  {text}")
+            note = (f"  ({r['chunks']} windows)" if r.get("chunks", 1) > 1 else "") + \
+                ("  (cut: only part of it was read)" if r["truncated"] else "")
+            print(f"{r['label']:<12} {r['score']:.4f}  {text}{note}")
     return 0
 
 
@@ -268,13 +278,15 @@ def report_command(args: argparse.Namespace) -> int:
 def data_show_command(args: argparse.Namespace) -> int:
     problems: list[str] = []
     settings = parse_overrides(args.overrides, problems)
-    problems += [f"{key}: tunetext data show takes data settings only (data.KEY=VALUE)"
-                 for key in settings if not key.startswith("data.")]
+    problems += [f"{key}: tunetext data show takes data settings only (data.KEY=VALUE), and model.name and "
+                 "model.max_length for the token lengths" for key in settings
+                 if not key.startswith("data.") and key not in ("model.name", "model.max_length")]
     overrides = {**settings, **given(**{"data.source": args.source, "data.text_column": args.text_column,
                                       "data.label_column": args.label_column, "data.seed": args.seed})}
     if problems:
         raise ConfigError(problems)
-    config = load_config(overrides=overrides).data  # only the data settings matter here
+    run_config = load_config(overrides=overrides)
+    config = run_config.data  # the data settings, and the model's for token lengths
     dataset = load_dataset(config)
     card = BUILTIN[args.source].card if args.source in BUILTIN else None
     for line in card.lines() if card is not None else []:
@@ -297,7 +309,34 @@ def data_show_command(args: argparse.Namespace) -> int:
         if shown[label] < args.examples:
             shown[label] += 1
             print(f"  [{dataset.label_names[label]}] {text[:100]}{'...' if len(text) > 100 else ''}")
+    _print_token_lengths(run_config, dataset.splits())
     return 0
+
+
+def _print_token_lengths(config: RunConfig, splits: dict[str, Any]) -> None:
+    """Each split's lengths in model.name's tokens (`tunetext.lengths.length_report`) and what
+    data.long_text does to the texts longer than model.max_length; one line instead when the tokenizer
+    cannot be had without a download (a catalogue model not fetched yet) or at all (offline)."""
+    name, max_length, template = config.model.name, config.model.max_length, config.data.template
+    try:
+        if name in CATALOGUE and not fetched(CATALOGUE[name].asset):
+            raise UsageError(f"{name} is not downloaded yet (training fetches it once)")
+        tokenizer = load_tokenizer(resolve(name))
+    except (TunetextError, OSError) as exc:
+        print(f"token lengths: skipped, no tokenizer for model.name={name}: {str(exc)[:200]}")
+        return
+    print(f"token lengths in {name}'s tokens (template and special tokens included), "
+          f"model.max_length {max_length}:")
+    longer = False
+    for split_name, split in splits.items():
+        r = length_report(token_lengths(tokenizer, split.texts, template), max_length)
+        longer = longer or r["longer"] > 0
+        print(f"  {split_name:<5} min {r['min']}, median {r['median']:.0f}, p90 {r['p90']:.0f}, "
+              f"p95 {r['p95']:.0f}, max {r['max']}; {r['longer']} of {r['texts']} "
+              f"({100 * r['longer_share']:.0f}%) longer than max_length")
+    if longer:
+        room = text_room(tokenizer, max_length, template)
+        print(f"  longer texts: {what_long_text_does(LongText.of(config.data), room)}")
 
 
 def data_list_command(args: argparse.Namespace) -> int:

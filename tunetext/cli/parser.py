@@ -305,11 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("show", help="sizes, label counts and examples of a dataset",
                             description="Sizes, label counts, text lengths and examples of each split of a "
-                            "dataset, prepared and split as training would with the same data settings.")
+                            "dataset, prepared and split as training would with the same data settings, and "
+                            "its lengths in model.name's tokens against model.max_length (when the tokenizer "
+                            "is at hand without a download).")
     q.add_argument("source")
     q.add_argument("overrides", nargs="*", metavar="data.KEY=VALUE",
                    help="preparation settings, as for train (e.g. data.lowercase=true "
-                   "data.similar_labels=keep)")
+                   "data.similar_labels=keep); model.name and model.max_length choose the tokenizer and "
+                   "window of the token lengths (default: the config defaults)")
     _add(q, "--text-column", shown=_default(DataConfig, "text_column"), help="column holding the text "
          "(data.text_column)")
     _add(q, "--label-column", shown=_default(DataConfig, "label_column"), help="column holding the label "

@@ -54,6 +54,33 @@ class DataConfig(_Section):
         None, description="Prompt template the model sees instead of the bare text, with `{text}` where the "
         "text goes, e.g. \"Classify the sentiment of the following movie review: '{text}'\". Applied in "
         "training, evaluation and prediction alike (`tunetext.batches.format_inputs`).")
+    long_text: Literal["auto", "truncate", "head_tail", "chunks"] = Field(
+        "auto", description="What happens to a text longer than model.max_length tokens, in training, "
+        "evaluation, prediction and serving alike. `auto` chooses from the training texts "
+        "(tunetext.adaptive): `truncate` when none is longer, else the way that scored best on "
+        "20newsgroups' validation split (benchmarks/long_text.py). `truncate` keeps its first "
+        "max_length tokens. "
+        "`head_tail` keeps its first and last tokens (data.head_fraction of the room the window leaves "
+        "for the text go to the head, the rest to the tail). `chunks` cuts it into overlapping windows "
+        "of max_length tokens (data.chunk_overlap, at most data.max_chunks): in training each window is "
+        "an example with the text's label; in evaluation, prediction and serving every window is scored "
+        "and the text's answer is the softmax of the mean of its windows' logits. A template "
+        "(data.template) stays whole around the kept text in every window (with a slow tokenizer, one "
+        "without offsets, head and tail are taken from the filled-in template). See docs/long_texts.md.")
+    head_fraction: float = Field(
+        0.25, ge=0, le=1, description="data.long_text=head_tail: the share of the window's room for text "
+        "(max_length less the special tokens and the template) given to the text's first tokens; the "
+        "rest goes to its last tokens. 0.25 is the split Sun et al. (2019) found best for BERT on long "
+        "reviews (head 128 + tail 382 of 510).")
+    chunk_overlap: float = Field(
+        0.25, ge=0, lt=1, description="data.long_text=chunks: the share of each window's text tokens that "
+        "the next window repeats, so a sentence cut by one window's edge is whole in the next. The last "
+        "window ends at the text's end (it may overlap its neighbour more).")
+    max_chunks: int = Field(
+        8, ge=1, le=256, description="data.long_text=chunks: most windows per text, so one giant text "
+        "cannot take the memory and time of thousands. A text that needs more gets this many windows "
+        "spread evenly from its start to its end (its first and last windows are kept; tokens between "
+        "spread windows are skipped, and prediction reports it as truncated).")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the data for validation when "
                                 "no validation split is given.")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the data for test when no test "

@@ -97,7 +97,8 @@ TWENTY_NEWSGROUPS_CARD = DatasetCard(
         "that Text GCN and the BERT baseline (85.3 accuracy) used, so compare with published tables "
         "knowing that",
         _ALL_TERMS + "; headers are gone except the subject, which starts the text",
-        "long texts: median 162 words, up to 11,924; everything past model.max_length tokens is cut",
+        "long texts: median 162 words, up to 11,924; past model.max_length tokens they are cut or split as "
+        "data.long_text says",
         "duplicates: 20 in train (4 labelled differently from the first copy) and 7 in test, which "
         "preparation removes; 7 test texts also occur in train (preparation warns)",
     ),

@@ -21,6 +21,7 @@ import numpy as np
 
 from tunetext import runs
 from tunetext.assets import FetchError
+from tunetext.batches import LongText
 from tunetext.config import RunConfig
 from tunetext.data import DataError, load_dataset
 from tunetext.evaluate import with_progress
@@ -118,7 +119,8 @@ def _score_test(run_dir: Path, config: RunConfig, data_info: dict[str, Any],
     test = dataset.test
     log_probs = np.concatenate([lp for _, lp in with_progress(iter_log_probs(
         clf.model, clf.tokenizer, test.texts, config.model.max_length, batch_size,
-        template=config.data.template), len(test), "report: scoring test", progress)])
+        template=config.data.template, long_text=LongText.of(config.data)), len(test),
+        "report: scoring test", progress)])
     matches = data_info.get("test", {}).get("sha256") in (None, test.fingerprint())
     scores = sections.SplitScores(test.texts, np.asarray(test.labels), log_probs, clf.temperature, matches)
     return scores, None

@@ -67,8 +67,9 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; larger is 413.")
     max_request_tokens: int = Field(8192, ge=1, description="Most tokens one request may cost: the sum "
                                     "over its texts of each text's tokens as the model sees them, after "
-                                    "truncation to the run's max_length (the default, 8192, is 64 texts of "
-                                    "128 tokens); more is 413.")
+                                    "truncation to the run's max_length, or with data.long_text=chunks all "
+                                    "its windows' (the default, 8192, is 64 texts of 128 tokens); more is "
+                                    "413.")
     max_queue: int = Field(4096, ge=1, description="Most texts waiting for the model; beyond it, 503.")
     header_timeout_s: float = Field(10.0, gt=0, le=3600, description="Seconds a client has to send a "
                                     "request's line and headers, from connecting (or from the request's "
@@ -160,7 +161,12 @@ class PredictionOut(BaseModel):
     score: float = Field(description="Its probability.")
     probabilities: dict[str, float] = Field(description="Probability per label.")
     truncated: bool = Field(description="True when the text was longer than the model's window "
-                            "(`max_length` tokens, see /info) and only its start was classified.")
+                            "(`max_length` tokens, see /info) and only part of it was classified: its start, "
+                            "or with the run's data.long_text=head_tail its start and end, or with chunks "
+                            "windows spread over it (more than data.max_chunks were needed).")
+    chunks: int | None = Field(None, description="Only for a run trained with data.long_text=chunks: how "
+                               "many windows of the text were scored; its answer pools them (1 for a short "
+                               "text).")
 
 
 class ErrorOut(BaseModel):
@@ -353,16 +359,18 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                   for i, e in enumerate(encoded) if e.error]
         if failed:
             return _unprocessable(failed)
-        cost = sum(len(e.ids) for e in encoded)  # each text truncated to max_length
+        cost = sum(len(w) for e in encoded for w in e.windows)  # each window at most max_length
+        per_window = " per window" if clf.config.data.long_text == "chunks" else ""
         if cost > settings.max_request_tokens:
             raise HTTPException(413, f"this request costs {cost} tokens ({len(texts)} text(s), each "
-                                f"counted up to the model's max_length of {engine.max_length}); the limit is "
+                                f"counted up to the model's max_length of {engine.max_length}"
+                                f"{per_window}); the limit is "
                                 f"{settings.max_request_tokens} tokens per request (max_request_tokens): "
                                 "send fewer or shorter texts per request, or start the server with a larger "
                                 "--max-request-tokens")
         with _busy_as_503():
             results = await batcher.submit(encoded)
-        answers = [_answer(r, clf.label_names, body.top_k, truncated=e.truncated)
+        answers = [_answer(r, clf.label_names, body.top_k, truncated=e.truncated, chunks=e.chunks)
                    for r, e in zip(results, encoded, strict=True)]
         state.metrics.truncated.inc(sum(a["truncated"] for a in answers))
         # Built by hand, not through `response_model`: the schema is the same, without a validation pass
@@ -382,13 +390,17 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
     return app
 
 
-def _answer(result: TextResult, labels: list[str], top_k: int | None, truncated: bool) -> dict[str, Any]:
+def _answer(result: TextResult, labels: list[str], top_k: int | None, truncated: bool,
+            chunks: list[list[int]] | None = None) -> dict[str, Any]:
     assert result.probabilities is not None
     probs = [float(p) for p in result.probabilities]
     best = max(range(len(probs)), key=probs.__getitem__)
     order = sorted(range(len(probs)), key=lambda i: -probs[i])[:top_k] if top_k else range(len(probs))
-    return {"label": labels[best], "score": probs[best],
-            "probabilities": {labels[i]: probs[i] for i in order}, "truncated": truncated}
+    answer = {"label": labels[best], "score": probs[best],
+              "probabilities": {labels[i]: probs[i] for i in order}, "truncated": truncated}
+    if chunks is not None:  # only runs trained with data.long_text=chunks say how many windows were pooled
+        answer["chunks"] = len(chunks)
+    return answer
 
 
 def _document(app: FastAPI, settings: ServeSettings) -> None:

@@ -93,10 +93,13 @@ class Engine:
         usable = [i for i, e in enumerate(encoded) if e.error is None]
         if usable:  # one unusable text must not fail the whole batch
             precision = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-            # Equal passes of at most pass_size: 12 texts as 6 + 6 rather than 8 + 4.
-            per_pass = -(-len(usable) // -(-len(usable) // self.pass_size))
+            # Equal passes of at most pass_size windows (one per text, or a text's chunks): 12 as 6 + 6
+            # rather than 8 + 4.
+            windows = sum(len(encoded[i].windows) for i in usable)
+            per_pass = -(-windows // -(-windows // self.pass_size))
             with precision:
-                probs = self.classifier.probabilities([encoded[i].ids for i in usable], batch_size=per_pass)
+                probs = self.classifier.encoded_probabilities([encoded[i] for i in usable],
+                                                              batch_size=per_pass)
             for row, i in enumerate(usable):
                 results[i] = TextResult(probs[row])
         return results
