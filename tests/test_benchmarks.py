@@ -160,9 +160,10 @@ def test_cpu_watch_counts_other_processes_as_other_work():
 
 def test_long_text_compares_the_ways_and_chooses_on_validation(tmp_path, tiny_bert, tiny_csv):
     out = tmp_path / "long_text.json"
-    # Windows of 16 tokens make the tiny CSV's texts long documents.
+    # Windows of 8 tokens make the tiny CSV's texts long documents.
     run_script("long_text.py", "--data", tiny_csv, "--model", tiny_bert, "--workdir", tmp_path / "work",
-               "--output", out, "--set", "model.max_length=16", "--set", "train.epochs=2")
+               "--output", out, "--set", "model.max_length=8", "--set", "train.epochs=2", "--set",
+               "train.batch_size=4")
     report = json.loads(out.read_text())
     assert_machine_recorded(report)
     ways = report["ways"]
