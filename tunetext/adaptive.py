@@ -67,6 +67,14 @@ class Choice:
         return f"{self.key}={self.value}: {self.reason}"
 
 
+def long_text_mode(asked: str, longer: int) -> str:
+    """What data.long_text `asked` means when `longer` training texts exceed model.max_length: `auto` is
+    `truncate` when none does (nothing is cut), else LONG_TEXT_WHEN_LONG."""
+    if asked != "auto":
+        return asked
+    return LONG_TEXT_WHEN_LONG if longer else "truncate"
+
+
 def steps_per_epoch(rows: int, batch_size: int, accumulation: int = 1, processes: int = 1) -> int:
     """Optimizer steps in one pass over `rows` examples (every process runs the same number)."""
     micro = max(1, math.ceil(rows / batch_size) // processes)
@@ -104,9 +112,8 @@ def resolve(config: RunConfig, shape: DataShape, processes: int = 1) -> tuple[Ru
                               f"a quarter of {epochs} epochs, at least 2"))
     else:
         patience = tc.early_stopping_patience  # a number, or None: never stop early
-    long_text: str = config.data.long_text
-    if long_text == "auto":
-        long_text = LONG_TEXT_WHEN_LONG if shape.longer else "truncate"
+    long_text = long_text_mode(config.data.long_text, shape.longer)
+    if config.data.long_text == "auto":
         choices.append(Choice("data.long_text", long_text,
                               f"{shape.longer} of {shape.rows} training texts are longer than "
                               f"model.max_length {config.model.max_length}" if shape.longer else

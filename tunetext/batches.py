@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tunetext.adaptive import LONG_TEXT_WHEN_LONG
 from tunetext.config import TEXT_FIELD, DataConfig
 from tunetext.errors import UsageError
 
@@ -76,9 +75,9 @@ class LongText:
 
     @classmethod
     def of(cls, data: DataConfig) -> LongText:
-        # A run's saved config names the mode training resolved `auto` to; where a config still says
-        # `auto` (data show, before training), a long text gets what `auto` gives data with long texts.
-        mode = LONG_TEXT_WHEN_LONG if data.long_text == "auto" else data.long_text
+        # Training writes the mode `auto` resolved to into the run's config; `auto` in a saved config is
+        # a run from before data.long_text existed, and those truncated.
+        mode = "truncate" if data.long_text == "auto" else data.long_text
         return cls(mode, data.head_fraction, data.chunk_overlap, data.max_chunks)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from accelerate import PartialState
 
+from tunetext.adaptive import long_text_mode
 from tunetext.assets import fetched
 from tunetext.batches import LongText, text_room, token_lengths
 from tunetext.compare import compare, format_table
@@ -327,16 +328,20 @@ def _print_token_lengths(config: RunConfig, splits: dict[str, Any]) -> None:
         return
     print(f"token lengths in {name}'s tokens (template and special tokens included), "
           f"model.max_length {max_length}:")
-    longer = False
+    longer = {}
     for split_name, split in splits.items():
         r = length_report(token_lengths(tokenizer, split.texts, template), max_length)
-        longer = longer or r["longer"] > 0
+        longer[split_name] = r["longer"]
         print(f"  {split_name:<5} min {r['min']}, median {r['median']:.0f}, p90 {r['p90']:.0f}, "
               f"p95 {r['p95']:.0f}, max {r['max']}; {r['longer']} of {r['texts']} "
               f"({100 * r['longer_share']:.0f}%) longer than max_length")
-    if longer:
+    if any(longer.values()):
+        # data.long_text=auto is resolved from the training texts, as training will resolve it.
+        data = config.data.model_copy(update={"long_text": long_text_mode(config.data.long_text,
+                                                                           longer.get("train", 0))})
         room = text_room(tokenizer, max_length, template)
-        print(f"  longer texts: {what_long_text_does(LongText.of(config.data), room)}")
+        print(f"  longer texts: {what_long_text_does(LongText.of(data), room)}"
+              + (" (data.long_text=auto)" if config.data.long_text == "auto" else ""))
 
 
 def data_list_command(args: argparse.Namespace) -> int:
