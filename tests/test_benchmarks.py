@@ -163,8 +163,9 @@ def test_long_text_compares_the_ways_and_chooses_on_validation(tmp_path, tiny_be
     # Windows of 8 tokens make the tiny CSV's texts long documents.
     run_script("long_text.py", "--data", tiny_csv, "--model", tiny_bert, "--workdir", tmp_path / "work",
                "--output", out, "--set", "model.max_length=8", "--set", "train.epochs=2", "--set",
-               "train.batch_size=4")
+               "train.batch_size=4", "--subsample", "40,8")
     report = json.loads(out.read_text())
+    assert report["subsample"]["test"] <= 10 and report["chosen_mode"] in ("truncate", "head_tail", "chunks")
     assert_machine_recorded(report)
     ways = report["ways"]
     assert set(ways) == {"truncate", "head_tail", "chunks", "chunks_same_steps"}
