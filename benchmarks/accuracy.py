@@ -126,7 +126,8 @@ def markdown(report: dict[str, Any]) -> str:
     where = machine["gpu"] or f"{machine['cpu']} ({machine['cores']} cores)"
     lines = [f"# {report['model']} with default settings on every built-in dataset", "",
              f"Measured on {where}; the defaults' choices per dataset below the table. "
-             f"Overrides: {' '.join(report['overrides']) or 'none'}.", "",
+             + ("Overrides: per dataset, as the table says." if "parts" in report else
+                f"Overrides: {' '.join(report['overrides']) or 'none'}."), "",
              "| dataset | train / val / test | seeds | test accuracy % | test macro-F1 % | target (test) | "
              "last measurement: accuracy / macro-F1 % (train size) | train s | wall s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
