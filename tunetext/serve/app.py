@@ -87,9 +87,9 @@ class ServeSettings(BaseModel):
     threads: int | None = Field(None, ge=1, description="Inference threads per worker, each running its "
                                 "own batch on one torch thread; default: cores // workers (at least 1).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="`auto`: bfloat16 autocast on CPUs with AMX (several times faster there; "
-        "probabilities within about 0.005 of fp32), else fp32. `fp32` gives exactly "
-        "`Classifier.predict`'s numbers.")
+        "auto", description="`auto`: bfloat16 autocast where training's `auto` uses it (a CPU with AMX, "
+        "or with AVX512-BF16 where tunetext.precision's probe measures bf16 faster; probabilities "
+        "within about 0.005 of fp32), else fp32. `fp32` gives exactly `Classifier.predict`'s numbers.")
     api_key: SecretStr | None = Field(default_factory=lambda: SecretStr(os.environ[API_KEY_ENV])
                                       if os.environ.get(API_KEY_ENV) else None,
                                       description=f"Bearer key required on all but the open paths; "
