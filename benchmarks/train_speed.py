@@ -435,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3,
-                        help="epochs for every way (default 3, tunetext's own default)")
+                        help="epochs for every way (default 3; fixed so that every way trains as many "
+                        "epochs, where tunetext would choose them from the data)")
     parser.add_argument("--only", default=",".join(WAYS), help="comma-separated subset of A,B,Bp,C "
                         "(default all)")
     parser.add_argument("--seeds", type=int, default=3,

@@ -98,3 +98,10 @@ def test_auto_long_text_resolved_in_a_saved_config_still_matches():
     given = load_config()
     saved, _ = resolve(given, DataShape.of([0, 1] * 100, longer=50))
     assert saved.data.long_text == adaptive.LONG_TEXT_WHEN_LONG and adaptive.same_run(saved, given)
+
+
+def test_patience_counts_evaluations_when_evaluating_within_epochs():
+    # 6,500 rows in 50 classes: 10 epochs of 204 steps; evaluating every 51 steps is 4 evaluations an epoch.
+    config, choices = resolve(load_config(overrides=["train.eval_every=51"]), shape(50, 6_500))
+    assert config.train.epochs == 10 and config.train.early_stopping_patience == 10
+    assert "4 evaluations" in next(c.reason for c in choices if c.key == "train.early_stopping_patience")

@@ -184,6 +184,8 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_bert, 
     resumed = train(config, out, resume=True, progress=False)
     assert is_finished(out) and not has_checkpoint(out)
     assert resumed.metrics["training"]["steps"] == reference.metrics["training"]["steps"] == 15
+    # The defaults' choices, made when the run started, survive the interruption.
+    assert resumed.metrics["training"]["choices"] == reference.metrics["training"]["choices"] != []
     got, want = load_file(out / "model.safetensors"), load_file(reference.run_dir / "model.safetensors")
     assert got.keys() == want.keys()
     for name in want:

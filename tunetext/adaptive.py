@@ -107,9 +107,12 @@ def resolve(config: RunConfig, shape: DataShape, processes: int = 1) -> tuple[Ru
         weights = tc.class_weights
     patience: int | None
     if tc.early_stopping_patience == "auto":
-        patience = max(2, round(epochs / 4))
-        choices.append(Choice("train.early_stopping_patience", patience,
-                              f"a quarter of {epochs} epochs, at least 2"))
+        # Patience counts evaluations: with train.eval_every there are several an epoch.
+        per_epoch = steps_per_epoch(shape.rows, tc.batch_size, tc.gradient_accumulation_steps, processes)
+        evals = max(1, per_epoch // tc.eval_every) if tc.eval_every else 1
+        patience = max(2, round(epochs * evals / 4))
+        where = f"{epochs} epochs" + (f" of {evals} evaluations each" if evals > 1 else "")
+        choices.append(Choice("train.early_stopping_patience", patience, f"a quarter of {where}, at least 2"))
     else:
         patience = tc.early_stopping_patience  # a number, or None: never stop early
     long_text = long_text_mode(config.data.long_text, shape.longer)

@@ -2,11 +2,11 @@
 
 On CUDA, bf16 wherever the GPU supports it. On a CPU the answer depends on more than the instruction
 set: Intel CPUs with AMX tiles run bf16 matrix products several times faster than fp32; AMD Zen 4
-(AVX512-BF16, no AMX) measured 1.95x faster per MiniLM training step (issue 14); but an Intel Xeon
-reporting AVX512-BF16 without AMX (a virtual machine that hides the tiles) measured bf16 *slower*, 0.67x
-per training step (benchmarks/results/precision.json). So where the CPU has AVX512-BF16 but no AMX, a
-short probe times a transformer feed-forward layer both ways, once per machine, and keeps the answer in
-the tunetext cache (`precision.json`).
+(AVX512-BF16, no AMX) measured 1.95x faster per MiniLM training step (issue 14's figure, not measured
+here); but an Intel Xeon reporting AVX512-BF16 without AMX (a virtual machine that hides the tiles)
+measured bf16 *slower*, 0.67x per training step (benchmarks/results/precision.json). So where the CPU
+has AVX512-BF16 but no AMX, a short probe times a transformer feed-forward layer both ways, once per
+machine, and keeps the answer in the tunetext cache (`precision.json`).
 """
 
 from __future__ import annotations

@@ -162,6 +162,8 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     accelerator = fresh_accelerator(cpu=on_cpu, mixed_precision="bf16" if bf16 else "no")
     device, main = accelerator.device, accelerator.is_main_process
     run_dir = _checked_run_dir(config, output_dir, resume, overwrite, flag)
+    if resume:  # the saved config, resolved when the run started, is the schedule its checkpoint follows
+        config = _saved_config(run_dir)
     _seed_everything(tc.seed)
 
     # --- data and model: only once both have loaded is the run directory made (or emptied) -------------
@@ -207,6 +209,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         best_weights = None
         state = {"step": 0, "epoch": 0, "batch": 0, "best_score": -1.0, "best_step": 0, "bad_evals": 0,
                  "evals": [], "train_seconds": 0.0, "stopped_early": False,
+                 "choices": [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices],
                  "before_finetune": {"val": score(model, dataset.val), "test": score(model, dataset.test)}}
         log.info("before fine-tuning: test accuracy %.4f, macro-F1 %.4f",
                  state["before_finetune"]["test"]["accuracy"], state["before_finetune"]["test"]["macro_f1"])
@@ -354,7 +357,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         "stopped_early": state["stopped_early"], "best_val_" + tc.metric: state["best_score"],
         "trainable_parameters": trainable, "total_parameters": total_params,
         "bf16": bf16, "processes": accelerator.num_processes,
-        "choices": [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices],
+        "choices": state.get("choices", []),  # made when the run started, kept across a resume
         "prefix_cached": hidden_cache is not None, "cache_seconds": cache_seconds,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -398,6 +401,15 @@ def _checked_run_dir(config: RunConfig, output_dir: str | Path | None, resume: b
             raise runs.RunError(f"{run_dir} was started with a different configuration; resume with the "
                                 f"saved one ({run_dir / runs.CONFIG}) or start a new run")
     return run_dir
+
+
+def _saved_config(run_dir: Path) -> RunConfig:
+    """An interrupted run's config as it started. One saved before data.long_text existed says `auto`
+    there; those runs truncated."""
+    saved = load_config(run_dir / runs.CONFIG)
+    if saved.data.long_text == "auto":
+        saved = saved.model_copy(update={"data": saved.data.model_copy(update={"long_text": "truncate"})})
+    return saved
 
 
 def _load_data_and_model(config: RunConfig, device: torch.device) -> tuple[Dataset, Any, Any, Family, int,

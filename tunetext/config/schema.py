@@ -155,7 +155,8 @@ class ModelConfig(_Section):
     init_labels: Literal["keep", "drop"] = Field(
         "keep", description="With init_from, what happens to the run's labels that the new data lacks: "
         "`keep` keeps their head rows, so the model can still predict them and they stay in label_names "
-        "(with no examples in the new data, they count as F1 0 in its macro-F1); `drop` removes their rows.")
+        "(with no examples in the new data, they are left out of its macro scores); `drop` removes "
+        "their rows.")
 
     @model_validator(mode="after")
     def _init_labels_need_init_from(self) -> ModelConfig:
@@ -231,7 +232,7 @@ class TrainConfig(_Section):
         "macro_f1", description="Validation metric for early stopping and picking the best weights.")
     early_stopping_patience: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto", description="Stop after this many evaluations without improvement; null never stops early; "
-        "`auto` is a quarter of the epochs, at least 2.")
+        "`auto` is a quarter of the epochs (of the evaluations, with eval_every), at least 2.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="`auto` uses bf16 autocast where the hardware runs it faster: a GPU with "
         "bf16, a CPU with AMX, or a CPU with AVX512-BF16 where a one-off probe (`tunetext.precision`) "
