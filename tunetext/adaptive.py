@@ -86,8 +86,8 @@ def resolve(config: RunConfig, shape: DataShape, processes: int = 1) -> tuple[Ru
     choices made, in order. Settings given explicitly are left as they are."""
     tc = config.train
     choices: list[Choice] = []
+    per_epoch = steps_per_epoch(shape.rows, tc.batch_size, tc.gradient_accumulation_steps, processes)
     if tc.epochs is None:
-        per_epoch = steps_per_epoch(shape.rows, tc.batch_size, tc.gradient_accumulation_steps, processes)
         wanted = max(MIN_STEPS, STEPS_PER_CLASS * shape.classes)
         epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(wanted / per_epoch)))
         reason = (f"{shape.classes} classes and {shape.rows} training rows: at least {wanted} optimizer "
@@ -108,7 +108,6 @@ def resolve(config: RunConfig, shape: DataShape, processes: int = 1) -> tuple[Ru
     patience: int | None
     if tc.early_stopping_patience == "auto":
         # Patience counts evaluations: with train.eval_every there are several an epoch.
-        per_epoch = steps_per_epoch(shape.rows, tc.batch_size, tc.gradient_accumulation_steps, processes)
         evals = max(1, per_epoch // tc.eval_every) if tc.eval_every else 1
         patience = max(2, round(epochs * evals / 4))
         where = f"{epochs} epochs" + (f" of {evals} evaluations each" if evals > 1 else "")

@@ -190,7 +190,9 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     # --- optimizer, schedule and loss -------------------------------------------------------------------
     # Every process must run the same number of batches, or the gradient all-reduce waits forever.
     micro_per_epoch = max(1, -(-len(train_ids) // tc.batch_size) // accelerator.num_processes)
-    steps_per_epoch = max(1, -(-micro_per_epoch // tc.gradient_accumulation_steps))
+    steps_per_epoch = adaptive.steps_per_epoch(len(train_ids), tc.batch_size, tc.gradient_accumulation_steps,
+                                               accelerator.num_processes)
+    assert tc.epochs is not None  # resolved from the data by adaptive.resolve above
     total_steps = steps_per_epoch * tc.epochs
     optimizer = _optimizer(model, config)
     scheduler = _linear_schedule(optimizer, round(tc.warmup_ratio * total_steps), total_steps)
