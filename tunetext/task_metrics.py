@@ -12,7 +12,7 @@ about 1.7 s to import, and loading a run to predict or serve needs neither.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,7 @@ def _check_multi_label(y_true: Any, probs: Any, label_names: Sequence[str]) -> t
     return y, p
 
 
-def apply_thresholds(probs: Any, thresholds: Sequence[float] | None = None) -> np.ndarray:
+def apply_thresholds(probs: Any, thresholds: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
     """The (n, K) bool array of predicted labels: a label is predicted when its probability is at least
     its threshold (`thresholds`: K floats; None: DEFAULT_THRESHOLD for every label)."""
     p = np.asarray(probs, dtype=np.float64)
@@ -76,10 +76,28 @@ def apply_thresholds(probs: Any, thresholds: Sequence[float] | None = None) -> n
     return p >= t
 
 
+def threshold_values(thresholds: Sequence[float] | Mapping[str, float] | None,
+                     label_names: Sequence[str]) -> np.ndarray:
+    """K thresholds in `label_names`' order from K floats in that order, a mapping name -> float (as
+    `tune_thresholds` returns) or None (DEFAULT_THRESHOLD for every label)."""
+    if thresholds is None:
+        return np.full(len(label_names), DEFAULT_THRESHOLD)
+    if isinstance(thresholds, Mapping):
+        missing = [name for name in label_names if name not in thresholds]
+        if missing:
+            raise ValueError(f"no threshold for label(s) {_some_names(missing)}")
+        return np.array([thresholds[name] for name in label_names], dtype=np.float64)
+    values = np.asarray(thresholds, dtype=np.float64)
+    if values.shape != (len(label_names),):
+        raise ValueError(f"{values.size} thresholds for {len(label_names)} labels")
+    return values
+
+
 def multi_label_metrics(y_true: Any, probs: Any, label_names: Sequence[str],
-                        thresholds: Sequence[float] | None = None) -> dict[str, Any]:
+                        thresholds: Sequence[float] | Mapping[str, float] | None = None) -> dict[str, Any]:
     """The contract's multi-label metrics of sigmoid `probs` (n, K) against 0/1 `y_true` (n, K), a label
-    predicted when its probability is at least its threshold (`apply_thresholds`; None: 0.5 each).
+    predicted when its probability is at least its threshold (`apply_thresholds`; `thresholds` as
+    `threshold_values` reads them: K floats, a mapping name -> float, or None for 0.5 each).
 
     As `evaluate.metrics_from_confusion` does for classes, macro precision, recall and F1 average only
     the labels with a positive example in `y_true` (`macro_labels` of them; `labels_absent` names the
@@ -92,8 +110,9 @@ def multi_label_metrics(y_true: Any, probs: Any, label_names: Sequence[str],
     from sklearn.metrics import accuracy_score, f1_score, hamming_loss, precision_recall_fscore_support
 
     y, p = _check_multi_label(y_true, probs, label_names)
-    pred = apply_thresholds(p, thresholds)
     names = list(label_names)
+    used = threshold_values(thresholds, names)
+    pred = apply_thresholds(p, used)
     precision, recall, f1, support = precision_recall_fscore_support(y, pred, average=None, zero_division=0)
     micro_p, micro_r, micro_f1, _ = precision_recall_fscore_support(y, pred, average="micro", zero_division=0)
     present = support > 0
@@ -102,7 +121,6 @@ def multi_label_metrics(y_true: Any, probs: Any, label_names: Sequence[str],
         return float(values[present].mean()) if present.any() else 0.0
 
     ece = per_label_ece(y, p)
-    used = np.full(len(names), DEFAULT_THRESHOLD) if thresholds is None else np.asarray(thresholds, float)
     return {
         "task": "multi_label",
         "n": len(y),
