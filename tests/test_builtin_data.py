@@ -21,6 +21,7 @@ from tunetext.data.text_gcn import parse_orange_tab, parse_text_gcn
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
 NEW = ["rotten_tomatoes", "airline_sentiment", "20newsgroups", "r8", "r52"]
+TASKS = ["movie_sentiment", "movie_sentiment_bands"]  # regression, multi-label: tests/test_task_datasets.py
 
 
 def run_cli(argv: list[str]) -> int:
@@ -160,14 +161,14 @@ def test_text_gcn_keeps_the_official_test_split_and_carves_validation_from_train
 
 # --- the registry, loaders, CLI and the datasets page -------------------------------------------------
 
-def test_registry_has_all_six_with_cards_whose_test_labels_occur_in_train():
-    assert list(BUILTIN) == ["sms_spam", *NEW]
+def test_registry_has_all_eight_with_cards_whose_test_labels_occur_in_train():
+    assert list(BUILTIN) == ["sms_spam", *NEW, *TASKS]
     for name, ds in BUILTIN.items():
         assert ds.name == name and ds.card is not None
         counts = ds.card.counts
         assert set(counts.get("test", {})) <= set(counts["train"]), name
-        for split, per_label in counts.items():  # totals in the one-line descriptions match the card
-            assert f"{sum(per_label.values()):,}" in ds.description, (name, split)
+        for split in counts:  # totals in the one-line descriptions match the card
+            assert f"{ds.card.total(split):,}" in ds.description, (name, split)
 
 
 def test_loaders_fetch_their_asset_and_parse_it(tmp_path, monkeypatch):
@@ -192,7 +193,7 @@ def test_loaders_fetch_their_asset_and_parse_it(tmp_path, monkeypatch):
         assert f"{stem}-test.tab" in raw["test"].origin
 
 
-def test_data_list_names_all_six_with_their_descriptions(capsys):
+def test_data_list_names_all_eight_with_their_descriptions(capsys):
     assert run_cli(["data", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list(BUILTIN)
@@ -235,7 +236,7 @@ TEXT_GCN_FILES = {
 @pytest.mark.parametrize("name", list(BUILTIN))
 def test_real_dataset_matches_its_card(name):
     ds = BUILTIN[name]
-    counts = count_labels(ds.load())
+    counts = count_labels(ds.load(), ds.card.task)
     assert {s: list(c.items()) for s, c in counts.items()} == \
            {s: list(c.items()) for s, c in ds.card.counts.items()}
 

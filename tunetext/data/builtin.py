@@ -6,8 +6,8 @@ them samples in the exact format; they select and decode, but never clean: prepa
 reports it. The cards record what was measured on the pinned files; the slow tests hold them to it.
 
 This module holds the single-file CSV datasets and `BUILTIN`, the registry of all of them; the Text-GCN
-benchmarks are `text_gcn`, and `make docs` rewrites docs/datasets.md from the cards
-(`cards.cards_markdown`).
+benchmarks are `text_gcn`, the VADER movie ratings (regression and multi-label) `vader`, and
+`make docs` rewrites docs/datasets.md from the cards (`cards.cards_markdown`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from tunetext.assets import PackagedAsset, fetch
 from tunetext.data.cards import BuiltinDataset, DatasetCard
 from tunetext.data.sources import DataError, RawSplit
 from tunetext.data.text_gcn import R8_CARD, R52_CARD, TWENTY_NEWSGROUPS_CARD, text_gcn_loader
+from tunetext.data.vader import LOADERS as VADER_LOADERS
+from tunetext.data.vader import MOVIE_BANDS_CARD, MOVIE_SENTIMENT_CARD
 
 
 def _numbered_records(reader: Any, first_line: int) -> Iterator[tuple[int, list[str]]]:
@@ -267,5 +269,17 @@ BUILTIN: dict[str, BuiltinDataset] = {
         "Reuters-21578 R52 (Text GCN version): 6,532 train + 2,568 test stories, 52 topics.",
         text_gcn_loader("r52", "reuters-r52"),
         R52_CARD,
+    ),
+    "movie_sentiment": BuiltinDataset(
+        "movie_sentiment",
+        "VADER movie review snippets: 10,605, regression on the mean human sentiment rating (-4 to +4).",
+        VADER_LOADERS["movie_sentiment"],
+        MOVIE_SENTIMENT_CARD,
+    ),
+    "movie_sentiment_bands": BuiltinDataset(
+        "movie_sentiment_bands",
+        "The same 10,605 snippets, multi-label: the rating bands a quarter of the raters chose (5 labels).",
+        VADER_LOADERS["movie_sentiment_bands"],
+        MOVIE_BANDS_CARD,
     ),
 }
