@@ -13,6 +13,10 @@ Three settings adapt; anything the user sets explicitly is used as given.
   weights would multiply the loss of a class with two examples by a thousand.
 - `train.early_stopping_patience`: a quarter of the epochs, at least 2, so that a long schedule is not
   stopped by one noisy evaluation and a short one still stops.
+
+The task (`data.task`, inferred by `tunetext.data.tasks` when auto) shapes the others: `train.metric`
+auto is the task's headline score (`METRICS`' first), a multi-label set counts its labels as classes and
+gets no class weights (thresholds tuned on validation answer label imbalance), a regression has no classes.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from tunetext.config import RunConfig
+from tunetext.config import ConfigError, RunConfig
 
 # What data.long_text=auto uses when some training text is longer than model.max_length: the way with the
 # best validation macro-F1 on 20newsgroups in benchmarks/long_text.py (results/long_text.json).
@@ -34,25 +38,38 @@ MIN_EPOCHS = 3
 MAX_EPOCHS = 20
 IMBALANCE_RATIO = 10
 AUTO = {"train.epochs": None, "train.class_weights": "auto", "train.early_stopping_patience": "auto",
-        "data.long_text": "auto"}  # key: its auto value
+        "train.metric": "auto", "data.long_text": "auto", "data.task": "auto"}  # key: its auto value
+# The validation metrics each task offers (train.metric); the first is what `auto` means.
+METRICS = {"single_label": ("macro_f1", "accuracy", "weighted_f1"),
+           "multi_label": ("micro_f1", "macro_f1", "samples_f1", "weighted_f1", "subset_accuracy"),
+           "regression": ("r2", "pearson", "spearman", "neg_mae", "neg_rmse")}
 
 
 @dataclass(frozen=True)
 class DataShape:
-    """What the defaults look at: training rows, the classes present in training, and how many training
-    texts are longer than model.max_length (with special tokens and template)."""
+    """What the defaults look at: training rows, the classes present in training (multi-label: the labels
+    some training row has, counted by rows), how many training texts are longer than model.max_length (with
+    special tokens and template), and the task with the reason it was taken."""
 
     rows: int
     classes: int
     largest: int
     rarest: int
     longer: int = 0
+    task: str = "single_label"
+    task_reason: str = ""
 
     @classmethod
-    def of(cls, train_labels: list[int], longer: int = 0) -> DataShape:
-        counts = Counter(train_labels).values()
+    def of(cls, train_labels: list[Any], longer: int = 0, task: str = "single_label",
+           task_reason: str = "") -> DataShape:
+        if task == "regression":
+            counts: Any = [len(train_labels)]
+        elif task == "multi_label":
+            counts = Counter(i for label in train_labels for i in label).values()
+        else:
+            counts = Counter(train_labels).values()
         return cls(rows=len(train_labels), classes=len(counts), largest=max(counts, default=0),
-                   rarest=min(counts, default=0), longer=longer)
+                   rarest=min(counts, default=0), longer=longer, task=task, task_reason=task_reason)
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,9 @@ def resolve(config: RunConfig, shape: DataShape, processes: int = 1) -> tuple[Ru
     choices made, in order. Settings given explicitly are left as they are."""
     tc = config.train
     choices: list[Choice] = []
+    if config.data.task == "auto":
+        choices.append(Choice("data.task", shape.task, shape.task_reason))
+    metric = _metric(tc.metric, shape.task, choices)
     per_epoch = steps_per_epoch(shape.rows, tc.batch_size, tc.gradient_accumulation_steps, processes)
     if tc.epochs is None:
         wanted = max(MIN_STEPS, STEPS_PER_CLASS * shape.classes)
@@ -97,7 +117,15 @@ def resolve(config: RunConfig, shape: DataShape, processes: int = 1) -> tuple[Ru
         choices.append(Choice("train.epochs", epochs, reason))
     else:
         epochs = tc.epochs
-    if tc.class_weights == "auto":
+    if shape.task == "regression" and tc.class_weights not in ("auto", "none"):
+        raise ConfigError([f"train.class_weights={tc.class_weights} weights classes, and a regression has "
+                           "none; set it to auto or none"])
+    if tc.class_weights == "auto" and shape.task != "single_label":
+        weights = "none"
+        choices.append(Choice("train.class_weights", weights, "regression has no classes" if
+                              shape.task == "regression" else "multi-label: thresholds tuned per label on "
+                              "validation answer label imbalance"))
+    elif tc.class_weights == "auto":
         ratio = shape.largest / max(1, shape.rarest)
         weights = "sqrt" if ratio >= IMBALANCE_RATIO else "none"
         choices.append(Choice("train.class_weights", weights,
@@ -121,9 +149,21 @@ def resolve(config: RunConfig, shape: DataShape, processes: int = 1) -> tuple[Ru
                               f"model.max_length {config.model.max_length}" if shape.longer else
                               f"no training text is longer than model.max_length {config.model.max_length}"))
     train = tc.model_copy(update={"epochs": epochs, "class_weights": weights,
-                                  "early_stopping_patience": patience})
-    data = config.data.model_copy(update={"long_text": long_text})
+                                  "early_stopping_patience": patience, "metric": metric})
+    data = config.data.model_copy(update={"long_text": long_text, "task": shape.task})
     return config.model_copy(update={"train": train, "data": data}), choices
+
+
+def _metric(asked: str, task: str, choices: list[Choice]) -> str:
+    """train.metric for `task`: `auto` is the task's first in METRICS; one the task lacks is an error."""
+    offered = METRICS[task]
+    if asked == "auto":
+        choices.append(Choice("train.metric", offered[0], f"the headline validation score of {task}"))
+        return offered[0]
+    if asked not in offered:
+        raise ConfigError([f"train.metric={asked} is not a {task} score; use one of {', '.join(offered)} (or "
+                           "auto)"])
+    return asked
 
 
 def same_run(saved: RunConfig, given: RunConfig) -> bool:

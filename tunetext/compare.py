@@ -8,7 +8,10 @@ from typing import Any
 
 from tunetext.runs import read_run
 
-HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "ece", "log_loss")
+HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "ece", "log_loss",
+            # multi-label (at the tuned thresholds) and regression
+            "micro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "mae", "rmse", "r2", "pearson",
+            "spearman")
 
 
 def compare(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
@@ -25,8 +28,11 @@ def compare(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
             "strategy": config.train.strategy + (f"({config.train.last_n})"
                                                  if config.train.strategy == "last_n" else ""),
             "epochs": training.get("epochs_completed"),
+            "task": test.get("task", "single_label"),
             "test_accuracy": test.get("accuracy"),
             "test_macro_f1": test.get("macro_f1"),
+            "test_micro_f1": test.get("micro_f1"),
+            "test_r2": test.get("r2"),
             "test_ece": test.get("ece"),
             "train_seconds": training.get("train_seconds"),
             "trainable_parameters": training.get("trainable_parameters"),
@@ -69,6 +75,6 @@ def aggregate_seeds(all_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split in ("val", "test"):
         out[split] = {key: mean_std([m[split][key] for m in all_metrics])
-                      for key in HEADLINE if all(key in m[split] for m in all_metrics)}
+                      for key in HEADLINE if all(m[split].get(key) is not None for m in all_metrics)}
     out["train_seconds"] = mean_std([m["training"]["train_seconds"] for m in all_metrics])
     return out

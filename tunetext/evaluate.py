@@ -1,4 +1,10 @@
-"""Metrics, calibration and `tunetext.evaluate`."""
+"""Metrics, calibration and `tunetext.evaluate`.
+
+Single-label metrics stream through a confusion matrix (`MetricAccumulator`). Multi-label and regression
+scores are gathered whole (one float per label or per text) and scored by `tunetext.task_metrics`; what
+turns a model's raw scores into them is the run's task record (`metrics.json`'s `task`: the thresholds, or
+the targets' scale), `TaskRecord`.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,17 @@ from tunetext.batches import LongText
 from tunetext.data.prepare import load_all, load_dataset
 from tunetext.data.splits import Split
 from tunetext.errors import UsageError
-from tunetext.inference import iter_log_probs, softmax_with_temperature
+from tunetext.inference import iter_log_probs, sigmoid, softmax_with_temperature
 from tunetext.predict import Classifier
+from tunetext.task_metrics import (
+    format_multi_label,
+    format_regression,
+    multi_label_metrics,
+    regression_metrics,
+    tune_thresholds,
+)
+
+TaskRecord = dict[str, Any]  # metrics.json's `task`: {"type": ..., "thresholds": ..., "target_mean": ...}
 
 
 def compute_metrics(labels: list[int] | np.ndarray, preds: list[int] | np.ndarray,
@@ -121,7 +136,12 @@ def warning_lines(metrics: dict[str, Any], where: str) -> list[str]:
 
 
 def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
-    """A human-readable table: headline scores, per-class scores and the confusion matrix."""
+    """A human-readable table: headline scores, per-class scores and the confusion matrix (multi-label:
+    per-label scores and thresholds; regression: the errors and correlations)."""
+    if metrics.get("task") == "multi_label":
+        return format_multi_label(metrics, title)
+    if metrics.get("task") == "regression":
+        return format_regression(metrics, title)
     names = metrics["label_names"]
     width = max(9, *(len(n) for n in names)) + 1
     lines = [title] if title else []
@@ -240,15 +260,50 @@ def with_progress(chunks: Iterable[tuple[int, np.ndarray]], total: int, desc: st
 def evaluate_split(model, tokenizer, texts: list[str], labels: list[int], label_names: list[str],
                    max_length: int, batch_size: int, bf16: bool = False,
                    temperature: float = 1.0, template: str | None = None,
-                   progress: bool = False, long_text: LongText | None = None) -> dict[str, Any]:
+                   progress: bool = False, long_text: LongText | None = None,
+                   task: TaskRecord | None = None) -> dict[str, Any]:
     """Metrics of `model` on labelled texts (put into `template` if given; a long text cut or scored
-    window by window and pooled as `long_text` says, one prediction per text), streamed chunk by chunk
-    (memory does not grow with the set); `progress` shows a bar on a terminal (`with_progress`)."""
-    acc = MetricAccumulator(label_names, temperature)
+    window by window and pooled as `long_text` says, one prediction per text); `progress` shows a bar on
+    a terminal (`with_progress`). Single-label scores stream chunk by chunk (memory does not grow with the
+    set); `task` (the run's `TaskRecord`) says how multi-label or regression scores are read
+    (`task_metrics`)."""
     chunks = iter_log_probs(model, tokenizer, texts, max_length, batch_size, bf16, template, long_text)
+    if task is not None and task["type"] != "single_label":
+        scores = [lp for _, lp in with_progress(chunks, len(texts), "scoring", progress)]
+        return task_metrics(np.concatenate(scores), labels, label_names, task)
+    acc = MetricAccumulator(label_names, temperature)
     for start, log_probs in with_progress(chunks, len(texts), "scoring", progress):
         acc.update(log_probs, labels[start:start + len(log_probs)])
-    return acc.result()
+    return {"task": "single_label", **acc.result()}
+
+
+def multi_hot(labels: list[Any], num_labels: int) -> np.ndarray:
+    """Multi-label sets (tuples of label indices) as an (n, num_labels) 0/1 matrix."""
+    out = np.zeros((len(labels), num_labels), dtype=np.int8)
+    for row, label in enumerate(labels):
+        out[row, list(label)] = 1
+    return out
+
+
+def task_metrics(scores: np.ndarray, labels: list[Any], label_names: list[str],
+                 task: TaskRecord) -> dict[str, Any]:
+    """Metrics of a multi-label or regression model's raw scores (`tunetext.inference`): each label's
+    probability against its threshold (and, once thresholds are tuned, at 0.5 too, under `at_0.5`), or the
+    value on the targets' scale against the targets."""
+    if task["type"] == "regression":
+        return regression_metrics(np.asarray(labels, dtype=np.float64), to_values(scores, task))
+    truth, probs = multi_hot(labels, len(label_names)), sigmoid(scores)
+    tuned = task.get("thresholds")
+    if tuned is None:
+        return multi_label_metrics(truth, probs, label_names)
+    metrics = multi_label_metrics(truth, probs, label_names, [tuned[name] for name in label_names])
+    metrics["at_0.5"] = multi_label_metrics(truth, probs, label_names)
+    return metrics
+
+
+def to_values(scores: np.ndarray, task: TaskRecord) -> np.ndarray:
+    """A regression model's raw outputs (standardised) on the targets' scale."""
+    return scores[:, 0].astype(np.float64) * task.get("target_std", 1.0) + task.get("target_mean", 0.0)
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = None,
@@ -279,7 +334,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
     metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels,
                              clf.label_names, clf.config.model.max_length, batch_size,
                              temperature=clf.temperature, template=clf.config.data.template,
-                             progress=progress, long_text=LongText.of(clf.config.data))
+                             progress=progress, long_text=LongText.of(clf.config.data), task=clf.task_record)
     metrics["split"] = split
     metrics["report"] = report
     return metrics
@@ -287,14 +342,25 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
 
 def calibrated_scores(model, tokenizer, val: Split, test: Split, label_names: list[str], max_length: int,
                       batch_size: int, template: str | None = None, progress: bool = False,
-                      long_text: LongText | None = None
+                      long_text: LongText | None = None, task: TaskRecord | None = None
                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Validation and test metrics of a trained model in fp32, as `Classifier.predict` computes them, with
     the temperature that calibrates its probabilities on validation, if it does (`choose_temperature`;
-    argmax, and so accuracy and F1, are unchanged by it): (val metrics, test metrics, calibration)."""
+    argmax, and so accuracy and F1, are unchanged by it): (val metrics, test metrics, calibration).
+    Multi-label: the calibration is each label's threshold, tuned on validation (`tune_thresholds`), and
+    both splits are scored at them and at 0.5; regression has none ({})."""
     val_log_probs = np.concatenate([lp for _, lp in with_progress(iter_log_probs(
         model, tokenizer, val.texts, max_length, batch_size, template=template, long_text=long_text),
         len(val), "scoring validation", progress)])
+    if task is not None and task["type"] != "single_label":
+        calibration = ({} if task["type"] == "regression" else
+                       tune_thresholds(multi_hot(val.labels, len(label_names)), sigmoid(val_log_probs),
+                                       label_names))
+        task = {**task, **({"thresholds": calibration["thresholds"]} if calibration else {})}
+        test_metrics = evaluate_split(model, tokenizer, test.texts, test.labels, label_names, max_length,
+                                      batch_size, template=template, progress=progress, long_text=long_text,
+                                      task=task)
+        return task_metrics(val_log_probs, val.labels, label_names, task), test_metrics, calibration
     calibration = choose_temperature(val_log_probs, val.labels, label_names)
     temperature = calibration["temperature"]
     val_scores = MetricAccumulator(label_names, temperature)
@@ -302,4 +368,4 @@ def calibrated_scores(model, tokenizer, val: Split, test: Split, label_names: li
     test_scores = evaluate_split(model, tokenizer, test.texts, test.labels, label_names, max_length,
                                  batch_size, temperature=temperature, template=template,
                                  progress=progress, long_text=long_text)
-    return val_scores.result(), test_scores, calibration
+    return {"task": "single_label", **val_scores.result()}, test_scores, calibration

@@ -1,5 +1,8 @@
-"""The forward pass for scoring: tokenised texts in, class log-probabilities out, batched by length.
+"""The forward pass for scoring: tokenised texts in, scores out, batched by length.
 
+The scores are the model's raw answer in the form its task reads: class log-probabilities for a
+single-label classifier, one logit per label for multi-label (a sigmoid of each makes its probability),
+the standardised value for regression. Turning them into labels or numbers is `predict`'s business.
 Shared by evaluation, prediction, serving, reports and training's validation passes; `tunetext.precision`
 decides where bfloat16 autocast pays off. A text split into windows (`data.long_text=chunks`) gets one
 answer from all of them (`pool_windows`).
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 
 from tunetext.batches import LongText, collate, sorted_batches, tokenize_windows
+from tunetext.models import task_of
 
 CHUNK = 4096  # texts tokenised and length-sorted at a time, so memory stays flat for any set size
 
@@ -26,16 +30,18 @@ def autocast(device: torch.device, bf16: bool):
 @torch.no_grad()
 def predict_log_probs(model, ids: list[list[int]], pad_id: int, batch_size: int,
                       device: torch.device | None = None, bf16: bool = False) -> np.ndarray:
-    """Log class probabilities for tokenised texts, in input order, batched by length."""
+    """Scores for tokenised texts, in input order, batched by length: log class probabilities
+    (single-label), or the raw logits of a multi-label or regression model (see the module's doc)."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
+    normalise = task_of(model.config) == "single_label"
     out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
     for batch_idx in sorted_batches([len(x) for x in ids], batch_size):
         batch = collate([ids[i] for i in batch_idx], pad_id)
         with autocast(device, bf16):
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        out[batch_idx] = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+        out[batch_idx] = (torch.log_softmax(logits, dim=-1) if normalise else logits).cpu().numpy()
     model.train(was_training)
     return out
 
@@ -55,16 +61,22 @@ def softmax_with_temperature(log_probs: np.ndarray, temperature: float) -> np.nd
     return e / e.sum(axis=1, keepdims=True)
 
 
-def pool_windows(log_probs: np.ndarray, counts: list[int]) -> np.ndarray:
-    """One row of log-probabilities per text from its windows' rows (`counts[i]` consecutive rows for
-    text i): the log-softmax of the mean of its windows' logits. Each window's log-probabilities are its
-    logits less a constant (their log-sum-exp), which the final log-softmax removes, so averaging them
-    is averaging the logits. A text of one window keeps its row as it is."""
+def sigmoid(scores: np.ndarray) -> np.ndarray:
+    """Each multi-label logit as its label's probability."""
+    return 1 / (1 + np.exp(-np.clip(scores, -60, 60)))
+
+
+def pool_windows(log_probs: np.ndarray, counts: list[int], normalise: bool = True) -> np.ndarray:
+    """One row of scores per text from its windows' rows (`counts[i]` consecutive rows for text i): the
+    mean of its windows' logits, as log-probabilities (the log-softmax of it) when `normalise`. Each
+    window's log-probabilities are its logits less a constant (their log-sum-exp), which the final
+    log-softmax removes, so averaging them is averaging the logits. Raw scores (multi-label logits,
+    regression values: `normalise` false) are averaged as they are. A text of one window keeps its row."""
     if all(c == 1 for c in counts):
         return log_probs
     starts = np.cumsum([0, *counts[:-1]])
     mean = np.add.reduceat(log_probs, starts, axis=0) / np.asarray(counts, dtype=np.float32)[:, None]
-    pooled = mean - np.logaddexp.reduce(mean, axis=1, keepdims=True)
+    pooled = mean - np.logaddexp.reduce(mean, axis=1, keepdims=True) if normalise else mean
     single = np.asarray(counts) == 1
     pooled[single] = log_probs[starts[single]]
     return pooled.astype(np.float32)
@@ -77,7 +89,7 @@ def predict_window_log_probs(model, windows: list[list[list[int]]], pad_id: int,
     and each text's windows pooled (`pool_windows`)."""
     flat = [seq for text in windows for seq in text]
     log_probs = predict_log_probs(model, flat, pad_id, batch_size, device, bf16)
-    return pool_windows(log_probs, [len(text) for text in windows])
+    return pool_windows(log_probs, [len(text) for text in windows], task_of(model.config) == "single_label")
 
 
 def iter_log_probs(model, tokenizer, texts: list[str], max_length: int, batch_size: int,

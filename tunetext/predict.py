@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -14,9 +14,10 @@ from tunetext.batches import LongText, tokenize_windows_marking_cuts
 from tunetext.config import RunConfig
 from tunetext.data.clean import clean_text
 from tunetext.errors import UsageError
-from tunetext.inference import pool_windows, predict_log_probs, softmax_with_temperature
-from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier
+from tunetext.inference import pool_windows, predict_log_probs, sigmoid, softmax_with_temperature
+from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier, task_of
 from tunetext.runs import RunError, read_run
+from tunetext.task_metrics import apply_thresholds, threshold_values
 
 # What a text needs to be worth classifying, in words for error messages.
 CONTENT = "a letter, digit, punctuation mark or symbol"
@@ -65,11 +66,17 @@ class Encoded:
 
 @dataclass
 class Prediction:
-    label: str
-    score: float  # probability of `label`
-    probabilities: dict[str, float]
+    """One text's answer. Single-label: `label`, its probability `score`, every label's `probabilities`.
+    Multi-label: `labels`, every label whose probability reaches its threshold, most probable first
+    (`label` is the first, None when there is none). Regression: `value`, on the targets' scale."""
+
+    label: str | None
+    score: float | None  # probability of `label`; None without one
+    probabilities: dict[str, float]  # every label's; {} for regression
     truncated: bool = False  # part of the text was not classified (see `Encoded.truncated`)
     chunks: int | None = None  # data.long_text=chunks: windows the text was scored on and pooled; else None
+    labels: list[str] = field(default_factory=list)
+    value: float | None = None
 
 
 class Classifier:
@@ -83,6 +90,15 @@ class Classifier:
         self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         # Temperature scaling fitted on validation when the run finished; 1.0 leaves scores as they are.
         self.temperature = float(self.metrics.get("calibration", {}).get("temperature", 1.0))
+        self.task = task_of(model.config)
+        # What turns raw scores into answers: multi-label thresholds (tuned on validation when the run
+        # finished; 0.5 for a label without one), regression's target scale. Runs before multi-label
+        # and regression existed have no record: single-label.
+        self.task_record: dict[str, Any] = {"type": self.task, **self.metrics.get("task", {})}
+        self.thresholds: dict[str, float] | None = None
+        if self.task == "multi_label":
+            tuned = self.task_record.get("thresholds") or {}
+            self.thresholds = {name: float(tuned.get(name, 0.5)) for name in self.label_names}
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:
@@ -94,9 +110,10 @@ class Classifier:
             raise RunError(f"{run_dir} has no {weights[0]}: the run's weights were removed or never "
                            "finished writing; train it again")
         if adapter:  # a PEFT adapter and head, for model.name's weights
+            task = metrics.get("task", {}).get("type", "single_label")
             model, tokenizer = load_adapter_classifier(run_dir, config.model.name, info["label_names"],
                                                        config.train.student_layers, config.model.attention,
-                                                       torch.device(device))
+                                                       torch.device(device), task)
         else:
             model, tokenizer, _ = load_classifier(str(run_dir), attention=config.model.attention,
                                                   device=torch.device(device))
@@ -121,12 +138,19 @@ class Classifier:
     def probabilities(self, ids: list[list[int]], batch_size: int = 64,
                       counts: list[int] | None = None) -> np.ndarray:
         """Calibrated probabilities for encoded texts (`Encoded.ids`), one row per text, columns in
-        `self.label_names` order. With `counts`, `ids` holds every text's windows (`Encoded.windows`),
-        `counts[i]` consecutive rows for text i, pooled into one row per text (`pool_windows`)."""
-        log_probs = predict_log_probs(self.model, ids, self.tokenizer.pad_token_id, batch_size)
+        `self.label_names` order: softmax (single-label) or each label's sigmoid (multi-label); for
+        regression one column, the value on the targets' scale. With `counts`, `ids` holds every text's
+        windows (`Encoded.windows`), `counts[i]` consecutive rows for text i, pooled into one row per text
+        (`pool_windows`)."""
+        scores = predict_log_probs(self.model, ids, self.tokenizer.pad_token_id, batch_size)
         if counts is not None:
-            log_probs = pool_windows(log_probs, counts)
-        return softmax_with_temperature(log_probs, self.temperature)
+            scores = pool_windows(scores, counts, self.task == "single_label")
+        if self.task == "multi_label":
+            return sigmoid(scores)
+        if self.task == "regression":
+            return (scores.astype(np.float64) * self.task_record.get("target_std", 1.0)
+                    + self.task_record.get("target_mean", 0.0))
+        return softmax_with_temperature(scores, self.temperature)
 
     def encoded_probabilities(self, encoded: list[Encoded], batch_size: int = 64) -> np.ndarray:
         """`probabilities` of encoded texts, each scored on all its windows."""
@@ -162,16 +186,29 @@ class Classifier:
     def predict(self, texts: list[str], batch_size: int = 64) -> list[Prediction]: ...
 
     def predict(self, texts, batch_size=64):
-        """Label name, its probability and every label's probability, for one text or a list; whether part
-        of the text was not classified (`truncated`), and with `data.long_text=chunks` how many windows
-        were pooled (`chunks`)."""
+        """The answer for one text or a list (`Prediction`: the label and every label's probability; the
+        labels over their thresholds; or the value, as the run's task says); whether part of the text was
+        not classified (`truncated`), and with `data.long_text=chunks` how many windows were pooled
+        (`chunks`)."""
         single = isinstance(texts, str)
         encoded = self._encode_or_raise([texts] if single else list(texts))
         probs = self.encoded_probabilities(encoded, batch_size)
-        out = []
-        for row, e in zip(probs, encoded, strict=True):
-            best = int(row.argmax())
-            out.append(Prediction(self.label_names[best], float(row[best]),
-                                  {name: float(p) for name, p in zip(self.label_names, row, strict=True)},
-                                  e.truncated, None if e.chunks is None else len(e.chunks)))
+        out = [self.answer(row, e.truncated, None if e.chunks is None else len(e.chunks))
+               for row, e in zip(probs, encoded, strict=True)]
         return out[0] if single else out
+
+    def answer(self, row: np.ndarray, truncated: bool = False, chunks: int | None = None) -> Prediction:
+        """One text's `Prediction` from its row of `probabilities`."""
+        if self.task == "regression":
+            return Prediction(None, None, {}, truncated, chunks, value=float(row[0]))
+        probabilities = {name: float(p) for name, p in zip(self.label_names, row, strict=True)}
+        if self.task == "multi_label":
+            assert self.thresholds is not None
+            chosen = apply_thresholds(row[None, :], threshold_values(self.thresholds, self.label_names))[0]
+            over = sorted((name for name, on in zip(self.label_names, chosen, strict=True) if on),
+                          key=lambda name: -probabilities[name])
+            top = over[0] if over else None
+            return Prediction(top, None if top is None else probabilities[top], probabilities, truncated,
+                              chunks, labels=over)
+        best = self.label_names[int(row.argmax())]
+        return Prediction(best, probabilities[best], probabilities, truncated, chunks, labels=[best])

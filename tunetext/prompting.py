@@ -270,6 +270,9 @@ def _load_examples(data: str | DataConfig, split: str, max_examples: int | None,
     if split not in ("train", "val", "test"):
         raise UsageError(f"split must be train, val or test; got {split!r}")
     dataset = load_dataset(data if isinstance(data, DataConfig) else DataConfig(source=data))
+    if dataset.task != "single_label":
+        raise UsageError(f"prompt classification picks one label per text, and this data is {dataset.task}; "
+                         "fine-tune a model for it (tunetext train) instead")
     examples = dataset.splits()[split]
     if max_examples is not None and max_examples < len(examples):
         examples = subsample(examples, max_examples, seed)

@@ -224,13 +224,19 @@ def write_run(run_dir: Path, model: Any, tokenizer: Any, config: RunConfig, metr
     write_json(run_dir / DATA, data)
     (run_dir / "README.md").write_text(README_TEMPLATE.format(
         model=config.model.name, data=config.data.source, strategy=config.train.strategy,
-        labels=", ".join(label_names), accuracy=metrics["test"]["accuracy"],
-        macro_f1=metrics["test"]["macro_f1"], path=run_dir, loading=loading_note(run_dir, config.model.name),
+        labels=", ".join(label_names), scores=_test_scores(metrics["test"]), path=run_dir, loading=loading_note(run_dir, config.model.name),
         parent="" if parent is None else f"Started from the weights of the run `{parent['run_dir']}`.\n"))
     lineage = {} if parent is None else {"parent": parent}
     finish(run_dir, {"tunetext_version": tunetext_version, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                      "model": config.model.name, "data": config.data.source, "label_names": label_names,
                      **lineage, "config_yaml": dump_config(config)}, tokenizer_files)
+
+
+def _test_scores(test: dict[str, Any]) -> str:
+    """The headline test scores of any task, for the run's README: `accuracy 0.9810, macro-F1 0.9512`."""
+    names = {"accuracy": "accuracy", "micro_f1": "micro-F1", "macro_f1": "macro-F1", "r2": "R²", "mae": "MAE",
+             "pearson": "Pearson"}
+    return ", ".join(f"{shown} {test[key]:.4f}" for key, shown in names.items() if key in test)
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
@@ -290,7 +296,7 @@ def read_run(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any], dict[str, 
 README_TEMPLATE = """# tunetext run
 
 Fine-tuned `{model}` on `{data}` ({strategy} strategy), labels: {labels}.
-{parent}Test accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}.
+{parent}Test {scores}.
 
 Use it:
 

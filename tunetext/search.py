@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tunetext import runs
+from tunetext import adaptive, runs
 from tunetext.config import (
     SECTIONS,
     CategoricalParam,
@@ -36,6 +36,8 @@ from tunetext.config import (
     search_space_problems,
     with_overrides,
 )
+from tunetext.data import read_source
+from tunetext.data.tasks import infer_task
 from tunetext.train import train
 
 log = logging.getLogger(__name__)
@@ -188,6 +190,7 @@ def search(config: RunConfig, output_dir: str | Path, trials: int | None = None,
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or sc.storage or default_storage(out)
+    config = _with_metric(config)
     metric = config.train.metric
     base = _base_config(config)
 
@@ -261,6 +264,20 @@ def search(config: RunConfig, output_dir: str | Path, trials: int | None = None,
         study.optimize(objective, n_trials=missing, timeout=timeout, gc_after_trial=True,
                        callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)])
     return _write_results(study, config, out, storage, time.perf_counter() - started)
+
+
+def _with_metric(config: RunConfig) -> RunConfig:
+    """`config` with train.metric=auto made the data's task's metric (`adaptive.METRICS`), so that every
+    trial reports and is compared on the same score."""
+    if config.train.metric != "auto":
+        return config
+    dc = config.data
+    task: str = dc.task
+    if task == "auto":
+        raw = read_source(dc.source, dc.text_column, dc.label_columns or dc.label_column)
+        task, _ = infer_task(raw["train"], dc)
+    train = config.train.model_copy(update={"metric": adaptive.METRICS[task][0]})
+    return config.model_copy(update={"train": train})
 
 
 def _write_results(study: Any, config: RunConfig, out: Path, storage: str, seconds: float) -> SearchResult:

@@ -36,9 +36,9 @@ from tunetext.batches import (
 )
 from tunetext.checkpoints import StopFlag, TrainingInterrupted
 from tunetext.compare import aggregate_seeds
-from tunetext.config import RunConfig, TrainConfig, load_config
+from tunetext.config import ConfigError, RunConfig, TrainConfig, load_config
 from tunetext.data import Dataset, Split, load_dataset
-from tunetext.evaluate import calibrated_scores, evaluate_split
+from tunetext.evaluate import TaskRecord, calibrated_scores, evaluate_split, multi_hot
 from tunetext.lengths import describe, length_report
 from tunetext.models import (
     Family,
@@ -59,6 +59,7 @@ from tunetext.strategies import (
     teacher_log_probs,
     train_features_head,
 )
+from tunetext.task_metrics import headline
 from tunetext.version import __version__
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,51 @@ def _class_weights(labels: list[int], num_labels: int, mode: str) -> torch.Tenso
     return torch.tensor(weights * len(labels) / (weights * counts).sum(), dtype=torch.float32)
 
 
+def _positive_weights(label_sets: list[tuple[int, ...]], num_labels: int, mode: str) -> torch.Tensor | None:
+    """Multi-label: a weight on each label's positive examples in the binary cross-entropy, negatives over
+    positives (`balanced`) or its square root (`sqrt`); a label without training positives keeps 1."""
+    if mode == "none":
+        return None
+    positives = multi_hot(label_sets, num_labels).sum(axis=0).astype(float)
+    ratio = np.where(positives > 0, (len(label_sets) - positives) / np.maximum(positives, 1), 1.0)
+    return torch.tensor(ratio if mode == "balanced" else np.sqrt(ratio), dtype=torch.float32)
+
+
+@dataclass
+class Objective:
+    """What the model learns for the run's task: the training targets (one row per training example), the
+    loss, and the task record that reads the model's scores back (`tunetext.evaluate.TaskRecord`)."""
+
+    targets: torch.Tensor
+    loss: torch.nn.Module
+    task: TaskRecord
+    weights: torch.Tensor | None = None  # single-label class weights, for the features head's own fit
+
+
+def _objective(task: str, labels: list[Any], num_labels: int, tc: TrainConfig,
+               device: torch.device) -> Objective:
+    """Single-label: cross-entropy over class indices, weighted per class (train.class_weights).
+    Multi-label: binary cross-entropy over 0/1 rows, with per-label positive weights. Regression: mean
+    squared error (or Huber, train.regression_loss) on the targets standardised by the training mean and
+    standard deviation, which the task record keeps to map the model's output back."""
+    if task == "multi_label":
+        weights = _positive_weights(labels, num_labels, tc.class_weights)
+        return Objective(torch.from_numpy(multi_hot(labels, num_labels).astype(np.float32)),
+                         torch.nn.BCEWithLogitsLoss(
+                             pos_weight=None if weights is None else weights.to(device)),
+                         {"type": task})
+    if task == "regression":
+        values = np.asarray(labels, dtype=np.float64)
+        mean, std = float(values.mean()), float(values.std())
+        loss = torch.nn.HuberLoss(delta=1.0) if tc.regression_loss == "huber" else torch.nn.MSELoss()
+        return Objective(torch.tensor((values - mean) / std, dtype=torch.float32)[:, None], loss,
+                         {"type": task, "target_mean": mean, "target_std": std})
+    weights = _class_weights(labels, num_labels, tc.class_weights)
+    return Objective(torch.tensor(labels, dtype=torch.long),
+                     torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None),
+                     {"type": task}, weights)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -142,7 +188,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     With `resume=True`, continue the interrupted run in `output_dir` from its checkpoint (the config
     must be the one it was started with). Ctrl-C or SIGTERM saves a checkpoint and raises
     `TrainingInterrupted` (before the run folder is made, it saves nothing). `on_evaluate`, if given,
-    sees every validation result (`step`, `epoch`, `val_accuracy`, `val_macro_f1`, `val_<metric>`); an
+    sees every validation result (`step`, `epoch`, the task's headline scores as `val_<name>`, such as
+    `val_accuracy` and `val_macro_f1`, and `val_<metric>`); an
     exception it raises (such as a hyperparameter search pruning the trial) ends training there.
     """
     with StopFlag() as flag:  # from the start: a signal while data and model load is answered too
@@ -170,7 +217,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     dataset, model, tokenizer, family, trainable, parent = _load_data_and_model(config, device)
     lengths = length_report(token_lengths(tokenizer, dataset.train.texts, config.data.template),
                             config.model.max_length)
-    shape = adaptive.DataShape.of(dataset.train.labels, lengths["longer"])
+    shape = adaptive.DataShape.of(dataset.train.labels, lengths["longer"], dataset.task, dataset.task_reason)
     config, choices = adaptive.resolve(config, shape, accelerator.num_processes)
     tc = config.train
     for choice in choices:
@@ -185,7 +232,9 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     labels, template, pad_id = dataset.label_names, config.data.template, tokenizer.pad_token_id
     train_ids, train_labels, train_docs = _windows_and_labels(tokenizer, dataset.train, config)
     lengths = _log_lengths(lengths, tokenizer, config, len(dataset.train), len(train_ids))
-    score = partial(_score, tokenizer=tokenizer, config=config, label_names=labels, bf16=bf16)
+    objective = _objective(dataset.task, train_labels, len(labels), tc, device)
+    score = partial(_score, tokenizer=tokenizer, config=config, label_names=labels, bf16=bf16,
+                    task=objective.task)
 
     # --- optimizer, schedule and loss -------------------------------------------------------------------
     # Every process must run the same number of batches, or the gradient all-reduce waits forever.
@@ -196,8 +245,6 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     total_steps = steps_per_epoch * tc.epochs
     optimizer = _optimizer(model, config)
     scheduler = _linear_schedule(optimizer, round(tc.warmup_ratio * total_steps), total_steps)
-    weights = _class_weights(train_labels, len(labels), tc.class_weights)
-    cross_entropy = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
     teacher, soft_targets, teacher_seconds = _teacher_targets(tc, labels, dataset.train.texts, device)
     if soft_targets is not None and len(train_docs) != len(soft_targets):  # a text's soft labels, per window
         soft_targets = soft_targets[torch.tensor(train_docs)]
@@ -209,12 +256,11 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         log.info("resuming at epoch %d, step %d", state["epoch"] + 1, state["step"])
     else:
         best_weights = None
-        state = {"step": 0, "epoch": 0, "batch": 0, "best_score": -1.0, "best_step": 0, "bad_evals": 0,
+        state = {"step": 0, "epoch": 0, "batch": 0, "best_score": None, "best_step": 0, "bad_evals": 0,
                  "evals": [], "train_seconds": 0.0, "stopped_early": False,
                  "choices": [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices],
                  "before_finetune": {"val": score(model, dataset.val), "test": score(model, dataset.test)}}
-        log.info("before fine-tuning: test accuracy %.4f, macro-F1 %.4f",
-                 state["before_finetune"]["test"]["accuracy"], state["before_finetune"]["test"]["macro_f1"])
+        log.info("before fine-tuning: test %s", _scores_line(state["before_finetune"]["test"]))
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)  # same weights; its forward keeps the autocast wrapper
     # Listed once: walking a mostly frozen model's parameters at every step costs about as much as
@@ -267,7 +313,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         # has no epoch left to run, and the run finishes as any other.
         val_ids, val_labels, _ = _windows_and_labels(tokenizer, dataset.val, config)
         state["features"] = train_features_head(inner, family, train_ids, train_labels, val_ids,
-                                                val_labels, labels, pad_id, tc, weights)
+                                                val_labels, labels, pad_id, tc, objective.weights)
         state.update(step=state["features"]["iterations"],
                      train_seconds=state["features"]["encode_seconds"] + state["features"]["fit_seconds"])
         stop = validate()
@@ -284,17 +330,18 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         for b in range(first_batch, len(batches)):
             idx = batches[b]
             sync = (b + 1) % tc.gradient_accumulation_steps == 0 or b + 1 == len(batches)
-            batch = collate([train_ids[i] for i in idx], pad_id, [train_labels[i] for i in idx])
+            batch = collate([train_ids[i] for i in idx], pad_id)
+            batch["labels"] = objective.targets[idx]
             if hidden_cache is not None:
                 batch["hidden"] = prefix_cache.collate_hidden([hidden_cache[i] for i in idx])
             batch = {k: v.to(device) for k, v in batch.items()}
             with nullcontext() if sync else accelerator.no_sync(model):
                 logits = forward(batch).float()
                 if soft_targets is None:
-                    loss = cross_entropy(logits, batch["labels"])
+                    loss = objective.loss(logits, batch["labels"])
                 else:
                     loss = distill_loss(logits, soft_targets[idx].to(device), batch["labels"],
-                                        tc.distill_alpha, tc.distill_temperature, cross_entropy)
+                                        tc.distill_alpha, tc.distill_temperature, objective.loss)
                 accelerator.backward(loss / tc.gradient_accumulation_steps)
             window_loss += loss.item() * len(idx)
             window_samples += len(idx)
@@ -350,13 +397,15 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         model = model.merge_and_unload()  # a standard model folder, loaded and served like any run
     val_scores, test_scores, calibration = calibrated_scores(
         model, tokenizer, dataset.val, dataset.test, labels, config.model.max_length, tc.eval_batch_size,
-        template, progress=progress and main, long_text=LongText.of(config.data))
+        template, progress=progress and main, long_text=LongText.of(config.data), task=objective.task)
     metrics = {"val": val_scores, "test": test_scores, "before_finetune": state["before_finetune"],
-               "calibration": calibration}
+               "calibration": calibration, "task": {**objective.task, **calibration}
+               if dataset.task == "multi_label" else objective.task}
     metrics["training"] = {
         "train_seconds": state["train_seconds"], "total_seconds": time.perf_counter() - started,
         "steps": state["step"], "epochs_completed": state["epoch"], "best_step": state["best_step"],
         "stopped_early": state["stopped_early"], "best_val_" + tc.metric: state["best_score"],
+        "task": dataset.task,
         "trainable_parameters": trainable, "total_parameters": total_params,
         "bf16": bf16, "processes": accelerator.num_processes,
         "choices": state.get("choices", []),  # made when the run started, kept across a resume
@@ -426,11 +475,13 @@ def _load_data_and_model(config: RunConfig, device: torch.device) -> tuple[Datas
         dataset = load_dataset(config.data, label_names=parent.labels)
     for line in dataset.report:
         log.info("data: %s", line)
-    log.info("data: %d train, %d val, %d test examples; labels %s", len(dataset.train), len(dataset.val),
-             len(dataset.test), ", ".join(dataset.label_names))
+    log.info("data: %d train, %d val, %d test examples; %s %s", len(dataset.train), len(dataset.val),
+             len(dataset.test), "target" if dataset.task == "regression" else "labels",
+             ", ".join(dataset.label_names))
+    _check_task_fits(dataset.task, config, parent)
     model, tokenizer, family = (
         load_classifier(config.model.name, dataset.label_names, config.model.attention, device,
-                        config.model.implementation) if parent is None
+                        config.model.implementation, dataset.task) if parent is None
         else load_parent(parent, config.model, device))
     if tc.student_layers is not None:
         truncate_blocks(model, family, tc.student_layers)
@@ -439,6 +490,25 @@ def _load_data_and_model(config: RunConfig, device: torch.device) -> tuple[Datas
              model.config.model_type, family.kind, sum(p.numel() for p in model.parameters()) / 1e6,
              trainable / 1e6, tc.strategy)
     return dataset, model.to(device), tokenizer, family, trainable, parent
+
+
+# Strategies whose loss is built on class distributions: a softmax teacher (distill), a softmax head fitted
+# by L-BFGS on cached features (features).
+SINGLE_LABEL_STRATEGIES = ("distill", "features")
+
+
+def _check_task_fits(task: str, config: RunConfig, parent: Parent | None) -> None:
+    """Multi-label and regression train with full, last_n, lora and prompt_tuning; the strategies built on
+    class distributions, and starting from a run of another task, are refused with what to do instead."""
+    if task != "single_label" and config.train.strategy in SINGLE_LABEL_STRATEGIES:
+        raise ConfigError([f"train.strategy={config.train.strategy} works on single-label classes; for "
+                           f"{task} data use full, last_n (with its frozen-prefix cache), lora or "
+                           "prompt_tuning"])
+    parent_task = None if parent is None else parent.config.data.task
+    if parent is not None and (task != "single_label" or parent_task not in ("auto", "single_label")):
+        raise ConfigError([f"model.init_from continues single-label runs; this data is {task} and "
+                           f"{config.model.init_from} a {parent_task} run: start from its base model "
+                           f"({parent.config.model.name!r}) with model.name instead"])
 
 
 def _windows_and_labels(tokenizer: Any, split: Split, config: RunConfig
@@ -464,12 +534,17 @@ def _log_lengths(report: dict[str, Any], tokenizer: Any, config: RunConfig, text
 
 
 def _score(model: Any, split: Split, tokenizer: Any, config: RunConfig, label_names: list[str],
-           bf16: bool) -> dict[str, Any]:
+           bf16: bool, task: TaskRecord) -> dict[str, Any]:
     """Metrics of `model` on a labelled split, as validation and the score before fine-tuning compute
-    them (in the run's precision)."""
+    them (in the run's precision; multi-label at 0.5, before thresholds are tuned)."""
     return evaluate_split(model, tokenizer, split.texts, split.labels, label_names, config.model.max_length,
                           config.train.eval_batch_size, bf16=bf16, template=config.data.template,
-                          long_text=LongText.of(config.data))
+                          long_text=LongText.of(config.data), task=task)
+
+
+def _scores_line(metrics: dict[str, Any]) -> str:
+    """The task's headline scores in a few words: `accuracy 0.9810, macro_f1 0.9512`."""
+    return ", ".join(f"{name} {value:.4f}" for name, value in headline(metrics).items())
 
 
 def _teacher_targets(tc: TrainConfig, label_names: list[str], texts: list[str],
@@ -493,15 +568,13 @@ def _validate(inner: Any, family: Family, metrics: dict[str, Any], state: dict[s
     train_mode(inner, family, tc.strategy, tc.last_n)  # evaluation put the whole model in train mode
     score = metrics[tc.metric]
     entry = {"step": state["step"], "epoch": state["epoch"] + 1, "epochs": tc.epochs,
-             "val_accuracy": metrics["accuracy"],
-             "val_macro_f1": metrics["macro_f1"], f"val_{tc.metric}": score}
+             **{f"val_{name}": value for name, value in headline(metrics).items()}, f"val_{tc.metric}": score}
     state["evals"].append(entry)
     runs.append_log(run_dir, main, {"event": "eval", **entry})
     if on_evaluate is not None:
         on_evaluate(entry)
-    bar.write(f"step {state['step']} epoch {state['epoch'] + 1}: val accuracy {metrics['accuracy']:.4f}, "
-              f"macro-F1 {metrics['macro_f1']:.4f}")
-    if score > state["best_score"]:
+    bar.write(f"step {state['step']} epoch {state['epoch'] + 1}: val {_scores_line(metrics)}")
+    if state["best_score"] is None or score > state["best_score"]:
         state.update(best_score=score, best_step=state["step"], bad_evals=0)
         return True, False
     state["bad_evals"] += 1

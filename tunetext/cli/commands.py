@@ -30,6 +30,7 @@ from tunetext.prompting import format_story, prompt_eval, prompt_story
 from tunetext.report import report
 from tunetext.runs import CONFIG, read_run
 from tunetext.search import search
+from tunetext.task_metrics import headline
 from tunetext.train import train, train_seeds
 
 # The two imports inside functions below (optuna; tunetext.serve, which brings fastapi and uvicorn) are
@@ -49,7 +50,8 @@ def train_command(args: argparse.Namespace) -> int:
         "train.strategy": args.strategy, "data.text_column": args.text_column,
         "data.label_column": args.label_column, "data.max_train_samples": args.max_train_samples,
         "data.template": args.template, "model.init_from": args.init_from,
-        "model.init_labels": args.init_labels})
+        "model.init_labels": args.init_labels, "data.task": args.task,
+        "data.label_columns": args.label_columns})
     config_file = args.config
     if args.resume and config_file is None:
         config_file = Path(args.output) / CONFIG
@@ -83,11 +85,11 @@ def train_command(args: argparse.Namespace) -> int:
     print(format_metrics(m["val"], "validation"))
     print()
     print(format_metrics(m["test"], "test"))
-    before = m["before_finetune"]["test"]
+    before, after = headline(m["before_finetune"]["test"]), headline(m["test"])
     print("\nbefore vs after fine-tuning (test):")
-    print(f"  {'':<10}{'accuracy':>10}{'macro-F1':>10}")
-    print(f"  {'before':<10}{before['accuracy']:>10.4f}{before['macro_f1']:>10.4f}")
-    print(f"  {'after':<10}{m['test']['accuracy']:>10.4f}{m['test']['macro_f1']:>10.4f}")
+    print(f"  {'':<10}" + "".join(f"{name:>10}" for name in after))
+    print(f"  {'before':<10}" + "".join(f"{before.get(name, float('nan')):>10.4f}" for name in after))
+    print(f"  {'after':<10}" + "".join(f"{value:>10.4f}" for value in after.values()))
     _warn(warning_lines(m["val"], "validation") + warning_lines(m["test"], "test"))
     return 0
 
@@ -168,21 +170,12 @@ def predict_command(args: argparse.Namespace) -> int:
                          "give texts to classify, or --input FILE")
     clf = Classifier.load(args.run_dir)
     predictions = clf.predict(texts, **given(batch_size=args.batch_size))
-    rows = [{"text": t, "label": p.label, "score": p.score, "probabilities": p.probabilities,
-             "truncated": p.truncated, **({} if p.chunks is None else {"chunks": p.chunks})}
-            for t, p in zip(texts, predictions, strict=True)]
+    rows = [_prediction_row(t, p, clf.task) for t, p in zip(texts, predictions, strict=True)]
     chunked = clf.config.data.long_text == "chunks"
     if args.output:
         out = Path(args.output)
         if out.suffix.lower() == ".csv":
-            with open(out, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["text", "label", "score"] + [f"p_{n}" for n in clf.label_names]
-                                + ["truncated"] + (["chunks"] if chunked else []))
-                for r in rows:
-                    writer.writerow([r["text"], r["label"], f"{r['score']:.6f}"]
-                                    + [f"{r['probabilities'][n]:.6f}" for n in clf.label_names]
-                                    + [str(r["truncated"]).lower()] + ([r["chunks"]] if chunked else []))
+            _write_predictions_csv(out, rows, clf, chunked)
         else:
             out.write_text("".join(json.dumps(r) + "\n" for r in rows))
         print(f"wrote {len(rows)} predictions to {out}", file=sys.stderr)
@@ -193,8 +186,46 @@ def predict_command(args: argparse.Namespace) -> int:
             text = r["text"] if len(r["text"]) <= 70 else r["text"][:67] + "..."
             note = (f"  ({r['chunks']} windows)" if r.get("chunks", 1) > 1 else "") + \
                 ("  (cut: only part of it was read)" if r["truncated"] else "")
-            print(f"{r['label']:<12} {r['score']:.4f}  {text}{note}")
+            print(f"{_answer(r, clf.task)}  {text}{note}")
     return 0
+
+
+def _prediction_row(text: str, p: Any, task: str) -> dict[str, Any]:
+    """One prediction as `tunetext predict` writes it: the label and its score, the labels over their
+    thresholds, or the value; every label's probability; whether the text was cut."""
+    answer: dict[str, Any] = ({"value": p.value} if task == "regression" else {"labels": p.labels}
+                              if task == "multi_label" else {"label": p.label, "score": p.score})
+    if task != "regression":
+        answer["probabilities"] = p.probabilities
+    chunks = {} if p.chunks is None else {"chunks": p.chunks}
+    return {"text": text, **answer, "truncated": p.truncated, **chunks}
+
+
+def _answer(row: dict[str, Any], task: str) -> str:
+    """A prediction's answer for the terminal, in a column of its own."""
+    if task == "regression":
+        return f"{row['value']:>10.4f}"
+    if task == "multi_label":
+        labels = ", ".join(f"{n} {row['probabilities'][n]:.2f}" for n in row["labels"]) or "(no label)"
+        return f"{labels:<30}"
+    return f"{row['label']:<12} {row['score']:.4f}"
+
+
+def _write_predictions_csv(out: Path, rows: list[dict[str, Any]], clf: Classifier, chunked: bool) -> None:
+    """Predictions as CSV: text, the answer (label and score; labels joined by the run's separator; value),
+    each label's probability as p_<label>, truncated, and chunks under data.long_text=chunks."""
+    sep = clf.config.data.label_separator
+    head = {"regression": ["value"], "multi_label": ["labels"], "single_label": ["label", "score"]}[clf.task]
+    probs = [] if clf.task == "regression" else [f"p_{n}" for n in clf.label_names]
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", *head, *probs, "truncated"] + (["chunks"] if chunked else []))
+        for r in rows:
+            answer = ([f"{r['value']:.6f}"] if clf.task == "regression" else [sep.join(r["labels"])]
+                      if clf.task == "multi_label" else [r["label"], f"{r['score']:.6f}"])
+            writer.writerow([r["text"], *answer,
+                             *(f"{r['probabilities'][n]:.6f}" for n in clf.label_names if probs),
+                             str(r["truncated"]).lower()] + ([r["chunks"]] if chunked else []))
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -283,7 +314,8 @@ def data_show_command(args: argparse.Namespace) -> int:
                  "model.max_length for the token lengths" for key in settings
                  if not key.startswith("data.") and key not in ("model.name", "model.max_length")]
     overrides = {**settings, **given(**{"data.source": args.source, "data.text_column": args.text_column,
-                                      "data.label_column": args.label_column, "data.seed": args.seed})}
+                                      "data.label_column": args.label_column, "data.seed": args.seed,
+                                      "data.task": args.task, "data.label_columns": args.label_columns})}
     if problems:
         raise ConfigError(problems)
     run_config = load_config(overrides=overrides)
@@ -292,26 +324,48 @@ def data_show_command(args: argparse.Namespace) -> int:
     card = BUILTIN[args.source].card if args.source in BUILTIN else None
     for line in card.lines() if card is not None else []:
         print(line)
-    print(f"{args.source}: {len(dataset.label_names)} labels: {', '.join(dataset.label_names)}")
+    what = "target" if dataset.task == "regression" else f"{len(dataset.label_names)} labels"
+    print(f"{args.source}: {dataset.task}, {what}: {', '.join(dataset.label_names)}")
     for line in dataset.report:
         print(f"  preparation: {line}")
     for name, split in dataset.splits().items():
-        counts = Counter(split.labels)
         lengths = sorted(len(t.split()) for t in split.texts)
-        per = ", ".join(f"{dataset.label_names[i]} {counts[i]}" for i in range(len(dataset.label_names)))
-        print(f"  {name:<5} {len(split):>6} examples ({per}); words per text: median "
-              f"{lengths[len(lengths) // 2]}, max {lengths[-1]}")
-    print("per class: count (share of the split)")
+        print(f"  {name:<5} {len(split):>6} examples; words per text: median {lengths[len(lengths) // 2]}, "
+              f"max {lengths[-1]}")
+    print({"single_label": "per class: count (share of the split)",
+           "multi_label": "per label: rows having it (share of the split)",
+           "regression": "the target in each split"}[dataset.task])
     for line in dataset.class_table():
         print(f"  {line}")
-    print(f"examples (up to {args.examples} per label, from train):")
-    shown: Counter[int] = Counter()
-    for text, label in zip(dataset.train.texts, dataset.train.labels, strict=True):
-        if shown[label] < args.examples:
-            shown[label] += 1
-            print(f"  [{dataset.label_names[label]}] {text[:100]}{'...' if len(text) > 100 else ''}")
+    _print_examples(dataset, args.examples)
     _print_token_lengths(run_config, dataset.splits())
     return 0
+
+
+def _print_examples(dataset: Any, per_label: int) -> None:
+    """Up to `per_label` training examples of each label (regression: of the lowest, middle and highest
+    targets), with their labels."""
+    names, train = dataset.label_names, dataset.train
+    if dataset.task == "regression":
+        order = sorted(range(len(train)), key=lambda i: train.labels[i])
+        picks = sorted({*order[:per_label], *order[len(order) // 2:][:per_label], *order[-per_label:]}
+                       if per_label else set(), key=lambda i: train.labels[i])
+        print(f"examples (lowest, middle and highest targets, {per_label} each, from train):")
+        for i in picks:
+            print(f"  [{train.labels[i]:g}] {_clip(train.texts[i])}")
+        return
+    print(f"examples (up to {per_label} per label, from train):")
+    shown: Counter[int] = Counter()
+    for text, label in zip(train.texts, train.labels, strict=True):
+        ids = label if dataset.task == "multi_label" else (label,)
+        if any(shown[i] < per_label for i in ids) or (not ids and shown[-1] < per_label):
+            for i in ids or (-1,):
+                shown[i] += 1
+            print(f"  [{', '.join(names[i] for i in ids) or 'no label'}] {_clip(text)}")
+
+
+def _clip(text: str, width: int = 100) -> str:
+    return f"{text[:width]}{'...' if len(text) > width else ''}"
 
 
 def _print_token_lengths(config: RunConfig, splits: dict[str, Any]) -> None:

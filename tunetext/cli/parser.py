@@ -68,6 +68,14 @@ def _add(parser: argparse.ArgumentParser, *flags: str, shown: Shown | None = Non
     return action
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names (label columns)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one column, e.g. billing,shipping")
+    return names
+
+
 def _port(text: str) -> int:
     """A TCP port to listen on, for argparse: a usage error, not a traceback, when it is not one."""
     try:
@@ -143,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
          "(data.text_column)")
     _add(p, "--label-column", shown=_default(DataConfig, "label_column"), help="column holding the label "
          "(data.label_column)")
+    _add(p, "--task", choices=list(get_args(DataConfig.model_fields["task"].annotation)),
+         shown=_default(DataConfig, "task"), help="what a label is: one class, a set of labels, or a number "
+         "(data.task)")
+    p.add_argument("--label-columns", type=_names, metavar="A,B,...", help="multi-label data as 0/1 columns, "
+                   "one per label (data.label_columns; default: none, the labels are in --label-column)")
     p.add_argument("--max-train-samples", type=int, help="stratified subsample of the training split, for "
                    "quick runs (data.max_train_samples; default: all of it)")
     p.add_argument("--template", help="prompt template with {text} where the text goes, applied in training, "
@@ -317,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
          "(data.text_column)")
     _add(q, "--label-column", shown=_default(DataConfig, "label_column"), help="column holding the label "
          "(data.label_column)")
+    _add(q, "--task", choices=list(get_args(DataConfig.model_fields["task"].annotation)),
+         shown=_default(DataConfig, "task"), help="what a label is: one class, a set of labels, or a number "
+         "(data.task)")
+    q.add_argument("--label-columns", type=_names, metavar="A,B,...", help="multi-label data as 0/1 columns, "
+                   "one per label (data.label_columns; default: none, the labels are in --label-column)")
     # Only this command prints examples, so the default lives here.
     q.add_argument("--examples", type=_at_least(0), default=2, help="examples shown per label (default: "
                    "%(default)s)")

@@ -49,7 +49,21 @@ class DataConfig(_Section):
     validation: str | None = Field(None, description="Optional separate validation file.")
     test: str | None = Field(None, description="Optional separate test file.")
     text_column: str = Field("text", description="Column holding the text.")
-    label_column: str = Field("label", description="Column holding the label (string or integer).")
+    label_column: str = Field("label", description="Column holding the label: a string or integer (single "
+                              "label), a list or a delimited string (multi-label), a number (regression).")
+    label_columns: list[str] | None = Field(
+        None, description="Multi-label data as several 0/1 columns, one per label (e.g. `[billing, "
+        "shipping]`, or `--label-columns billing,shipping`): a row has every label whose column is 1. "
+        "Replaces label_column and implies task multi_label.")
+    task: Literal["auto", "single_label", "multi_label", "regression"] = Field(
+        "auto", description="What a label is: one class per text (`single_label`), a set of labels per text, "
+        "possibly empty (`multi_label`), or a number (`regression`). `auto` infers it when unambiguous: list "
+        "labels (or label_columns) are multi-label, numbers with a fraction part and many distinct values "
+        "are regression, anything else is single-label; labels that only look multi-label (delimited "
+        "strings) or numeric (many distinct integers) stop with an error asking to set it.")
+    label_separator: str = Field(
+        ",", min_length=1, description="task multi_label: what separates the labels in a label written as "
+        "one string (a CSV cell `billing,shipping`); an empty cell is a text with no label.")
     template: str | None = Field(
         None, description="Prompt template the model sees instead of the bare text, with `{text}` where the "
         "text goes, e.g. \"Classify the sentiment of the following movie review: '{text}'\". Applied in "
@@ -130,6 +144,16 @@ class DataConfig(_Section):
                 f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:.2f} leaves "
                 "under 10% for training; lower them"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _label_columns_are_multi_label(self) -> DataConfig:
+        if self.label_columns is not None and not self.label_columns:
+            raise ValueError("label_columns is empty; name the 0/1 label columns, or drop it to use "
+                             "label_column")
+        if self.label_columns and self.task in ("single_label", "regression"):
+            raise ValueError(f"label_columns gives each text a set of labels, but task is {self.task}; set "
+                             "task to multi_label (or auto), or use label_column")
         return self
 
 
@@ -224,12 +248,22 @@ class TrainConfig(_Section):
     class_weights: Literal["auto", "none", "balanced", "sqrt"] = Field(
         "auto", description="Loss weights per class: `balanced` by inverse class frequency, `sqrt` by its "
         "square root (gentler with classes of a handful of examples); `auto` is `sqrt` when the largest "
-        "training class is at least 10 times the rarest, else `none`.")
+        "training class is at least 10 times the rarest, else `none`. Multi-label: a positive weight per "
+        "label, negatives/positives (`balanced`) or its square root (`sqrt`); `auto` is `none` there, as "
+        "tuned thresholds answer the imbalance. Regression has no classes: `auto` or `none` only.")
     eval_every: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps; null means "
                                    "once per epoch.")
     log_every: int = Field(10, ge=1, description="Optimizer steps between log lines.")
-    metric: Literal["macro_f1", "accuracy", "weighted_f1"] = Field(
-        "macro_f1", description="Validation metric for early stopping and picking the best weights.")
+    metric: Literal["auto", "macro_f1", "accuracy", "weighted_f1", "micro_f1", "samples_f1",
+                    "subset_accuracy", "r2", "pearson", "spearman", "neg_mae", "neg_rmse"] = Field(
+        "auto", description="Validation metric for early stopping, picking the best weights and search "
+        "(higher is better). `auto`: macro_f1 (single_label), micro_f1 (multi_label), r2 (regression). "
+        "Single-label takes macro_f1, accuracy or weighted_f1; multi-label micro_f1, macro_f1, samples_f1, "
+        "weighted_f1 or subset_accuracy (at 0.5, before thresholds are tuned); regression r2, pearson, spearman, neg_mae or "
+        "neg_rmse.")
+    regression_loss: Literal["mse", "huber"] = Field(
+        "mse", description="task regression: the loss on standardised targets, mean squared error or Huber "
+        "(delta 1 standard deviation: less pulled by outlying targets).")
     early_stopping_patience: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto", description="Stop after this many evaluations without improvement; null never stops early; "
         "`auto` is a quarter of the epochs (of the evaluations, with eval_every), at least 2.")

@@ -17,7 +17,8 @@ from tunetext.data.clean import cleaning_steps, label_key, normalize_text, simil
 from tunetext.data.read import read_source
 from tunetext.data.resample import augment, undersample
 from tunetext.data.sources import DataError, RawSplit
-from tunetext.data.splits import Dataset, Split, stratified_split, subsample
+from tunetext.data.splits import Dataset, Split, binned_split, iterative_split, stratified_split, subsample
+from tunetext.data.tasks import infer_task, label_set, target
 
 SHOW_ROWS = 10  # row numbers listed per problem before "and N more"
 
@@ -34,7 +35,7 @@ class _Cleaned:
     rows where each label name was found (dropped rows included) and how its raw values were written."""
 
     texts: list[str]
-    labels: list[str]
+    labels: list[Any]  # a name (single_label), a sorted tuple of names (multi_label), a float (regression)
     plain: list[str]
     label_rows: dict[str, list[int]]
     spellings: dict[str, Counter[str]]
@@ -60,13 +61,32 @@ def _label(raw: RawSplit, value: Any, row: int, spellings: dict[str, Counter[str
     return key
 
 
-def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None) -> _Cleaned:
-    """Clean texts (`clean_text`) and normalise labels (`label_key`, reporting merged spellings); drop and
-    report empty texts and missing labels. Also keeps each kept text with only its whitespace normalised,
-    to tell cleaning-made duplicates."""
+def _read_label(raw: RawSplit, value: Any, row: int, task: str, config: DataConfig | None,
+                spellings: dict[str, Counter[str]]) -> Any:
+    """One raw label as `task` reads it (see `_Cleaned.labels`); None for a missing one."""
+    if task == "multi_label":
+        assert config is not None
+        return label_set(raw, value, row, config)
+    if task == "regression":
+        return target(raw, value, row)
+    return _label(raw, value, row, spellings)
+
+
+def _names(label: Any, task: str) -> tuple[str, ...]:
+    """The label names a read label mentions: its one name, the names of its set, none for a number."""
+    if task == "multi_label":
+        return tuple(label)
+    return () if task == "regression" else (label,)
+
+
+def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None,
+           task: str = "single_label") -> _Cleaned:
+    """Clean texts (`clean_text`) and normalise labels (`label_key`, reporting merged spellings; a set of
+    them or a number, as `task` says); drop and report empty texts and missing labels. Also keeps each kept
+    text with only its whitespace normalised, to tell cleaning-made duplicates."""
     texts: list[str] = []
     plain: list[str] = []
-    labels: list[str] = []
+    labels: list[Any] = []
     label_rows: dict[str, list[int]] = {}
     spellings: dict[str, Counter[str]] = {}  # label name -> repr of each raw value -> rows
     empty: list[int] = []
@@ -75,10 +95,14 @@ def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None) -
     steps = cleaning_steps(config)
     changed = Counter[str]()  # texts each step changed
     removed = Counter[str]()  # items (URLs, tags) each step removed
+    no_label: list[int] = []  # multi_label rows with an empty label set
     for text, label, row in zip(raw.texts, raw.labels, raw.rows, strict=True):
-        key = _label(raw, label, row, spellings)
+        key = _read_label(raw, label, row, task, config, spellings)
         if key is not None:
-            label_rows.setdefault(key, []).append(row)
+            for name in _names(key, task):
+                label_rows.setdefault(name, []).append(row)
+            if key == ():
+                no_label.append(row)
         original = normalize_text(str(text)) if text is not None else ""
         clean = str(text) if text is not None else ""
         if key is not None and original:
@@ -110,6 +134,9 @@ def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None) -
     if unlabeled:
         report.append(f"{raw.origin}: dropped {len(unlabeled)} rows without a label "
                       f"({_rows(unlabeled, raw.row_unit)})")
+    if no_label:
+        report.append(f"{raw.origin}: {len(no_label)} rows have an empty label set (no label applies; kept: "
+                      f"{_rows(no_label, raw.row_unit)})")
     for key, forms in spellings.items():
         if len(forms) > 1:
             ways = ", ".join(f"{form} ({n} rows)" for form, n in forms.most_common())
@@ -118,11 +145,11 @@ def _clean(raw: RawSplit, report: list[str], config: DataConfig | None = None) -
     return _Cleaned(texts, labels, plain, label_rows, spellings)
 
 
-def _dedupe(texts: list[str], labels: list[str], origin: str, report: list[str],
-            plain: list[str] | None = None) -> tuple[list[str], list[str]]:
+def _dedupe(texts: list[str], labels: list[Any], origin: str, report: list[str],
+            plain: list[str] | None = None) -> tuple[list[str], list[Any]]:
     """Keep the first copy of every text. `plain` (the texts before the optional cleaning) tells how many
     duplicates only cleaning made."""
-    first: dict[str, tuple[str, str]] = {}
+    first: dict[str, tuple[Any, str]] = {}
     conflicts = made_by_cleaning = 0
     out_t, out_l = [], []
     for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
@@ -156,12 +183,12 @@ def label_order(values: set[str]) -> list[str]:
     return sorted(values)
 
 
-def _clean_all(raw: dict[str, RawSplit], report: list[str],
-               config: DataConfig) -> dict[str, tuple[list[str], list[str]]]:
+def _clean_all(raw: dict[str, RawSplit], report: list[str], config: DataConfig,
+               task: str = "single_label") -> dict[str, tuple[list[str], list[Any]]]:
     cleaned = {}
     parts: dict[str, _Cleaned] = {}
     for name, split in raw.items():
-        part = parts[name] = _clean(split, report, config)
+        part = parts[name] = _clean(split, report, config, task)
         if not part.texts:
             raise DataError(f"{split.origin}: no usable rows (every text was empty or unlabeled)")
         if not config.dedupe:
@@ -210,16 +237,23 @@ def _check_similar_labels(raw: dict[str, RawSplit], parts: dict[str, _Cleaned], 
     )
 
 
-def _encode(texts: list[str], labels: list[str], label_names: list[str], origin: str,
-            split_name: str) -> Split:
+def _encode(texts: list[str], labels: list[Any], label_names: list[str], origin: str,
+            split_name: str, task: str = "single_label") -> Split:
+    """A cleaned split with its labels as `Split` holds them: indices into `label_names` (single_label),
+    sorted tuples of indices (multi_label), or the numbers (regression)."""
+    if task == "regression":
+        return Split(texts, [float(v) for v in labels])
     index = {name: i for i, name in enumerate(label_names)}
-    unknown = sorted(set(labels) - set(index))
+    mentioned = {name for label in labels for name in _names(label, task)}
+    unknown = sorted(mentioned - set(index))
     if unknown:
         raise DataError(
             f"{origin}: label(s) {', '.join(map(repr, unknown))} in the {split_name} split are not among "
             f"the known labels {', '.join(map(repr, label_names))}"
             + ("" if split_name == "train" else "; a model cannot learn a label the training data lacks")
         )
+    if task == "multi_label":
+        return Split(texts, [tuple(sorted(index[n] for n in label)) for label in labels])
     return Split(texts, [index[lbl] for lbl in labels])
 
 
@@ -255,12 +289,21 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
             label_names: list[str] | None = None) -> Dataset:
     """Clean, de-duplicate (unless `config.dedupe` is false) and split raw data.
 
-    With only a training split, a stratified split by `config.val_fraction`/`config.test_fraction`;
-    with train and test, validation (`val_fraction` of train) is carved from train. `label_names` fixes
-    the label set (as when evaluating a trained run); a label outside it is an error.
+    The task (`data.task`, or inferred: `tunetext.data.tasks.infer_task`) says what a label is. With only
+    a training split, a stratified split by `config.val_fraction`/`config.test_fraction` (by class, by
+    label set, or by target range); with train and test, validation (`val_fraction` of train) is carved
+    from train. `label_names` fixes the label set (as when evaluating a trained run); a label outside it is
+    an error.
     """
     report: list[str] = []
-    cleaned = _clean_all(raw, report, config)
+    task, why = infer_task(raw["train"], config)
+    if task != "single_label" or config.task != "auto":
+        report.append(f"task {task} ({why})")
+    if task != "single_label" and config.balance != "none":
+        raise DataError(f"data.balance={config.balance} balances classes, and task {task} has none; set "
+                        "data.balance=none (for multi-label, train.class_weights weights each label's "
+                        "positives)")
+    cleaned = _clean_all(raw, report, config, task)
     train_texts = set(cleaned["train"][0])
     for name in ("validation", "test"):
         if name in cleaned:
@@ -269,23 +312,18 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
                 report.append(f"warning: {overlap} of {len(cleaned[name][0])} {name} texts also appear in "
                               "train; scores on that split will be optimistic")
     if label_names is None:
-        present = Counter(cleaned["train"][1])
-        declared = raw["train"].label_names  # a dataset's own names (ClassLabel) keep their order
-        label_names = [n for n in declared if n in present] if declared else label_order(set(present))
-        if len(label_names) < 2:
-            raise _one_label_error(raw["train"].origin, label_names[0], present[label_names[0]], config)
-    whole = _encode(*cleaned["train"], label_names, raw["train"].origin, "train")
-    test = _encode(*cleaned["test"], label_names, raw["test"].origin, "test") if "test" in cleaned else None
-    val = (_encode(*cleaned["validation"], label_names, raw["validation"].origin, "validation")
-           if "validation" in cleaned else None)
+        label_names = _label_names(raw, cleaned, config, task)
+    encoded = {name: _encode(*cleaned[name], label_names, raw[name].origin, name, task) for name in cleaned}
+    whole, test, val = encoded["train"], encoded.get("test"), encoded.get("validation")
     if test is None and val is None:
-        val_idx, test_idx, train_idx = stratified_split(
-            whole.labels, [config.val_fraction, config.test_fraction], seed)
+        val_idx, test_idx, train_idx = split_indices(
+            whole.labels, len(label_names), [config.val_fraction, config.test_fraction], seed, task)
     elif val is None:
-        val_idx, train_idx = stratified_split(whole.labels, [config.val_fraction], seed)
+        val_idx, train_idx = split_indices(whole.labels, len(label_names), [config.val_fraction], seed, task)
         test_idx = []
     elif test is None:
-        test_idx, train_idx = stratified_split(whole.labels, [config.test_fraction], seed)
+        test_idx, train_idx = split_indices(whole.labels, len(label_names), [config.test_fraction], seed,
+                                            task)
         val_idx = []
     else:
         train_idx, val_idx, test_idx = list(range(len(whole))), [], []
@@ -303,13 +341,7 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
                       f"and test {len(test)} are unchanged")
     if config.balance == "undersample":
         train = undersample(train, label_names, seed, report)
-    _report_small_classes(train, val, test, label_names, config.rare_class_min, report)
-    missing = set(label_names) - {label_names[i] for i in train.labels}
-    for name, split in (("val", val), ("test", test)):
-        absent = sorted({label_names[i] for i in split.labels} & missing)
-        if absent:
-            raise DataError(f"label(s) {', '.join(map(repr, absent))} occur in {name} but not in train; "
-                            "add training examples for them or drop them")
+    _check_held_out(train, val, test, label_names, task, config, report)
     if not len(val) or not len(test):
         raise DataError(f"too little data: {len(train)} train, {len(val)} val, {len(test)} test examples")
     if not config.dedupe:
@@ -322,18 +354,94 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
                           "splits will be optimistic")
     if config.augment:
         train = augment(train, config, seed, report, held_out=set(val.texts) | set(test.texts))
-    return Dataset(train, val, test, label_names, report)
+    return Dataset(train, val, test, label_names, report, task, why)
+
+
+def split_indices(labels: list[Any], num_labels: int, fractions: list[float], seed: int,
+                  task: str) -> list[list[int]]:
+    """Row indices in len(fractions)+1 parts, stratified as the task allows: by class (single_label), by
+    label set (multi_label, `iterative_split`), by range of the target (regression, `binned_split`)."""
+    if task == "multi_label":
+        return iterative_split(labels, num_labels, fractions, seed)
+    if task == "regression":
+        return binned_split(labels, fractions, seed)
+    return stratified_split(labels, fractions, seed)
+
+
+def _label_names(raw: dict[str, RawSplit], cleaned: dict[str, tuple[list[str], list[Any]]],
+                 config: DataConfig, task: str) -> list[str]:
+    """The label set of freshly prepared data: the training split's classes (single_label; at least two),
+    the label columns or every label named in any split (multi_label), the target's column (regression)."""
+    if task == "regression":
+        targets = cleaned["train"][1]
+        if len(set(targets)) < 2:
+            raise DataError(f"{raw['train'].origin}: every training target is {targets[0]:g}; a regression "
+                            "needs targets that vary (check --label-column)")
+        return [config.label_column]
+    if task == "multi_label":
+        if config.label_columns:
+            return list(config.label_columns)
+        return label_order({name for _, labels in cleaned.values() for label in labels for name in label})
+    present = Counter(cleaned["train"][1])
+    declared = raw["train"].label_names  # a dataset's own names (ClassLabel) keep their order
+    names = [n for n in declared if n in present] if declared else label_order(set(present))
+    if len(names) < 2:
+        raise _one_label_error(raw["train"].origin, names[0], present[names[0]], config)
+    return names
+
+
+def _check_held_out(train: Split, val: Split, test: Split, label_names: list[str], task: str,
+                    config: DataConfig, report: list[str]) -> None:
+    """Warn about rare classes or labels and those validation or test lacks; a class of validation or test
+    that train lacks is an error (single_label), a label no training row has is a warning (multi_label)."""
+    if task == "regression":
+        return
+    if task == "multi_label":
+        _report_rare_labels(train, val, test, label_names, config.rare_class_min, report)
+        return
+    _report_small_classes(train, val, test, label_names, config.rare_class_min, report)
+    missing = set(label_names) - {label_names[i] for i in train.labels}
+    for name, split in (("val", val), ("test", test)):
+        absent = sorted({label_names[i] for i in split.labels} & missing)
+        if absent:
+            raise DataError(f"label(s) {', '.join(map(repr, absent))} occur in {name} but not in train; "
+                            "add training examples for them or drop them")
+
+
+def _report_rare_labels(train: Split, val: Split, test: Split, label_names: list[str], rare_min: int,
+                        report: list[str]) -> None:
+    """Multi-label: warn about labels no training row has (the model cannot learn them and will hardly
+    ever answer them), labels with fewer than `rare_min` training rows, and labels validation lacks (their
+    thresholds stay 0.5) or test lacks (left out of test's macro scores)."""
+    counts = Counter(i for label in train.labels for i in label)
+    never = [label_names[i] for i in range(len(label_names)) if not counts[i]]
+    if never:
+        report.append(f"warning: {len(never)} label(s) never positive in training: "
+                      f"{', '.join(map(repr, never))}; the model cannot learn them and will (almost) never "
+                      "answer them")
+    rare = [f"{label_names[i]!r} {counts[i]}" for i in range(len(label_names)) if 0 < counts[i] < rare_min]
+    if rare:
+        report.append(f"warning: {len(rare)} rare label(s) in fewer than {rare_min} training rows "
+                      f"(data.rare_class_min): {', '.join(rare)}; their scores rest on very few examples")
+    for name, split, effect in (("validation", val, "their thresholds stay at 0.5"),
+                                ("test", test, "test macro scores leave them out")):
+        held = {i for label in split.labels for i in label}
+        absent = [label_names[i] for i in sorted(counts) if i not in held]
+        if absent:
+            report.append(f"warning: no {name} row has {len(absent)} label(s): "
+                          f"{', '.join(map(repr, absent))}; {effect}")
 
 
 def load_all(config: DataConfig, label_names: list[str]) -> tuple[Split, list[str]]:
     """Every usable row of a source (all its splits together), cleaned and de-duplicated, unsplit."""
-    raw = read_source(config.source, config.text_column, config.label_column,
+    raw = read_source(config.source, config.text_column, config.label_columns or config.label_column,
                       config.validation, config.test)
+    task, _ = infer_task(raw["train"], config)
     report: list[str] = []
     texts: list[str] = []
-    labels: list[int] = []
-    for name, (t, lbl) in _clean_all(raw, report, config).items():
-        part = _encode(t, lbl, label_names, raw[name].origin, name)
+    labels: list[Any] = []
+    for name, (t, lbl) in _clean_all(raw, report, config, task).items():
+        part = _encode(t, lbl, label_names, raw[name].origin, name, task)
         texts += part.texts
         labels += part.labels
     return Split(texts, labels), report
@@ -343,6 +451,6 @@ def load_dataset(config: DataConfig, seed: int | None = None,
                  label_names: list[str] | None = None) -> Dataset:
     """Read `config.source` (and any separate validation/test files) and prepare it, splitting with
     `seed` (default `config.seed`)."""
-    raw = read_source(config.source, config.text_column, config.label_column,
+    raw = read_source(config.source, config.text_column, config.label_columns or config.label_column,
                       config.validation, config.test)
     return prepare(raw, config, config.seed if seed is None else seed, label_names)

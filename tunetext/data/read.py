@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunetext.data.builtin import BUILTIN
-from tunetext.data.sources import FILE_SUFFIXES, DataError, RawSplit, read_file, read_hf_dataset
+from tunetext.data.sources import FILE_SUFFIXES, DataError, LabelColumn, RawSplit, read_file, read_hf_dataset
 
 
-def read_source(source: str, text_column: str = "text", label_column: str = "label",
+def read_source(source: str, text_column: str = "text", label_column: LabelColumn = "label",
                 validation: str | None = None, test: str | None = None) -> dict[str, RawSplit]:
     """Read a data source into raw splits keyed by `train`, and `validation`/`test` where given."""
     if source in BUILTIN:

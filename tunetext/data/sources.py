@@ -23,6 +23,22 @@ FILE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl",
                  ".parquet": "parquet", ".pq": "parquet"}
 
 
+# One label column, or several 0/1 columns of a multi-label set (data.label_columns): a row's label is then
+# a dict of each column's value, which preparation turns into the set of labels whose column is 1.
+LabelColumn = str | list[str]
+
+
+def _columns(label_column: LabelColumn) -> list[str]:
+    return [label_column] if isinstance(label_column, str) else list(label_column)
+
+
+def _label_of(get: Any, label_column: LabelColumn) -> Any:
+    """A row's raw label: `get(column)` of the label column, or a dict over several label columns."""
+    if isinstance(label_column, str):
+        return get(label_column)
+    return {column: get(column) for column in label_column}
+
+
 class DataError(TunetextError, ValueError):
     """Input data that cannot be used as given; the message says where and what to do."""
 
@@ -45,7 +61,7 @@ class RawSplit:
 # --- the user's files ---------------------------------------------------------------------------------
 
 
-def read_file(path: Path, text_column: str, label_column: str) -> RawSplit:
+def read_file(path: Path, text_column: str, label_column: LabelColumn) -> RawSplit:
     """Read a CSV, TSV, JSONL or Parquet file into a raw split."""
     if path.is_dir():
         raise _directory_error(path)
@@ -105,7 +121,7 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
     )
 
 
-def _read_parquet(path: Path, text_column: str, label_column: str) -> RawSplit:
+def _read_parquet(path: Path, text_column: str, label_column: LabelColumn) -> RawSplit:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -122,12 +138,17 @@ def _read_parquet(path: Path, text_column: str, label_column: str) -> RawSplit:
         raise DataError(f"{path}: column {text_column!r} holds {kind} values, not text (strings). Choose "
                         "the text column with --text-column (data.text_column), or store the texts as "
                         "strings.")
-    texts, labels = table.column(text_column).to_pylist(), table.column(label_column).to_pylist()
+    texts = table.column(text_column).to_pylist()
+    if isinstance(label_column, str):
+        labels = table.column(label_column).to_pylist()
+    else:
+        values = {column: table.column(column).to_pylist() for column in label_column}
+        labels = [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
     return RawSplit(str(path), texts, labels, list(range(1, len(texts) + 1)), "row")
 
 
-def _check_columns(path: Path | str, columns: list[str], text_column: str, label_column: str) -> None:
-    missing = [c for c in (text_column, label_column) if c not in columns]
+def _check_columns(path: Path | str, columns: list[str], text_column: str, label_column: LabelColumn) -> None:
+    missing = [c for c in (text_column, *_columns(label_column)) if c not in columns]
     if missing:
         raise DataError(
             f"{path}: no column {' or '.join(repr(m) for m in missing)}; the columns are "
@@ -136,7 +157,7 @@ def _check_columns(path: Path | str, columns: list[str], text_column: str, label
         )
 
 
-def _read_delimited(path: Path, delimiter: str, text_column: str, label_column: str) -> RawSplit:
+def _read_delimited(path: Path, delimiter: str, text_column: str, label_column: LabelColumn) -> RawSplit:
     split = RawSplit(str(path), row_unit="line")
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
@@ -145,7 +166,8 @@ def _read_delimited(path: Path, delimiter: str, text_column: str, label_column: 
         except StopIteration:
             raise DataError(f"{path}: the file is empty") from None
         _check_columns(path, header, text_column, label_column)
-        ti, li = header.index(text_column), header.index(label_column)
+        ti = header.index(text_column)
+        where = {column: header.index(column) for column in _columns(label_column)}
         line = reader.line_num + 1
         try:
             for record in reader:
@@ -158,7 +180,9 @@ def _read_delimited(path: Path, delimiter: str, text_column: str, label_column: 
                         f"is a text containing {delimiter!r} missing its quotes?"
                     )
                 split.texts.append(record[ti] if ti < len(record) else None)
-                split.labels.append(record[li] if li < len(record) else None)
+                split.labels.append(_label_of(
+                    lambda column, r=record: r[where[column]] if where[column] < len(r) else None,
+                    label_column))
                 split.rows.append(line)
                 line = reader.line_num + 1
         except csv.Error as exc:
@@ -166,7 +190,7 @@ def _read_delimited(path: Path, delimiter: str, text_column: str, label_column: 
     return split
 
 
-def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSplit:
+def _read_jsonl(path: Path, text_column: str, label_column: LabelColumn) -> RawSplit:
     split = RawSplit(str(path), row_unit="line")
     seen_columns: set[str] = set()
     with open(path, encoding="utf-8") as f:
@@ -185,11 +209,11 @@ def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSplit:
             if text is not None and not isinstance(text, str):
                 raise _json_text_error(path, line_no, text_column, text)
             split.texts.append(text)
-            split.labels.append(record.get(label_column))
+            split.labels.append(_label_of(record.get, label_column))
             split.rows.append(line_no)
     if not split.texts:
         raise DataError(f"{path}: the file holds no records")
-    if text_column not in seen_columns or label_column not in seen_columns:
+    if not {text_column, *_columns(label_column)} <= seen_columns:
         _check_columns(path, sorted(seen_columns), text_column, label_column)
     return split
 
@@ -214,7 +238,7 @@ def _json_text_error(path: Path, line_no: int, text_column: str, value: Any) -> 
 # --- Hugging Face datasets ----------------------------------------------------------------------------
 
 
-def read_hf_dataset(name_or_path: str, text_column: str, label_column: str) -> dict[str, RawSplit]:
+def read_hf_dataset(name_or_path: str, text_column: str, label_column: LabelColumn) -> dict[str, RawSplit]:
     """Read a hub dataset name (needs internet) or a folder written by `datasets.save_to_disk`.
 
     A name found nowhere raises `FileNotFoundError`, for the caller to say what else it could have been.
@@ -245,11 +269,30 @@ def read_hf_dataset(name_or_path: str, text_column: str, label_column: str) -> d
         if not (isinstance(text, datasets.Value) and text.dtype in ("string", "large_string")):
             raise DataError(f"{name_or_path} [{split_name}]: column {text_column!r} holds {text}, not text "
                             "(strings); choose the text column with --text-column (data.text_column)")
-        feature = ds.features[label_column]
-        names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-        splits[canonical] = RawSplit(f"{name_or_path} [{split_name}]", list(ds[text_column]),
-                                     list(ds[label_column]), list(range(1, len(ds) + 1)), "row", names)
+        splits[canonical] = _hf_split(f"{name_or_path} [{split_name}]", ds, text_column, label_column)
     if "train" not in splits:
         raise DataError(f"{name_or_path}: no 'train' split; found {', '.join(loaded)}")
     return splits
+
+
+def _hf_split(origin: str, ds: Any, text_column: str, label_column: LabelColumn) -> RawSplit:
+    """One split of a Hugging Face dataset. A ClassLabel column's indices keep their names; so do those of a
+    list of ClassLabel (a multi-label column, as in go_emotions), mapped to the names here."""
+    import datasets
+
+    rows = list(range(1, len(ds) + 1))
+    if not isinstance(label_column, str):
+        columns = {column: list(ds[column]) for column in label_column}
+        labels = [{column: values[i] for column, values in columns.items()} for i in range(len(ds))]
+        return RawSplit(origin, list(ds[text_column]), labels, rows, "row")
+    feature = ds.features[label_column]
+    inner = getattr(feature, "feature", None)  # Sequence(ClassLabel) or [ClassLabel]
+    if isinstance(feature, list) and feature:
+        inner = feature[0]
+    if isinstance(inner, datasets.ClassLabel):
+        names = list(inner.names)
+        sets: list[Any] = [None if value is None else [names[v] for v in value] for value in ds[label_column]]
+        return RawSplit(origin, list(ds[text_column]), sets, rows, "row")
+    declared = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    return RawSplit(origin, list(ds[text_column]), list(ds[label_column]), rows, "row", declared)
 

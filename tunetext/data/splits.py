@@ -70,6 +70,7 @@ class Dataset:
     label_names: list[str]
     report: list[str] = field(default_factory=list)
     task: str = "single_label"
+    task_reason: str = ""  # why `task`: set in data.task, or what inference saw in the labels
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}

@@ -33,6 +33,7 @@ from tunetext.models.loading import (
     ADAPTER_CONFIG,
     CATALOGUE,
     LOAD_ERRORS,
+    PROBLEM_TYPES,
     CatalogueModel,
     attention_kernel,
     converted_gguf,
@@ -41,14 +42,16 @@ from tunetext.models.loading import (
     load_classifier,
     load_tokenizer,
     resolve,
+    task_of,
 )
 from tunetext.models.prefix import PrefixCacheUnsupported, encode_prefix, forward_top, prefix_split
 
 __all__ = [
-    "ADAPTER_CONFIG", "CATALOGUE", "FAMILIES", "LOAD_ERRORS", "CatalogueModel", "Family", "GPT2Classifier",
+    "ADAPTER_CONFIG", "CATALOGUE", "FAMILIES", "LOAD_ERRORS", "PROBLEM_TYPES", "CatalogueModel", "Family",
+    "GPT2Classifier",
     "ModelError", "Parent", "PrefixCacheUnsupported", "attention_kernel", "blocks", "converted_gguf",
     "encode_prefix", "family_of", "final_norm", "forward_top", "frozen_prefix_modules", "head_linear",
     "head_modules", "head_parameter_names", "load_adapter_classifier", "load_causal_lm", "load_classifier",
     "load_parent", "load_tokenizer", "plan_parent", "pooled_positions", "prefix_split", "remap_head",
-    "resolve", "train_mode", "truncate_blocks", "unwrap_peft", "with_parent_model",
+    "resolve", "task_of", "train_mode", "truncate_blocks", "unwrap_peft", "with_parent_model",
 ]

@@ -244,12 +244,25 @@ def attention_kernel(choice: str, device: torch.device) -> str:
     return choice
 
 
+# tunetext's task (data.task) as transformers' `problem_type`, which its own loss and `pipeline` read.
+PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
+                 "regression": "regression"}
+
+
+def task_of(model_config: Any) -> str:
+    """The task a loaded model was trained for, from its config's `problem_type` (unset: single_label)."""
+    found = {v: k for k, v in PROBLEM_TYPES.items()}.get(getattr(model_config, "problem_type", None) or "")
+    return found or "single_label"
+
+
 def load_classifier(name_or_path: str, label_names: list[str] | None = None, attention: str = "auto",
-                    device: torch.device | None = None, implementation: str = "transformers"):
+                    device: torch.device | None = None, implementation: str = "transformers",
+                    task: str = "single_label"):
     """Load `(model, tokenizer, family)` for sequence classification.
 
-    From a pretrained base, pass `label_names` to get a fresh head of that size; from a fine-tuned run
-    (its config holds `id2label`), leave `label_names` as None. `implementation="scratch"` builds
+    From a pretrained base, pass `label_names` to get a fresh head of that size (for `task` regression,
+    one output named by the one label name); from a fine-tuned run (its config holds `id2label` and the
+    task as `problem_type`), leave `label_names` as None. `implementation="scratch"` builds
     `tunetext.models.gpt`'s readable GPT-2 instead of transformers' (GPT-2 checkpoints only).
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -266,7 +279,7 @@ def load_classifier(name_or_path: str, label_names: list[str] | None = None, att
     kwargs = {}
     if label_names is not None:
         kwargs = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-                  "label2id": {n: i for i, n in enumerate(label_names)}}
+                  "label2id": {n: i for i, n in enumerate(label_names)}, "problem_type": PROBLEM_TYPES[task]}
     kernel = attention_kernel(attention, device or torch.device("cpu"))
     if implementation == "scratch":
         return _load_scratch_gpt2(path, config.model_type, kernel, tokenizer.pad_token_id, kwargs), \
@@ -337,13 +350,13 @@ def _load_scratch_gpt2(path: str, model_type: str, kernel: str, pad_token_id: in
 
 def load_adapter_classifier(run_dir: str | Path, base_name: str, label_names: list[str],
                             student_layers: int | None = None, attention: str = "auto",
-                            device: torch.device | None = None):
+                            device: torch.device | None = None, task: str = "single_label"):
     """`(model, tokenizer)` of a run saved as a PEFT adapter (`adapter_config.json`): the base model
     `base_name` (the run's `model.name`) with a head of the run's labels, then the adapter, whose saved
     head weights replace the new head's."""
     from peft import PeftModel
 
-    model, tokenizer, family = load_classifier(base_name, label_names, attention, device)
+    model, tokenizer, family = load_classifier(base_name, label_names, attention, device, task=task)
     if student_layers is not None:
         truncate_blocks(model, family, student_layers)
     try:
