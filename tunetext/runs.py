@@ -224,7 +224,8 @@ def write_run(run_dir: Path, model: Any, tokenizer: Any, config: RunConfig, metr
     write_json(run_dir / DATA, data)
     (run_dir / "README.md").write_text(README_TEMPLATE.format(
         model=config.model.name, data=config.data.source, strategy=config.train.strategy,
-        labels=", ".join(label_names), scores=_test_scores(metrics["test"]), path=run_dir, loading=loading_note(run_dir, config.model.name),
+        labels=", ".join(label_names), scores=_test_scores(metrics["test"]), path=run_dir,
+        loading=loading_note(run_dir, config.model.name),
         parent="" if parent is None else f"Started from the weights of the run `{parent['run_dir']}`.\n"))
     lineage = {} if parent is None else {"parent": parent}
     finish(run_dir, {"tunetext_version": tunetext_version, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),

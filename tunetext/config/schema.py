@@ -259,8 +259,8 @@ class TrainConfig(_Section):
         "auto", description="Validation metric for early stopping, picking the best weights and search "
         "(higher is better). `auto`: macro_f1 (single_label), micro_f1 (multi_label), r2 (regression). "
         "Single-label takes macro_f1, accuracy or weighted_f1; multi-label micro_f1, macro_f1, samples_f1, "
-        "weighted_f1 or subset_accuracy (at 0.5, before thresholds are tuned); regression r2, pearson, spearman, neg_mae or "
-        "neg_rmse.")
+        "weighted_f1 or subset_accuracy (at 0.5, before thresholds are tuned); regression r2, pearson, "
+        "spearman, neg_mae or neg_rmse.")
     regression_loss: Literal["mse", "huber"] = Field(
         "mse", description="task regression: the loss on standardised targets, mean squared error or Huber "
         "(delta 1 standard deviation: less pulled by outlying targets).")
