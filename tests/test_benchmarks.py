@@ -19,6 +19,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import machine  # noqa: E402
+import tasks  # noqa: E402
 import train_speed  # noqa: E402
 
 
@@ -185,3 +186,83 @@ def test_precision_times_both_ways_and_records_the_choice(tmp_path, tiny_bert):
     train = report["train"]
     assert train["fp32_over_bf16"] == pytest.approx(train["seconds"]["fp32"] / train["seconds"]["bf16"])
     assert report["auto_chose"] == ("bf16" if report["machine"]["auto_bf16_cpu"] else "fp32")
+
+
+def _task_data(tmp_path: Path, tiny_csv: Path) -> tuple[Path, Path]:
+    """The tiny texts with tags drawn from their words (some rows none) as multi-label JSONL, and with a
+    number from their length as regression CSV."""
+    import csv
+
+    tags = {"prize": ("won", "win", "prize", "award", "voucher"),
+            "food": ("coffee", "pizza", "curry", "lunch"), "reply": ("call", "text", "txt", "reply", "send")}
+    with open(tiny_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    multi, numeric = tmp_path / "multi.jsonl", tmp_path / "numeric.csv"
+    multi.write_text("".join(json.dumps({"text": r["text"], "label": [
+        tag for tag, words in tags.items() if any(w in r["text"].lower() for w in words)]}) + "\n"
+        for r in rows))
+    with numeric.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows((r["text"], len(r["text"]) / 10 + 2.0 * (r["label"] == "spam")) for r in rows)
+    return multi, numeric
+
+
+def test_tasks_compares_tunetext_with_tfidf_on_both_tasks(tmp_path, tiny_bert, tiny_csv):
+    # Until issue 15's task types are in tunetext; then this line finds the module and can go.
+    pytest.importorskip("tunetext.task_metrics", reason="multi-label and regression not in tunetext yet")
+    multi, numeric = _task_data(tmp_path, tiny_csv)
+    out = tmp_path / "tasks.json"
+    run_script("tasks.py", "--multi-label-data", multi, "--regression-data", numeric, "--model", tiny_bert,
+               "--seeds", "2", "--subsample", "30", "--set", "train.epochs=2", "--set", "train.batch_size=8",
+               "--set", "data.val_fraction=0.2", "--workdir", tmp_path / "work", "--output", out)
+    report = json.loads(out.read_text())
+    assert_machine_recorded(report)
+    assert report["complete"] and set(report["parts"]) == {"multi_label", "regression"}
+    for entry in report["parts"].values():
+        runs = entry["tunetext"]["per_seed"]
+        assert [r["seed"] for r in runs] == [42, 43] and not any("error" in r for r in runs)
+        # Both ways saw the same rows: the runs' data.json fingerprints match the baseline's split, and
+        # the training split is the subsample.
+        assert entry["same_split"] and entry["split_sizes"] == entry["baseline_split_sizes"]
+        assert entry["split_sizes"]["train"] <= 32
+        base = entry["baseline"]
+        assert base["chosen"] == {next(iter(base["settings"]["grid"])):
+                                  float(max(base["val_by_grid"], key=base["val_by_grid"].get))}
+        assert len(base["val_by_grid"]) == len(next(iter(base["settings"]["grid"].values())))
+        assert base["wall_seconds"] > 0 and entry["tunetext"]["wall_seconds"]["mean"] > \
+            entry["tunetext"]["train_seconds"]["mean"] > 0
+        for key, target in entry["targets"]["fine_tuned_beats_tfidf"].items():
+            assert target["tunetext"] == pytest.approx(entry["tunetext"]["test"][key]["mean"])
+            assert target["met"] == (target["margin"] > 0)
+    multi_entry = report["parts"]["multi_label"]
+    beats = multi_entry["targets"]["fine_tuned_beats_tfidf"]
+    assert set(beats) == {f"{way}.{m}" for way in ("tuned", "at_0.5")
+                          for m in ("micro_f1", "macro_f1", "subset_accuracy", "hamming_loss")}
+    assert set(multi_entry["baseline"]["thresholds"]) == set(multi_entry["label_names"])
+    assert beats["tuned.micro_f1"]["tfidf"] == multi_entry["baseline"]["test"]["tuned"]["micro_f1"]
+    assert "tuned_beats_0.5_on_macro_f1" in multi_entry["targets"]
+    assert set(report["parts"]["regression"]["targets"]["fine_tuned_beats_tfidf"]) == {
+        "pearson", "spearman", "mae", "rmse", "r2"}
+    assert "TF-IDF" in out.with_suffix(".md").read_text()
+
+
+def test_tasks_judges_each_target_the_right_way_round():
+    assert tasks.beats("mae", 0.4, 0.5) | {"margin": 0} == {
+        "tunetext": 0.4, "tfidf": 0.5, "better": "lower", "margin": 0, "met": True, "missed_by": 0.0}
+    assert tasks.beats("macro_f1", 0.4, 0.5)["missed_by"] == pytest.approx(0.1)
+    assert not tasks.beats("pearson", 0.5, 0.5)["met"]  # a tie does not beat
+    assert tasks.beats("hamming_loss", 0.2, 0.1)["missed_by"] == pytest.approx(0.1)
+
+    def run(seed: int, score: float) -> dict:
+        return {"seed": seed, "test": {m: score for m in tasks.REGRESSION_METRICS},
+                "split_sha256": {"t": "x"}, "split_sizes": {"train": 3}, "wall_seconds": 2.0,
+                "train_seconds": 1.0}
+
+    entry = {"split_sha256": {"t": "x"}, "tunetext": {"per_seed": [run(42, 0.6), run(43, 0.8)]},
+             "baseline": {"test": {m: 0.5 for m in tasks.REGRESSION_METRICS}}}
+    tasks.summarise("regression", entry)
+    beat = entry["targets"]["fine_tuned_beats_tfidf"]
+    assert entry["tunetext"]["test"]["r2"]["mean"] == pytest.approx(0.7) and entry["same_split"]
+    assert beat["r2"]["met"] and not beat["mae"]["met"] and beat["mae"]["missed_by"] == pytest.approx(0.2)
+    assert not entry["targets"]["all_met"]
