@@ -210,7 +210,6 @@ def _task_data(tmp_path: Path, tiny_csv: Path) -> tuple[Path, Path]:
 
 def test_tasks_compares_tunetext_with_tfidf_on_both_tasks(tmp_path, tiny_bert, tiny_csv):
     # Until issue 15's task types are in tunetext; then this line finds the module and can go.
-    pytest.importorskip("tunetext.task_metrics", reason="multi-label and regression not in tunetext yet")
     multi, numeric = _task_data(tmp_path, tiny_csv)
     out = tmp_path / "tasks.json"
     run_script("tasks.py", "--multi-label-data", multi, "--regression-data", numeric, "--model", tiny_bert,
