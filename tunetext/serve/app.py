@@ -36,7 +36,7 @@ from pydantic_core import PydanticCustomError
 
 from tunetext.precision import use_bf16
 from tunetext.predict import CONTENT, Classifier, Encoded
-from tunetext.runs import read_run
+from tunetext.runs import DATA, RunError, read_json, read_run
 from tunetext.serve.batching import Batcher, BusyError, Engine, StoppedError, TextResult
 from tunetext.serve.guard import OPEN_PATHS, Guard, Metrics
 from tunetext.serve.protocol import ConnectionLimits
@@ -146,7 +146,9 @@ class PredictRequest(BaseModel):
     texts: list[Text] = Field(None, min_length=1, description="Texts to classify; the answer is a list "  # type: ignore[arg-type]
                               "of predictions in the same order.")
     top_k: Integer = Field(None, ge=1, description="Return only the k most probable labels, "  # type: ignore[assignment]
-                             "most probable first (default: every label, in the model's order).")
+                             "most probable first (default: every label, in the model's order); for a "
+                             "multi-label run, `labels` then holds only those of them over their "
+                             "thresholds. A regression run has no labels: top_k is refused (422).")
 
     @model_validator(mode="after")
     def _one_of(self) -> PredictRequest:
@@ -156,10 +158,12 @@ class PredictRequest(BaseModel):
         return self
 
 
-class PredictionOut(BaseModel):
-    label: str = Field(description="The most probable label.")
-    score: float = Field(description="Its probability.")
-    probabilities: dict[str, float] = Field(description="Probability per label.")
+class _TextOut(BaseModel):
+    """What every answer says about how much of its text was read, whatever the run's task."""
+
+    # additionalProperties false in the schema: an answer with another task's fields violates it.
+    model_config = ConfigDict(extra="forbid")
+
     truncated: bool = Field(description="True when the text was longer than the model's window "
                             "(`max_length` tokens, see /info) and only part of it was classified: its start, "
                             "or with the run's data.long_text=head_tail its start and end, or with chunks "
@@ -167,6 +171,35 @@ class PredictionOut(BaseModel):
     chunks: int | None = Field(None, description="Only for a run trained with data.long_text=chunks: how "
                                "many windows of the text were scored; its answer pools them (1 for a short "
                                "text).")
+
+
+class PredictionOut(_TextOut):
+    """A single-label run's answer for one text."""
+
+    label: str = Field(description="The most probable label.")
+    score: float = Field(description="Its probability.")
+    probabilities: dict[str, float] = Field(description="Probability per label.")
+
+
+class MultiLabelOut(_TextOut):
+    """A multi-label run's answer for one text."""
+
+    labels: list[str] = Field(description="Every label whose probability reaches its threshold (tuned on "
+                              "validation when the run finished, see /info), most probable first; [] when "
+                              "none does. With `top_k`, only those among the k most probable.")
+    probabilities: dict[str, float] = Field(description="Probability per label, each on its own (sigmoid: "
+                                            "they need not sum to 1).")
+
+
+class RegressionOut(_TextOut):
+    """A regression run's answer for one text."""
+
+    value: float = Field(description="The predicted value, on the scale of the training targets.")
+
+
+# The answer's model for each task: the app documents the one of the run it serves.
+ANSWERS: dict[str, type[_TextOut]] = {"single_label": PredictionOut, "multi_label": MultiLabelOut,
+                                      "regression": RegressionOut}
 
 
 class ErrorOut(BaseModel):
@@ -191,6 +224,15 @@ class InfoOut(BaseModel):
     tunetext_version: str
     metrics: dict[str, Any] = Field(description="The run's test-set metrics (empty if it has none).")
     serving: dict[str, Any]
+    task: Literal["single_label", "multi_label", "regression"] = Field(
+        description="What /predict answers: `label` and `probabilities` (single_label), `labels` over "
+        "their thresholds and `probabilities` (multi_label), or `value` (regression).")
+    thresholds: dict[str, float] | None = Field(description="multi_label: each label's decision "
+                                                "threshold; otherwise null.")
+    scale: dict[str, Any] | None = Field(description="regression: the range the values are shown on, "
+                                         "`low` and `high`, and `source`: the training targets' min and max "
+                                         "(data.json), or their mean ± 3 std (metrics.json) where the run "
+                                         "lacks those; otherwise null.")
 
 
 class ReadyOut(BaseModel):
@@ -264,6 +306,12 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
     settings = settings or ServeSettings()
     run_dir = Path(run_dir)
     config, run_metrics, _ = read_run(run_dir)  # a bad directory fails here, before any port is opened
+    # The task decides the answer's shape, and so the OpenAPI schema, which is built before the model loads.
+    task = run_metrics.get("task", {}).get("type", "single_label")
+    if task not in ANSWERS:
+        raise RunError(f"{run_dir / 'metrics.json'} names the task {task!r}, which this version of tunetext "
+                       f"cannot serve ({', '.join(ANSWERS)}); serve it with the tunetext that trained it")
+    answer_model = ANSWERS[task]
     state = _State(settings, Metrics())
     page = (resources.files("tunetext") / "static" / "index.html").read_text(encoding="utf-8")
 
@@ -271,6 +319,9 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
     async def lifespan(app: FastAPI):
         threads, bf16 = settings.inference_threads(), settings.bf16()
         clf = await asyncio.to_thread(Classifier.load, run_dir)
+        if clf.task != task:  # the model's config and metrics.json disagree: the folder was mixed up
+            raise RunError(f"{run_dir}: metrics.json says the task is {task} but the model's config.json "
+                           f"says {clf.task}; the run folder holds files of different runs")
         engine = Engine(clf, settings.pass_size, bf16)
         state.classifier, state.engine = clf, engine
         # One torch thread per inference thread (torch's setting is per thread, so it is set on each).
@@ -289,6 +340,8 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
             "serving": {**settings.model_dump(exclude={"api_key"}), "threads": threads,
                         "precision": "bf16" if bf16 else "fp32",
                         "api_key_required": settings.api_key is not None},
+            "task": task, "thresholds": clf.thresholds,
+            "scale": _scale(run_dir, run_metrics) if task == "regression" else None,
         }
         state.ready = True
         try:
@@ -336,7 +389,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
     # The body is parsed here rather than by FastAPI, so that every way a body can be wrong (not UTF-8, not
     # JSON, not an object, wrong fields) ends as one kind of answer: 422 naming the field.
     @app.post("/predict", summary="Classify one text or a list of texts",
-              response_model=PredictionOut | list[PredictionOut], responses=ERRORS,
+              response_model=answer_model | list[answer_model], responses=ERRORS,  # type: ignore[valid-type]
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
     async def predict(request: Request) -> Response:
@@ -345,6 +398,9 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
         except ValidationError as exc:
             return _unprocessable(exc.errors())
         clf, engine, batcher = _ready_or_503()
+        if task == "regression" and body.top_k is not None:
+            return _unprocessable([{"type": "top_k_regression", "loc": ("top_k",), "msg": "this run predicts "
+                                    "a value (regression), not labels: leave out top_k"}])
         single = body.text is not None
         texts = [body.text] if single else body.texts
         if len(texts) > settings.max_texts:
@@ -370,8 +426,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                                 "--max-request-tokens")
         with _busy_as_503():
             results = await batcher.submit(encoded)
-        answers = [_answer(r, clf.label_names, body.top_k, truncated=e.truncated, chunks=e.chunks)
-                   for r, e in zip(results, encoded, strict=True)]
+        answers = [_answer(clf, r, body.top_k, e) for r, e in zip(results, encoded, strict=True)]
         state.metrics.truncated.inc(sum(a["truncated"] for a in answers))
         # Built by hand, not through `response_model`: the schema is the same, without a validation pass
         # over every answer.
@@ -384,27 +439,54 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
         return JSONResponse(status_code=500, content={
             "detail": "the server failed while answering this request; the error is in the server's log"})
 
-    _document(app, settings)
+    _document(app, settings, task)
     app.add_middleware(Guard, metrics=state.metrics, max_body_bytes=settings.max_body_bytes,
                        api_key=settings.api_key.get_secret_value() if settings.api_key else None)
     return app
 
 
-def _answer(result: TextResult, labels: list[str], top_k: int | None, truncated: bool,
-            chunks: list[list[int]] | None = None) -> dict[str, Any]:
+def _answer(clf: Classifier, result: TextResult, top_k: int | None, encoded: Encoded) -> dict[str, Any]:
+    """One text's answer in the shape of the run's task (`ANSWERS`), from `Classifier.answer`, so that the
+    service thresholds and scales exactly as `Classifier.predict` does."""
     assert result.probabilities is not None
-    probs = [float(p) for p in result.probabilities]
-    best = max(range(len(probs)), key=probs.__getitem__)
-    order = sorted(range(len(probs)), key=lambda i: -probs[i])[:top_k] if top_k else range(len(probs))
-    answer = {"label": labels[best], "score": probs[best],
-              "probabilities": {labels[i]: probs[i] for i in order}, "truncated": truncated}
+    chunks = None if encoded.chunks is None else len(encoded.chunks)
+    prediction = clf.answer(result.probabilities, encoded.truncated, chunks)
+    answer: dict[str, Any]
+    if clf.task == "regression":
+        answer = {"value": prediction.value}
+    else:
+        probs = prediction.probabilities  # in the model's label order
+        kept = sorted(probs, key=lambda name: -probs[name])[:top_k] if top_k else list(probs)
+        if clf.task == "multi_label":
+            answer = {"labels": [name for name in prediction.labels if name in kept]}
+        else:
+            answer = {"label": prediction.label, "score": prediction.score}
+        answer["probabilities"] = {name: probs[name] for name in kept}
+    answer["truncated"] = prediction.truncated
     if chunks is not None:  # only runs trained with data.long_text=chunks say how many windows were pooled
-        answer["chunks"] = len(chunks)
+        answer["chunks"] = chunks
     return answer
 
 
-def _document(app: FastAPI, settings: ServeSettings) -> None:
-    """Put the per-app limits and the API key into the OpenAPI schema, so docs and fuzzers know them."""
+def _scale(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The range a regression run's values are drawn on by the page: the training targets' min and max
+    (data.json), else their mean ± 3 std (metrics.json's task record), else None."""
+    target = read_json(run_dir / DATA).get("train", {}).get("target", {}) if (run_dir / DATA).is_file() \
+        else {}
+    if isinstance(target.get("min"), int | float) and isinstance(target.get("max"), int | float) \
+            and target["max"] > target["min"]:
+        return {"low": float(target["min"]), "high": float(target["max"]),
+                "source": "the training targets' min and max (data.json)"}
+    mean, std = metrics.get("task", {}).get("target_mean"), metrics.get("task", {}).get("target_std")
+    if isinstance(mean, int | float) and isinstance(std, int | float) and std > 0:
+        return {"low": mean - 3 * std, "high": mean + 3 * std,
+                "source": "the training targets' mean ± 3 std (metrics.json)"}
+    return None
+
+
+def _document(app: FastAPI, settings: ServeSettings, task: str) -> None:
+    """Put the per-app limits, the API key and what the run's task accepts into the OpenAPI schema, so docs
+    and fuzzers know them."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -413,6 +495,11 @@ def _document(app: FastAPI, settings: ServeSettings) -> None:
             schema["components"]["schemas"]["PredictRequest"] = PredictRequest.model_json_schema()
             schema["components"]["schemas"]["PredictRequest"]["properties"]["texts"]["maxItems"] = \
                 settings.max_texts
+            if task == "regression":  # no labels to keep the top k of: the field is refused (422)
+                request = schema["components"]["schemas"]["PredictRequest"]
+                del request["properties"]["top_k"]
+                request["examples"] = [{k: v for k, v in example.items() if k != "top_k"}
+                                       for example in request["examples"]]
             if settings.api_key is not None:
                 schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
                 for path, ops in schema["paths"].items():
