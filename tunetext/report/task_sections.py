@@ -25,6 +25,7 @@ from tunetext.report.sections import (
     _section,
     _short,
 )
+from tunetext.task_metrics import ECE_BINS, MIN_POSITIVES, THRESHOLD_FLOOR
 
 MAX_CURVES = 12  # threshold curves drawn (the most frequent labels); the table lists every label
 GRID = np.linspace(0.01, 0.99, 99)  # thresholds a curve is drawn at
@@ -49,22 +50,21 @@ def thresholds(fig_out: Figures, metrics: dict[str, Any], val: SplitScores | Non
                problem: str | None) -> str:
     """Headline scores at the tuned thresholds against 0.5, and per label F1 against the threshold on
     validation (where the thresholds were tuned) with the chosen threshold and 0.5 marked, test dotted."""
-    tuned, base = metrics["test"], metrics["test"].get("at_0.5")
+    tuned, base, record = metrics["test"], metrics["test"].get("at_0.5"), metrics.get("task", {})
     keys = ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss")
     rows = [("tuned thresholds", tuned)] + ([("0.5 for every label", base)] if base else [])
     table = ("<table><thead><tr><th>test</th>" + "".join(f"<th>{_name(k)}</th>" for k in keys)
              + "</tr></thead><tbody>" + "".join(
                  f"<tr><td>{name}</td>" + "".join(f"<td>{m[k]:.3f}</td>" for k in keys) + "</tr>"
                  for name, m in rows) + "</tbody></table>")
+    floor, fewest = record.get("floor", THRESHOLD_FLOOR), record.get("min_positives", MIN_POSITIVES)
     intro = ("Each label is predicted when its probability reaches its own threshold, the one that "
-             "maximised that label's F1 on the validation split (never below "
-             f"{metrics['task'].get('floor', 0.05)}; 0.5 when validation has fewer than "
-             f"{metrics['task'].get('min_positives', 3)} positives of the label). Hamming loss is "
-             "lower-better.")
+             f"maximised that label's F1 on the validation split (never below {floor}; 0.5 when validation "
+             f"has fewer than {fewest} positives of the label). Hamming loss is lower-better.")
     if val is None or val.values is None:
         return _section("thresholds", intro, table, f'<p class="warn">{_e(problem)}</p>')
     names = tuned["label_names"]
-    chosen = metrics["task"].get("thresholds", {})
+    chosen = record.get("thresholds", {})
     support = dict(zip(names, (int(c) for c in val.labels.sum(axis=0)), strict=True))
     shown = _shown_labels(names, support)
     cols = min(4, len(shown))
@@ -101,7 +101,7 @@ def per_label(metrics: dict[str, Any]) -> str:
     """Every label's threshold, how it was chosen, and precision, recall and F1 at it and at 0.5."""
     tuned = metrics["test"]
     base = tuned.get("at_0.5", tuned)
-    how = metrics["task"].get("how", {})
+    how = metrics.get("task", {}).get("how", {})
     heads = ("threshold", "chosen", "precision", "recall", "F1", "precision at 0.5", "recall at 0.5",
              "F1 at 0.5", "support", "predicted")
     rows = []
@@ -135,8 +135,8 @@ def label_calibration(fig_out: Figures, test: dict[str, Any]) -> str:
     ax.invert_yaxis()
     ax.set(xlabel="expected calibration error (ECE) on the test set",
            xlim=(0, max(0.1, 1.2 * max(ece.values(), default=0))))
-    intro = ("How far each label's probability is from how often the label is right, in 15 probability "
-             "bins, weighted by examples (0 is perfect). Mean over the labels: "
+    intro = (f"How far each label's probability is from how often the label is right, in {ECE_BINS} "
+             "probability bins, weighted by examples (0 is perfect). Mean over the labels: "
              f"{test['calibration']['ece_mean']:.3f}. The probabilities are the model's sigmoids as they are "
              "(nothing rescales them); the tuned thresholds make the decisions.")
     return _section("calibration", intro, fig_out(fig, "calibration", "calibration error per label"))
