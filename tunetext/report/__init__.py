@@ -2,6 +2,6 @@
 the sections in `sections`."""
 
 from tunetext.report.page import report
-from tunetext.report.sections import SECTIONS, SplitScores, mistakes_table
+from tunetext.report.sections import SECTIONS, TASK_SECTIONS, SplitScores, mistakes_table
 
-__all__ = ["SECTIONS", "SplitScores", "mistakes_table", "report"]
+__all__ = ["SECTIONS", "TASK_SECTIONS", "SplitScores", "mistakes_table", "report"]

@@ -2,8 +2,11 @@
 
 The page shows the headline numbers, learning curves, the test confusion matrix, per-class scores, a
 reliability diagram before and after temperature scaling, the most confident test mistakes with their
-texts, before vs after fine-tuning (and prompt baselines when the run has them), and the data. Images are
-inline (base64 data URIs) and the CSS is inline: the file can be mailed or attached as it is.
+texts, before vs after fine-tuning (and prompt baselines when the run has them), and the data. A
+multi-label run shows per-label threshold curves, per-label scores at the tuned thresholds and at 0.5,
+per-label calibration and the largest per-label errors instead; a regression run a predicted-vs-true
+scatter, its residuals and the largest errors (`task_sections`). Images are inline (base64 data URIs)
+and the CSS is inline: the file can be mailed or attached as it is.
 
 `sections` writes each part of the page; this module gathers the inputs, lays out the page and writes it.
 """
@@ -23,11 +26,11 @@ from tunetext import runs
 from tunetext.assets import FetchError
 from tunetext.batches import LongText
 from tunetext.config import RunConfig
-from tunetext.data import DataError, load_dataset
-from tunetext.evaluate import with_progress
-from tunetext.inference import iter_log_probs
+from tunetext.data import DataError, Split, load_dataset
+from tunetext.evaluate import multi_hot, to_values, with_progress
+from tunetext.inference import iter_log_probs, sigmoid
 from tunetext.predict import Classifier
-from tunetext.report import sections
+from tunetext.report import sections, task_sections
 from tunetext.version import __version__
 
 log = logging.getLogger(__name__)
@@ -47,9 +50,10 @@ def report(run_dir: str | Path, output: str | Path | None = None, batch_size: in
 
     `output` is the HTML file (default `RUN_DIR/report/report.html`); the figures are also written as
     PNG files next to it. The test split is reloaded from the run's data config (same preparation and
-    seed, so the same split) and scored again for the mistakes and the reliability diagram; if the data
-    cannot be read, those parts say why and the rest of the report is still written. `progress` shows a
-    progress bar on stderr while the test split is scored, on a terminal only.
+    seed, so the same split) and scored again for the mistakes and the reliability diagram (multi-label:
+    the validation split too, for the threshold curves; regression: for the scatter and the largest
+    errors); if the data cannot be read, those parts say why and the rest of the report is still written.
+    `progress` shows a progress bar on stderr while the splits are scored, on a terminal only.
     """
     import matplotlib  # here, not at the top: only writing a report needs it, and it is slow to import
 
@@ -58,20 +62,33 @@ def report(run_dir: str | Path, output: str | Path | None = None, batch_size: in
     out = Path(output) if output is not None else run_dir / "report" / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     data_info = _read_json(run_dir / runs.DATA)
-    scores, problem = _score_test(run_dir, config, data_info, batch_size, progress)
+    clf = Classifier.load(run_dir)
+    task = clf.task
+    # Multi-label threshold curves are drawn on validation, where the thresholds were tuned.
+    wanted = ("val", "test") if task == "multi_label" else ("test",)
+    scored, problem = _score_splits(clf, config, data_info, wanted, batch_size, progress)
+    scores = scored.get("test")
     figures = sections.Figures(out.parent)
+    log_entries = _read_log(run_dir / runs.LOG)
     with matplotlib.rc_context(STYLE):
-        body = [
-            sections.header(run_dir, config, metrics, info),
-            sections.warnings(metrics),
-            sections.learning_curves(figures, _read_log(run_dir / runs.LOG), metrics, config),
-            sections.confusion(figures, metrics["test"]),
-            sections.per_class(figures, metrics["test"]),
-            sections.calibration(figures, metrics, scores, problem),
-            sections.mistakes(scores, metrics["test"]["label_names"], problem),
-            sections.before_after(figures, metrics),
-            sections.data(figures, config, data_info, scores),
-        ]
+        head = [sections.header(run_dir, config, metrics, info, clf.label_names),
+                sections.warnings(metrics),
+                sections.learning_curves(figures, log_entries, metrics, config)]
+        if task == "multi_label":
+            middle = [task_sections.thresholds(figures, metrics, scored.get("val"), scores, problem),
+                      task_sections.per_label(metrics),
+                      task_sections.label_calibration(figures, metrics["test"]),
+                      task_sections.label_mistakes(scores, clf.label_names, clf.thresholds or {}, problem)]
+        elif task == "regression":
+            middle = [task_sections.scatter(figures, metrics["test"], scores, clf.label_names[0], problem),
+                      task_sections.largest_errors(scores, problem)]
+        else:
+            middle = [sections.confusion(figures, metrics["test"]),
+                      sections.per_class(figures, metrics["test"]),
+                      sections.calibration(figures, metrics, scores, problem),
+                      sections.mistakes(scores, metrics["test"]["label_names"], problem)]
+        body = [*head, *middle, sections.before_after(figures, metrics),
+                sections.data(figures, config, data_info, scores)]
     page = PAGE.format(title=html.escape(f"tunetext report: {run_dir.name}"), css=CSS, body="\n".join(body),
                        footer=html.escape(f"tunetext {__version__} · tunetext report {run_dir}"))
     tmp = out.with_name(f".{out.name}.tmp")
@@ -106,24 +123,37 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
     return sorted(entries.values(), key=lambda e: e.get("step", 0))
 
 
-def _score_test(run_dir: Path, config: RunConfig, data_info: dict[str, Any],
-                batch_size: int, progress: bool = True) -> tuple[sections.SplitScores | None, str | None]:
-    """Reload the run's test split and score it; `(None, why)` if the data cannot be read."""
-    clf = Classifier.load(run_dir)
+def _score_splits(clf: Classifier, config: RunConfig, data_info: dict[str, Any], wanted: tuple[str, ...],
+                  batch_size: int, progress: bool = True
+                  ) -> tuple[dict[str, sections.SplitScores], str | None]:
+    """Reload the run's splits and score those in `wanted` ("val", "test") the way evaluation does
+    (`iter_log_probs`); `({}, why)` if the data cannot be read."""
     try:
         dataset = load_dataset(config.data, label_names=clf.label_names)
     except (DataError, FetchError, OSError) as exc:
-        log.warning("report: cannot reload the test data (%s); leaving out the mistakes and the "
-                    "uncalibrated reliability diagram", exc)
-        return None, f"The run's data could not be read again ({exc}), so this part is missing."
-    test = dataset.test
-    log_probs = np.concatenate([lp for _, lp in with_progress(iter_log_probs(
-        clf.model, clf.tokenizer, test.texts, config.model.max_length, batch_size,
-        template=config.data.template, long_text=LongText.of(config.data)), len(test),
-        "report: scoring test", progress)])
-    matches = data_info.get("test", {}).get("sha256") in (None, test.fingerprint())
-    scores = sections.SplitScores(test.texts, np.asarray(test.labels), log_probs, clf.temperature, matches)
-    return scores, None
+        log.warning("report: cannot reload the data (%s); leaving out the parts drawn from the re-scored "
+                    "texts", exc)
+        return {}, f"The run's data could not be read again ({exc}), so this part is missing."
+    return {name: _score(clf, config, dataset.splits()[name], data_info.get(name, {}), name, batch_size,
+                         progress) for name in wanted}, None
+
+
+def _score(clf: Classifier, config: RunConfig, split: Split, recorded: dict[str, Any], name: str,
+           batch_size: int, progress: bool) -> sections.SplitScores:
+    """One split scored: raw scores, the labels as an array (multi-label: multi-hot (n, K)) and, for
+    multi-label and regression, the probabilities or values read from the scores as `evaluate` does."""
+    raw = np.concatenate([lp for _, lp in with_progress(iter_log_probs(
+        clf.model, clf.tokenizer, split.texts, config.model.max_length, batch_size,
+        template=config.data.template, long_text=LongText.of(config.data)), len(split),
+        f"report: scoring {name}", progress)])
+    matches = recorded.get("sha256") in (None, split.fingerprint())
+    if clf.task == "multi_label":
+        labels, values = multi_hot(split.labels, len(clf.label_names)), sigmoid(raw)
+    elif clf.task == "regression":
+        labels, values = np.asarray(split.labels, dtype=np.float64), to_values(raw, clf.task_record)
+    else:
+        labels, values = np.asarray(split.labels), None
+    return sections.SplitScores(split.texts, labels, raw, clf.temperature, matches, values)
 
 
 CSS = """

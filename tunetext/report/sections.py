@@ -15,25 +15,53 @@ from typing import Any
 
 import numpy as np
 
+from tunetext.adaptive import METRICS
 from tunetext.config import RunConfig
 from tunetext.evaluate import ECE_BINS, MetricAccumulator
 from tunetext.inference import softmax_with_temperature
+from tunetext.task_metrics import HEADLINE_KEYS
 
 MAX_MISTAKES = 10  # rows in the table of most confident mistakes
 SECTIONS = (("learning-curves", "Learning curves"), ("confusion-matrix", "Confusion matrix"),
             ("per-class", "Per-class scores"), ("calibration", "Calibration"),
             ("mistakes", "Most confident mistakes"), ("before-after", "Before vs after fine-tuning"),
             ("data", "Data"))
+# The sections of each task's page, in order; single-label's are SECTIONS.
+TASK_SECTIONS = {
+    "single_label": SECTIONS,
+    "multi_label": (("learning-curves", "Learning curves"), ("thresholds", "Per-label thresholds"),
+                    ("per-label", "Per-label scores"), ("calibration", "Calibration"),
+                    ("label-errors", "Largest per-label errors"),
+                    ("before-after", "Before vs after fine-tuning"), ("data", "Data")),
+    "regression": (("learning-curves", "Learning curves"), ("predictions", "Predicted vs true"),
+                   ("errors", "Largest errors"), ("before-after", "Before vs after fine-tuning"),
+                   ("data", "Data")),
+}
+TITLES = {sid: title for sections in TASK_SECTIONS.values() for sid, title in sections}
+# What a degenerate model has not learned, and where to look (`warnings`).
+LEARNED = {"single_label": "to tell the classes apart; look at the confusion matrix",
+           "multi_label": "which labels a text has; look at the per-label scores",
+           "regression": "the targets; look at the predicted-vs-true scatter"}
+# Errors, not scores: lower is better, and on the targets' scale rather than 0 to 1.
+ERRORS = ("mae", "rmse", "neg_mae", "neg_rmse", "hamming_loss")
+# Columns of the before-vs-after table after the task's headline keys.
+EXTRA_COLUMNS = {"single_label": ("weighted_f1",), "multi_label": ("samples_f1", "subset_accuracy"),
+                 "regression": ("rmse", "spearman")}
 BLUE, ORANGE, GREY, RED, GREEN = "#2563eb", "#ea580c", "#9ca3af", "#dc2626", "#16a34a"
 @dataclass
 class SplitScores:
-    """Per-example scores on the run's test split, reloaded and re-scored."""
+    """Per-example scores on one of the run's splits, reloaded and re-scored: `log_probs` are the model's
+    scores as `tunetext.inference` gives them (log-probabilities for single-label, logits for multi-label,
+    standardised outputs for regression); `labels` are class indices, a multi-hot (n, K) array or the
+    targets; `values` are the sigmoid probabilities (n, K) of a multi-label run or the predicted values
+    (n,) of a regression run on the targets' scale (None for single-label)."""
 
     texts: list[str]
     labels: np.ndarray
     log_probs: np.ndarray
     temperature: float
     matches_run: bool  # the reloaded split has the fingerprint recorded in data.json
+    values: np.ndarray | None = None
 
 
 # --- figures ----------------------------------------------------------------------------------------------
@@ -72,13 +100,21 @@ def _e(value: Any) -> str:
 
 
 def _section(sid: str, intro: str, *parts: str) -> str:
-    title = dict(SECTIONS)[sid]
+    title = TITLES[sid]
     return (f'<section id="{sid}"><h2>{title}</h2>' + (f'<p class="intro">{intro}</p>' if intro else "")
             + "".join(parts) + "</section>")
 
 
 def _name(metric: str) -> str:
-    return {"macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}.get(metric, metric)
+    return {"macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "micro_f1": "micro-F1",
+            "samples_f1": "samples-F1", "subset_accuracy": "subset accuracy", "hamming_loss": "Hamming loss",
+            "r2": "R²", "mae": "MAE", "rmse": "RMSE", "pearson": "Pearson", "spearman": "Spearman",
+            "neg_mae": "−MAE", "neg_rmse": "−RMSE"}.get(metric, metric)
+
+
+def task_of(metrics: dict[str, Any]) -> str:
+    """The run's task from its metrics.json (runs from before multi-label have no record: single_label)."""
+    return metrics.get("task", {}).get("type") or metrics["test"].get("task", "single_label")
 
 
 def _count(n: int) -> str:
@@ -93,13 +129,17 @@ def _signed(x: float) -> str:
     return f"{x:+.3f}"
 
 
-def header(run_dir: Path, config: RunConfig, metrics: dict[str, Any], info: dict[str, Any]) -> str:
+def header(run_dir: Path, config: RunConfig, metrics: dict[str, Any], info: dict[str, Any],
+           label_names: list[str]) -> str:
+    """The run's facts, a card per headline test score (the task's `HEADLINE_KEYS`) with its change since
+    before fine-tuning, the calibration error, the test size, and the links to the task's sections."""
     test, before = metrics["test"], metrics.get("before_finetune", {}).get("test")
+    task = task_of(metrics)
     training = metrics.get("training", {})
     tc = config.train
     strategy = f"last_n (last {tc.last_n} blocks and the head)" if tc.strategy == "last_n" else tc.strategy
     facts = [("model", config.model.name), ("data", config.data.source), ("fine-tuning", strategy),
-             ("labels", ", ".join(test["label_names"]))]
+             ("target", label_names[0]) if task == "regression" else ("labels", ", ".join(label_names))]
     if training:
         t = training
         facts.append(("training", f"{t['steps']} steps in {t['epochs_completed']} epochs, "
@@ -116,15 +156,22 @@ def header(run_dir: Path, config: RunConfig, metrics: dict[str, Any], info: dict
         if not before:
             return ""
         d = test[key] - before[key]
-        return f'<span class="{"up" if d >= 0 else "down"}">{_signed(d)}</span> vs before fine-tuning'
+        better = d <= 0 if key in ERRORS else d >= 0
+        return f'<span class="{"up" if better else "down"}">{_signed(d)}</span> vs before fine-tuning'
 
-    cards = [card("test accuracy", f"{test['accuracy']:.3f}", delta("accuracy")),
-             card("test macro-F1", f"{test['macro_f1']:.3f}", delta("macro_f1"))]
+    cards = [card(f"test {_name(key)}", f"{test[key]:.3f}", delta(key)) for key in HEADLINE_KEYS[task]]
     if "ece" in test:
         cards.append(card("calibration error (ECE)", f"{test['ece']:.3f}",
                           f"{test['ece_uncalibrated']:.3f} before temperature scaling"))
-    cards.append(card("test examples", f"{test['n']:,}", f"{len(test['label_names'])} labels"))
-    nav = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in SECTIONS)
+    elif "calibration" in test:  # multi-label: each label's probability as a binary forecast
+        cards.append(card("calibration error (ECE)", f"{test['calibration']['ece_mean']:.3f}",
+                          "mean over the labels"))
+    if "at_0.5" in test:
+        cards.append(card("macro-F1 at 0.5", f"{test['at_0.5']['macro_f1']:.3f}",
+                          "every label at threshold 0.5 instead of its tuned one"))
+    cards.append(card("test examples", f"{test['n']:,}",
+                      "" if task == "regression" else f"{len(label_names)} labels"))
+    nav = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in TASK_SECTIONS[task])
     rows = "".join(f"<tr><th>{k}</th><td>{_e(v)}</td></tr>" for k, v in facts)
     return (f'<header><div class="kicker">tunetext run report</div><h1>{_e(run_dir.name)}</h1>'
             f'<table class="facts">{rows}</table><div class="cards">{"".join(cards)}</div>'
@@ -137,16 +184,22 @@ def learning_curves(fig_out: Figures, entries: list[dict[str, Any]], metrics: di
     evals = [e for e in entries if e.get("event") == "eval"]
     if not train and not evals:
         return _section("learning-curves", "This run has no training log (train_log.jsonl).")
-    metric = config.train.metric
+    task = task_of(metrics)
+    metric = config.train.metric if config.train.metric != "auto" else METRICS[task][0]
     fig = _figure(10, 3.6)
     ax_loss, ax_val = fig.subplots(1, 2)
     if train:
         ax_loss.plot([e["step"] for e in train], [e["loss"] for e in train], color=BLUE, marker="o",
                      markersize=3, linewidth=1.8)
-    ax_loss.set(title="Training loss", xlabel="optimizer step", ylabel="cross-entropy loss")
+    loss = {"single_label": "cross-entropy loss", "multi_label": "binary cross-entropy loss",
+            "regression": "loss (standardised targets)"}[task]
+    ax_loss.set(title="Training loss", xlabel="optimizer step", ylabel=loss)
     before = metrics.get("before_finetune", {}).get("val", {})
-    curves = [] if metric == "accuracy" else [("accuracy", GREY)]
-    for name, colour in [*curves, (metric, ORANGE)]:  # the early-stopping metric in orange, drawn last
+    # Besides the early-stopping metric, the task's first headline score for comparison (accuracy for
+    # single-label); errors such as MAE are on the targets' scale and would squash the 0-to-1 scores.
+    candidates = HEADLINE_KEYS[task][:1] if task == "single_label" else HEADLINE_KEYS[task]
+    others = [k for k in candidates if k != metric and k not in ERRORS][:1]
+    for name, colour in [*((k, GREY) for k in others), (metric, ORANGE)]:  # the metric in orange, last
         points = [(0, before[name])] if name in before else []
         points += [(e["step"], e[f"val_{name}"]) for e in evals if f"val_{name}" in e]
         if points:
@@ -158,7 +211,8 @@ def learning_curves(fig_out: Figures, entries: list[dict[str, Any]], metrics: di
         ax_val.scatter([best], [best_score], s=140, marker="*", color=ORANGE, edgecolor="black", zorder=5,
                        label=f"best ({best_score:.3f}, step {best})")
     ax_val.set(title="Validation", xlabel="optimizer step (0: before fine-tuning)", ylabel="score")
-    ax_val.set_ylim(min(0.0, ax_val.get_ylim()[0]), 1.02)
+    if metric not in ERRORS:  # an error (neg_mae) keeps its own scale
+        ax_val.set_ylim(min(0.0, ax_val.get_ylim()[0]), 1.02)
     ax_val.legend(loc="lower right")
     stopped = " Training stopped early." if metrics.get("training", {}).get("stopped_early") else ""
     intro = (f"Loss on training batches (averaged between log lines) and validation scores after each "
@@ -253,7 +307,7 @@ def warnings(metrics: dict[str, Any]) -> str:
     items = "".join(f"<li><b>{where}:</b> {_e(w)}</li>" for where, w in found)
     return (f'<section id="warnings" class="alert"><h2>Warning: this model may be degenerate</h2>'
             f'<ul>{items}</ul><p class="intro">The scores below are real, but a model like this has not '
-            "learned to tell the classes apart; look at the confusion matrix before using it.</p></section>")
+            f"learned {LEARNED[task_of(metrics)]} before using it.</p></section>")
 
 
 def calibration(fig_out: Figures, metrics: dict[str, Any], scores: SplitScores | None,
@@ -333,71 +387,66 @@ def mistakes(scores: SplitScores | None, label_names: list[str], problem: str | 
 
 
 def before_after(fig_out: Figures, metrics: dict[str, Any]) -> str:
+    """Test scores before fine-tuning, of any prompt baselines, and after: the task's headline scores
+    (`HEADLINE_KEYS`) and a few more (`EXTRA_COLUMNS`) in a table, the headline scores on a 0-to-1 scale
+    (not errors such as MAE) as bars."""
+    task = task_of(metrics)
+    keys = HEADLINE_KEYS[task]
     rows: list[tuple[str, dict[str, Any]]] = []
     if "test" in metrics.get("before_finetune", {}):
         rows.append(("before fine-tuning (new head)", metrics["before_finetune"]["test"]))
     for key, result in (metrics.get("prompt_baselines") or {}).items():
-        if isinstance(result, dict) and "accuracy" in result:
+        if isinstance(result, dict) and all(k in result for k in keys):
             prompt = result.get("prompt", {})
             shots = prompt.get("shots")
             what = "zero-shot prompt" if shots == 0 or (shots is None and key == "zero_shot") else \
                 f"{shots}-shot prompt" if shots else key.replace("_", "-") + " prompt"
             rows.append((f"{what} ({prompt['model']})" if prompt.get("model") else what, result))
     rows.append(("after fine-tuning", metrics["test"]))
+    columns = [*keys, *EXTRA_COLUMNS[task]]
     cells = "".join(
-        f'<tr class="{"final" if i == len(rows) - 1 else ""}"><td>{_e(name)}</td><td>{m["accuracy"]:.3f}</td>'
-        f'<td>{m["macro_f1"]:.3f}</td><td>{m["weighted_f1"]:.3f}</td><td>{m["n"]:,}</td></tr>'
-        for i, (name, m) in enumerate(rows))
-    table = ("<table><thead><tr><th></th><th>accuracy</th><th>macro-F1</th><th>weighted-F1</th><th>n</th>"
-             f"</tr></thead><tbody>{cells}</tbody></table>")
-    fig = _figure(9, 0.55 * len(rows) * 2 + 1.0)
+        f'<tr class="{"final" if i == len(rows) - 1 else ""}"><td>{_e(name)}</td>'
+        + "".join(f"<td>{m[k]:.3f}</td>" if k in m else "<td>–</td>" for k in columns)
+        + f'<td>{m["n"]:,}</td></tr>' for i, (name, m) in enumerate(rows))
+    table = ("<table><thead><tr><th></th>" + "".join(f"<th>{_name(k)}</th>" for k in columns)
+             + f"<th>n</th></tr></thead><tbody>{cells}</tbody></table>")
+    drawn = [k for k in keys if k not in ERRORS]
+    fig = _figure(9, 0.55 * len(rows) * len(drawn) + 1.0)
     ax = fig.subplots()
     y = np.arange(len(rows))
-    for offset, key, colour in ((-0.2, "accuracy", BLUE), (0.2, "macro_f1", ORANGE)):
-        values = [m[key] for _, m in rows]
-        bars = ax.barh(y + offset, values, 0.38, color=colour, label=key.replace("macro_f1", "macro-F1"))
+    step = 0.8 / len(drawn)
+    for j, (key, colour) in enumerate(zip(drawn, (BLUE, ORANGE, GREEN), strict=False)):
+        offset = (j - (len(drawn) - 1) / 2) * step
+        bars = ax.barh(y + offset, [m[key] for _, m in rows], 0.95 * step, color=colour, label=_name(key))
         ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=9)
     ax.set_yticks(y, [_short(name, 40) for name, _ in rows])
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1.1), xlabel="score on the test set")
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
+    low = min(0.0, *(m[k] for _, m in rows for k in drawn))  # R² and correlations can be below 0
+    ax.set(xlim=(low - 0.1 if low < 0 else 0, 1.1), xlabel="score on the test set")
+    if low < 0:
+        ax.axvline(0, color="black", linewidth=0.8)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(drawn))
     sizes = {m.get("n") for _, m in rows}
     note = ('<p class="note">Prompt scores are on a stratified subsample of the test split.</p>'
             if len(sizes) > 1 else "")
     intro = ("The same test split scored by the pretrained model with a freshly initialised head (before), "
              + ("by prompting a language model, " if len(rows) > 2 else "")
              + "and by the fine-tuned model (after).")
+    if task == "multi_label":
+        intro += (" Before fine-tuning every label is at threshold 0.5; after, at its tuned threshold "
+                  "(the Per-label scores section has both).")
     return _section("before-after", intro, fig_out(fig, "before_after", "before vs after fine-tuning"),
                     table, note)
 
 
 def data(fig_out: Figures, config: RunConfig, data_info: dict[str, Any], scores: SplitScores | None) -> str:
-    splits = [s for s in ("train", "val", "test") if s in data_info]
+    splits: list[str] = [s for s in ("train", "val", "test") if s in data_info]
     if not splits:
         return _section("data", "This run has no data.json.")
-    names = data_info["label_names"]
-    head = "".join(f"<th>{_e(n)}</th>" for n in names)
-    body = "".join(
-        f"<tr><td>{s}</td><td>{data_info[s]['size']:,}</td>"
-        + "".join(f"<td>{data_info[s]['label_counts'].get(n, 0):,}</td>" for n in names)
-        + f'<td class="hash">{data_info[s]["sha256"][:12]}</td></tr>' for s in splits)
-    table = (f"<table><thead><tr><th>split</th><th>examples</th>{head}<th>sha256</th></tr></thead>"
-             f"<tbody>{body}</tbody></table>")
-    k = len(names)
-    fig = _figure(9, min(30.0, max(2.4, 0.5 * k + 1.2)))
-    ax = fig.subplots()
-    y = np.arange(k)
-    for offset, split, colour in zip((-0.27, 0, 0.27), splits, (BLUE, ORANGE, GREEN), strict=False):
-        size = max(data_info[split]["size"], 1)
-        counts = [data_info[split]["label_counts"].get(n, 0) for n in names]
-        bars = ax.barh(y + offset, [c / size for c in counts], 0.26, color=colour,
-                       label=f"{split} ({data_info[split]['size']:,})")
-        if k <= 12:
-            ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=3, fontsize=9)
-    ax.set_yticks(y, [_short(n) for n in names])
-    ax.invert_yaxis()
-    ax.set(xlabel="share of the split (bars labelled with counts)", xlim=(0, 1.05))
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
+    if "label_counts" in data_info[splits[0]]:
+        table, figure = _label_counts(fig_out, data_info, splits)
+    else:  # regression: the targets' spread per split
+        table, figure = _targets(data_info, splits), ""
     steps = data_info.get("preparation", [])
     prep = ("<h3>What preparation changed</h3><ul class=\"prep\">"
             + "".join(f"<li>{_e(line)}</li>" for line in steps) + "</ul>" if steps else
@@ -417,5 +466,48 @@ def data(fig_out: Figures, config: RunConfig, data_info: dict[str, Any], scores:
             extra += ('<p class="warn">The data read now does not match the fingerprint recorded when the '
                       "run was trained: it changed since, so the mistakes and the reliability diagram above "
                       "are for the data as it is now.</p>")
-    return _section("data", "", settings, table, fig_out(fig, "data", "label distribution per split"),
-                    extra, prep)
+    return _section("data", "", settings, table, figure, extra, prep)
+
+
+def _targets(data_info: dict[str, Any], splits: list[str]) -> str:
+    """A regression run's splits: size, the targets' mean, standard deviation and range, fingerprint."""
+    def cells(split: dict[str, Any]) -> str:
+        target = split.get("target") or {}
+        return "".join(f'<td class="num">{target[k]:.4g}</td>' if k in target else "<td>–</td>"
+                       for k in ("mean", "std", "min", "max"))
+
+    body = "".join(f"<tr><td>{s}</td><td>{data_info[s]['size']:,}</td>{cells(data_info[s])}"
+                   f'<td class="hash">{data_info[s]["sha256"][:12]}</td></tr>' for s in splits)
+    return ("<table><thead><tr><th>split</th><th>examples</th><th>target mean</th><th>std</th><th>min</th>"
+            f"<th>max</th><th>sha256</th></tr></thead><tbody>{body}</tbody></table>")
+
+
+def _label_counts(fig_out: Figures, data_info: dict[str, Any], splits: list[str]) -> tuple[str, str]:
+    """Label counts per split, as a table and a figure of shares; a multi-label run's table also counts
+    the rows with no label."""
+    names = data_info["label_names"]
+    empty = all("empty" in data_info[s] for s in splits)
+    head = "".join(f"<th>{_e(n)}</th>" for n in names) + ("<th>no label</th>" if empty else "")
+    body = "".join(
+        f"<tr><td>{s}</td><td>{data_info[s]['size']:,}</td>"
+        + "".join(f"<td>{data_info[s]['label_counts'].get(n, 0):,}</td>" for n in names)
+        + (f"<td>{data_info[s]['empty']:,}</td>" if empty else "")
+        + f'<td class="hash">{data_info[s]["sha256"][:12]}</td></tr>' for s in splits)
+    table = (f"<table><thead><tr><th>split</th><th>examples</th>{head}<th>sha256</th></tr></thead>"
+             f"<tbody>{body}</tbody></table>")
+    k = len(names)
+    fig = _figure(9, min(30.0, max(2.4, 0.5 * k + 1.2)))
+    ax = fig.subplots()
+    y = np.arange(k)
+    for offset, split, colour in zip((-0.27, 0, 0.27), splits, (BLUE, ORANGE, GREEN), strict=False):
+        size = max(data_info[split]["size"], 1)
+        counts = [data_info[split]["label_counts"].get(n, 0) for n in names]
+        bars = ax.barh(y + offset, [c / size for c in counts], 0.26, color=colour,
+                       label=f"{split} ({data_info[split]['size']:,})")
+        if k <= 12:
+            ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=3, fontsize=9)
+    ax.set_yticks(y, [_short(n) for n in names])
+    ax.invert_yaxis()
+    ax.set(xlabel="share of the split (bars labelled with counts)", xlim=(0, 1.05))
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
+    return table, fig_out(fig, "data", "label distribution per split")
