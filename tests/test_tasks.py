@@ -225,6 +225,17 @@ def test_delimited_and_column_labels_give_the_same_sets(files):
     assert any("never positive in training" in line and "'never'" in line for line in columns.report)
 
 
+def test_parquet_list_labels_are_multi_label(tmp_path, tiny_csv, files):
+    import pandas as pd
+
+    rows = _rows(tiny_csv)
+    pd.DataFrame({"text": [r["text"] for r in rows], "tags": [_tags(r) for r in rows]}).to_parquet(
+        tmp_path / "tags.parquet")
+    dataset = _load(tmp_path / "tags.parquet", "tags")
+    assert dataset.task == "multi_label" and dataset.label_names == ["number", "spam"]
+    assert dataset.train.labels == _load(files["ml_jsonl"], "tags").train.labels  # the same rows, same sets
+
+
 def test_a_bad_label_column_value_names_row_and_column(tmp_path, tiny_csv):
     rows = [[r["text"], int(r["label"] == "spam"), 0] for r in _rows(tiny_csv)]
     rows[4][2] = "maybe"
@@ -274,9 +285,32 @@ def test_data_show_prints_both_tasks(files, capsys):
     assert "multi_label" in out and "spam" in out
     assert main(["data", "show", str(files["ml_columns"]), "--label-columns", "spam,number,never"]) == 0
     assert "multi_label" in capsys.readouterr().out
+    assert main(["data", "show", str(files["ml_pipe"]), "--label-column", "tags", "--task", "multi_label",
+                 "data.label_separator=|"]) == 0
+    out = capsys.readouterr().out
+    assert "multi_label, 2 labels: number, spam" in out and "[number, spam]" in out
     assert main(["data", "show", str(files["reg_csv"]), "--label-column", "score"]) == 0
     out = capsys.readouterr().out
     assert "regression" in out and "target" in out
+
+
+def test_train_cli_takes_label_columns_and_task(tmp_path, tiny_bert, tiny_config, files, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(tiny_config(tiny_bert, epochs=1).model_dump(mode="json")))  # JSON is YAML
+    assert main(["train", "--config", str(config), "--data", str(files["ml_columns"]), "--label-columns",
+                 "spam,number,never", "--output", str(tmp_path / "ml"), "--quiet"]) == 0
+    assert Classifier.load(tmp_path / "ml").label_names == ["spam", "number", "never"]
+    assert "never positive in training: 'never'" in (tmp_path / "ml" / "data.json").read_text()  # data report
+    assert _metrics(tmp_path / "ml")["test"]["labels_absent"] == ["never"]
+    capsys.readouterr()
+    # integers with many distinct values stop under auto; --task regression trains on them
+    rows = [[r["text"], i * 3] for i, r in enumerate(_rows(files["reg_csv"]))]
+    ints = _write_csv(tmp_path / "ints.csv", ["text", "label"], rows)
+    argv = ["train", "--config", str(config), "--data", str(ints), "--quiet"]
+    assert main([*argv, "--output", str(tmp_path / "stop")]) == 2
+    assert "data.task=regression" in capsys.readouterr().err
+    assert main([*argv, "--task", "regression", "--output", str(tmp_path / "reg")]) == 0
+    assert Classifier.load(tmp_path / "reg").task == "regression"
 
 
 # ---- strategies and settings -----------------------------------------------------------------------------
