@@ -138,7 +138,6 @@ def multi_label_baseline(dataset: Any, metric: str) -> dict[str, Any]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
-
     from tunetext.task_metrics import multi_label_metrics, tune_thresholds
 
     watch = CpuWatch()
@@ -179,7 +178,6 @@ def regression_baseline(dataset: Any, metric: str) -> dict[str, Any]:
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import Ridge
-
     from tunetext.task_metrics import regression_metrics
 
     watch = CpuWatch()
