@@ -57,7 +57,9 @@ def test_loss_weights_only_for_imbalanced_classes(rarest, weights):
 def test_explicit_settings_win():
     got = chosen(shape(50, 200, rarest=1), "train.epochs=2", "train.class_weights=none",
                  "train.early_stopping_patience=null")
-    assert got == {"epochs": 2, "class_weights": "none", "patience": None, "explained": ["data.long_text"]}
+    # data.task and train.metric were left at auto: they are explained as chosen
+    assert got == {"epochs": 2, "class_weights": "none", "patience": None,
+                   "explained": ["data.task", "train.metric", "data.long_text"]}
 
 
 def test_a_resolved_run_config_matches_what_it_was_resolved_from():

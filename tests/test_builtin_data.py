@@ -210,7 +210,7 @@ def test_data_show_prints_the_card_before_the_counts(monkeypatch, capsys):
     assert out[0] == f"source: {card.source}"
     assert out[1] == f"licence: {card.licence}"
     quirks = [i for i, line in enumerate(out) if line.startswith("quirk: ")]
-    counts = next(i for i, line in enumerate(out) if line.startswith("r8: 2 labels: acq, earn"))
+    counts = next(i for i, line in enumerate(out) if line.startswith("r8: single_label, 2 labels: acq, earn"))
     assert len(quirks) == len(card.quirks) and max(quirks) < counts
     assert out[counts + 1].split()[:2] == ["train", "18"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -178,10 +179,11 @@ def test_predict_without_texts_exits_2(trained_run, capsys):
 def test_data_show(capsys, tiny_csv):
     code, stdout, _ = run_cli(capsys, "data", "show", tiny_csv)
     assert code == 0
-    assert "2 labels: ham, spam" in stdout
-    assert "train     36 examples (ham 19, spam 17)" in stdout
-    assert "val        5 examples (ham 3, spam 2)" in stdout
-    assert "test      11 examples (ham 6, spam 5)" in stdout
+    assert "single_label, 2 labels: ham, spam" in stdout
+    assert "train     36 examples;" in stdout and "val        5 examples;" in stdout
+    assert "test      11 examples;" in stdout
+    assert re.search(r"ham +19 \(52.8%\) +3 \(60.0%\) +6 \(54.5%\)", stdout)
+    assert re.search(r"spam +17 \(47.2%\) +2 \(40.0%\) +5 \(45.5%\)", stdout)
     assert stdout.count("  [ham] ") == 2 and stdout.count("  [spam] ") == 2
 
 

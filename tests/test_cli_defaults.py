@@ -31,6 +31,8 @@ FEEDS: dict[tuple[str, str], list[tuple[object, str]]] = {
     ("train", "--strategy"): [(TrainConfig, "strategy")],
     ("train", "--text-column"): [(DataConfig, "text_column")],
     ("train", "--label-column"): [(DataConfig, "label_column")],
+    ("train", "--label-columns"): [(DataConfig, "label_columns")],
+    ("train", "--task"): [(DataConfig, "task")],
     ("train", "--max-train-samples"): [(DataConfig, "max_train_samples")],
     ("train", "--template"): [(DataConfig, "template")],
     ("train", "--init-from"): [(ModelConfig, "init_from")],
@@ -66,6 +68,8 @@ FEEDS: dict[tuple[str, str], list[tuple[object, str]]] = {
     ("report", "--output"): [(report, "output")],
     ("data show", "--text-column"): [(DataConfig, "text_column")],
     ("data show", "--label-column"): [(DataConfig, "label_column")],
+    ("data show", "--label-columns"): [(DataConfig, "label_columns")],
+    ("data show", "--task"): [(DataConfig, "task")],
     ("data show", "--seed"): [(DataConfig, "seed")],
 }
 

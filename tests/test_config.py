@@ -59,6 +59,9 @@ def test_command_line_strings_are_parsed_like_yaml():
     ("abc", "abc"), ("runs/spam.csv", "runs/spam.csv"),
     # Strings YAML reads as strings stay strings: a column called "nan" is not a float.
     ("nan", "nan"), ("inf", "inf"), ("Infinity", "Infinity"), ("1_0x", "1_0x"),
+    # A lone | or > starts a YAML block scalar (an empty string); on the command line it is the character,
+    # as in data.label_separator=|.
+    ("|", "|"), (">", ">"), ("'|'", "|"), ("''", ""),
 ])
 def test_parse_value(text, expected):
     value = parse_value(text)

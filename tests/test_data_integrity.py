@@ -135,8 +135,12 @@ def test_string_labels_keep_their_spelling_and_booleans_read_as_json_writes_them
 
 def test_a_list_label_is_an_error_naming_its_row(tmp_path):
     path = write(tmp_path / "d.jsonl", labelled(["a", "b"] * 10 + [["a", "b"]]))
-    with pytest.raises(DataError, match=r"d\.jsonl, line 21: the label is a list, \['a', 'b'\], not one "):
-        load_dataset(DataConfig(source=str(path)))
+    with pytest.raises(DataError, match=r"d\.jsonl, line 21: the label is a list, \['a', 'b'\], not one .*"
+                       "data.task=multi_label"):
+        load_dataset(DataConfig(source=str(path), task="single_label"))
+    # left at auto, a list among the labels makes the data multi-label, each string a set of one
+    dataset = load_dataset(DataConfig(source=str(path)))
+    assert dataset.task == "multi_label" and dataset.label_names == ["a", "b"]
 
 
 # --- 6: texts that are not text, files that are not UTF-8, directories --------------------------------

@@ -162,6 +162,12 @@ class Classifier:
         cleaned as the training data was (`clean_text` with the run's data config)."""
         return self.encoded_probabilities(self._encode_or_raise(texts), batch_size)
 
+    def scores(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """What the model says of each text, one row per text: every label's probability (softmax for
+        single-label, each label's sigmoid for multi-label), or for regression one column, the value on
+        the targets' scale. The same as `predict_proba`, under a name that fits regression too."""
+        return self.predict_proba(texts, batch_size)
+
     def _encode_or_raise(self, texts: list[str]) -> list[Encoded]:
         """`encode`, or a UsageError naming every text that cannot be classified."""
         encoded = self.encode(texts)

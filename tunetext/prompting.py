@@ -305,7 +305,7 @@ def prompt_eval(model: str | PromptModel, data: str | DataConfig, template: str,
     seconds = time.perf_counter() - started
     acc = MetricAccumulator(dataset.label_names)
     acc.update(log_probs, examples.labels)
-    metrics = acc.result()
+    metrics = {"task": "single_label", **acc.result()}  # as `tunetext.evaluate` returns single-label scores
     metrics["split"] = split
     metrics["report"] = dataset.report
     metrics["prompt"] = {

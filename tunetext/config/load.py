@@ -90,6 +90,8 @@ def parse_value(text: str) -> Any:
         return text
     if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
         return float(value)  # YAML 1.1 reads "1e-4" as a string; YAML 1.2 and people read a number
+    if value == "" and text.strip() in ("|", ">"):
+        return text.strip()  # a block scalar with no lines to YAML; the character itself (a label separator)
     return value
 
 

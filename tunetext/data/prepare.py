@@ -46,8 +46,8 @@ def _label(raw: RawSplit, value: Any, row: int, spellings: dict[str, Counter[str
     where = f"{raw.origin}, {raw.row_unit} {row}"
     if isinstance(value, list | tuple | dict | set):
         raise DataError(f"{where}: the label is a {type(value).__name__}, {value!r:.60}, not one value; each "
-                        "text takes exactly one label, a string or an integer (multi-label data is not "
-                        "supported)")
+                        "text takes exactly one label, a string or an integer, under data.task=single_label "
+                        "(set data.task=multi_label for texts with a set of labels)")
     if raw.label_names is not None and isinstance(value, int) and not isinstance(value, bool):
         if value == -1:
             return None  # Hugging Face's ClassLabel marks unlabelled rows (GLUE test splits) with -1
