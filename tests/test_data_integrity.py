@@ -138,8 +138,12 @@ def test_a_list_label_is_an_error_naming_its_row(tmp_path):
     with pytest.raises(DataError, match=r"d\.jsonl, line 21: the label is a list, \['a', 'b'\], not one .*"
                        "data.task=multi_label"):
         load_dataset(DataConfig(source=str(path), task="single_label"))
-    # left at auto, a list among the labels makes the data multi-label, each string a set of one
-    dataset = load_dataset(DataConfig(source=str(path)))
+    # left at auto, lists among single values are ambiguous: the error names the first of each and asks
+    with pytest.raises(DataError, match=r"1 labels are lists \(first at line 21\) and 20 are single values "
+                       r"\(first at line 1\)\. Set data\.task=multi_label"):
+        load_dataset(DataConfig(source=str(path)))
+    # set, each single value is a set of one
+    dataset = load_dataset(DataConfig(source=str(path), task="multi_label"))
     assert dataset.task == "multi_label" and dataset.label_names == ["a", "b"]
 
 

@@ -251,6 +251,8 @@ def _encode(texts: list[str], labels: list[Any], label_names: list[str], origin:
             f"{origin}: label(s) {', '.join(map(repr, unknown))} in the {split_name} split are not among "
             f"the known labels {', '.join(map(repr, label_names))}"
             + ("" if split_name == "train" else "; a model cannot learn a label the training data lacks")
+            + ("; a label set written as one string is split on data.label_separator: check that it is the "
+               "file's" if task == "multi_label" else "")
         )
     if task == "multi_label":
         return Split(texts, [tuple(sorted(index[n] for n in label)) for label in labels])

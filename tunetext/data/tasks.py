@@ -36,8 +36,11 @@ def infer_task(raw: RawSplit, config: DataConfig) -> tuple[str, str]:
     if config.label_columns:
         return "multi_label", f"labels come from {len(config.label_columns)} 0/1 columns (data.label_columns)"
     values = [v for v in raw.labels if label_key(v) is not None or isinstance(v, list | tuple | set)]
-    if any(isinstance(v, list | tuple | set) for v in values):
+    lists = [isinstance(v, list | tuple | set) for v in values]
+    if all(lists) and values:
         return "multi_label", "the labels are lists"
+    if any(lists):
+        _refuse_mixed(raw)
     if raw.label_names is not None:  # a dataset's own class names (ClassLabel): classes, whatever they say
         return "single_label", "the dataset names its classes"
     numbers = [n for n in (_number(v) for v in values) if n is not None]
@@ -45,6 +48,19 @@ def infer_task(raw: RawSplit, config: DataConfig) -> tuple[str, str]:
         return _numeric_task(numbers, raw.origin)
     _refuse_delimited(values, raw.origin)
     return "single_label", "one label per text"
+
+
+def _refuse_mixed(raw: RawSplit) -> None:
+    """Some labels are lists and others single values: a set of labels per text, or a stray list?"""
+    kinds = [(row, isinstance(v, list | tuple | set)) for v, row in zip(raw.labels, raw.rows, strict=True)
+             if label_key(v) is not None or isinstance(v, list | tuple | set)]
+    lists = [row for row, is_list in kinds if is_list]
+    single = [row for row, is_list in kinds if not is_list]
+    raise DataError(
+        f"{raw.origin}: {len(lists)} labels are lists (first at {raw.row_unit} {lists[0]}) and {len(single)} "
+        f"are single values (first at {raw.row_unit} {single[0]}). Set data.task=multi_label if each text "
+        "has a set of labels (a single value is then a set of one), or data.task=single_label if each "
+        "has one label (then the lists are errors to fix)")
 
 
 def _number(value: Any) -> float | None:
