@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -272,6 +274,29 @@ def chromium_or_skip():
     """`chromium_or_skip()`: the paths of Chromium and its driver; without them the test skips, or fails
     where the environment says CI=true, so that CI never passes with its browser tests silently skipped."""
     return _chromium_or_skip
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_or_skip):
+    """A headless Chromium (selenium) for the tests that drive the web page, one per test module."""
+    binary, chromedriver = chromium_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="tunetext-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(binary)
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={profile}", "--window-size=900,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(chromedriver)))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 @contextmanager

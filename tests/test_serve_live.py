@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,28 +72,6 @@ def _get(url: str) -> int:
 
 
 # ---- the page in a real browser -------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser(chromium_or_skip):
-    binary, chromedriver = chromium_or_skip()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="tunetext-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(binary)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--window-size=900,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(chromedriver)))
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
 
 def _wait(driver, condition, timeout=15):
     from selenium.webdriver.support.ui import WebDriverWait

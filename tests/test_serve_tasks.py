@@ -7,7 +7,6 @@ import csv
 import json
 import re
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -246,28 +245,6 @@ def test_the_api_key_and_the_limits_hold_for_every_task(request, run):
 
 
 # ---- the page, in a real browser -------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser(chromium_or_skip):
-    binary, chromedriver = chromium_or_skip()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="tunetext-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(binary)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--window-size=900,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(chromedriver)))
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
 
 def _show(driver, url: str, text: str):
     """Open the page, wait for /info, classify `text` and wait for the answer."""
