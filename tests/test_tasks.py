@@ -23,6 +23,7 @@ from tunetext.errors import UsageError
 from tunetext.evaluate import evaluate
 from tunetext.inference import predict_log_probs
 from tunetext.predict import Classifier
+from tunetext.runs import read_json
 from tunetext.search import _with_metric
 
 SPAMMY = "Congratulations you won 1000 pounds, txt CLAIM to 85991"
@@ -136,7 +137,10 @@ def test_multi_label_evaluate_scores_the_test_split(ml_run):
     m = evaluate(ml_run, progress=False)
     assert m["task"] == "multi_label"
     assert set(m["per_label"]) == {"number", "spam"}
-    assert 0.0 <= m["micro_f1"] <= 1.0 and 0.0 <= m["hamming_loss"] <= 1.0
+    saved = read_json(ml_run / "metrics.json")["test"]
+    for key in ("micro_f1", "macro_f1", "subset_accuracy", "hamming_loss"):
+        assert m[key] == pytest.approx(saved[key])
+    assert m["at_0.5"]["micro_f1"] == pytest.approx(saved["at_0.5"]["micro_f1"])
 
 
 def test_predict_cli_writes_label_sets(ml_run, tmp_path, capsys):
@@ -257,6 +261,39 @@ def test_a_stray_string_among_targets_names_its_row(tmp_path, tiny_csv):
     path = _write_csv(tmp_path / "stray.csv", ["text", "score"], rows)
     with pytest.raises(DataError, match=r"(row|line) 11\b.*'n/a\?'.*not a finite number"):
         _load(path, "score", task="regression")
+
+
+def test_a_stray_word_among_targets_left_at_auto_names_its_rows(tmp_path, tiny_csv):
+    # Read as classes, every distinct number would become a class; auto stops and names the word's row
+    rows = [[r["text"], _score(r)] for r in _rows(tiny_csv)]
+    rows[9][1] = "n/a"
+    path = _write_csv(tmp_path / "stray.csv", ["text", "score"], rows)
+    with pytest.raises(DataError, match=r"51 labels are numbers and 1 are not: line 11 \('n/a'\)\. If the "
+                       r"numbers are targets, set data\.task=regression"):
+        _load(path, "score")
+    # a few integer classes with a word among them are still classes
+    rows = [[r["text"], "other" if i == 3 else str(i % 3)] for i, r in enumerate(_rows(tiny_csv))]
+    assert _load(_write_csv(tmp_path / "classes.csv", ["text", "label"], rows)).task == "single_label"
+
+
+def test_an_empty_label_column_cell_names_row_and_column(tmp_path, tiny_csv):
+    rows = [[r["text"], int(r["label"] == "spam"), 0] for r in _rows(tiny_csv)]
+    rows[4][2] = ""
+    path = _write_csv(tmp_path / "empty.csv", ["text", "spam", "other"], rows)
+    with pytest.raises(DataError, match=r"line 6: column 'other' holds no value"):
+        _load(path, label_columns=["spam", "other"])
+    with pytest.raises(ConfigError, match="'spam' more than once"):
+        _load(path, label_columns=["spam", "spam"])
+
+
+def test_a_multi_label_teacher_is_refused_for_distillation(tmp_path, tiny_bert, tiny_config, tiny_csv,
+                                                           ml_run):
+    from tunetext.models import ModelError
+
+    config = _config(tiny_config, tiny_bert, tiny_csv, "label", **{"train.strategy": "distill",
+                                                                   "train.distill_teacher": str(ml_run)})
+    with pytest.raises(ModelError, match="is a multi_label run"):
+        train(config, tmp_path / "student", progress=False)
 
 
 def test_recurring_delimited_strings_ask_for_the_task(tmp_path, tiny_csv):

@@ -225,7 +225,7 @@ def write_run(run_dir: Path, model: Any, tokenizer: Any, config: RunConfig, metr
     (run_dir / "README.md").write_text(README_TEMPLATE.format(
         model=config.model.name, data=config.data.source, strategy=config.train.strategy,
         labels=", ".join(label_names), scores=_test_scores(metrics["test"]), path=run_dir,
-        loading=loading_note(run_dir, config.model.name),
+        loading=loading_note(run_dir, config.model.name), task_note=_task_note(metrics.get("task", {})),
         parent="" if parent is None else f"Started from the weights of the run `{parent['run_dir']}`.\n"))
     lineage = {} if parent is None else {"parent": parent}
     finish(run_dir, {"tunetext_version": tunetext_version, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -307,10 +307,24 @@ clf = Classifier.load("{path}")
 clf.predict(["some text"])
 ```
 
-or `tunetext predict {path} "some text"`. {loading}
+or `tunetext predict {path} "some text"`. {loading}{task_note}
 Files: `tunetext.yaml` (the config that made it; `tunetext train --config tunetext.yaml` repeats it),
 `metrics.json`, `train_log.jsonl`, `data.json` (split sizes and fingerprints).
 """
+
+
+def _task_note(task: dict[str, Any]) -> str:
+    """The README's word on what only tunetext applies to the model's outputs, for multi-label and
+    regression runs."""
+    if task.get("type") == "multi_label":
+        return ("\nEach label has its own decision threshold, tuned on validation (`task.thresholds` in "
+                "`metrics.json`);\ntunetext applies them, other loaders give the per-label probabilities "
+                "only.")
+    if task.get("type") == "regression":
+        return ("\nThe model's output is the standardised value: tunetext answers output x "
+                "`task.target_std` + `task.target_mean`\n(`metrics.json`); other loaders give the output "
+                "as it is.")
+    return ""
 
 
 def loading_note(run_dir: Path, base_model: str) -> str:

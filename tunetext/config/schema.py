@@ -151,6 +151,10 @@ class DataConfig(_Section):
         if self.label_columns is not None and not self.label_columns:
             raise ValueError("label_columns is empty; name the 0/1 label columns, or drop it to use "
                              "label_column")
+        repeated = sorted({c for c in self.label_columns or [] if (self.label_columns or []).count(c) > 1})
+        if repeated:
+            raise ValueError(f"label_columns names {', '.join(map(repr, repeated))} more than once; name "
+                             "each label column once")
         if self.label_columns and self.task in ("single_label", "regression"):
             raise ValueError(f"label_columns gives each text a set of labels, but task is {self.task}; set "
                              "task to multi_label (or auto), or use label_column")

@@ -25,7 +25,10 @@ REGRESSION_MIN_DISTINCT = 20
 # Separators tried on string labels that may be label sets written in one cell.
 SEPARATORS = (",", "|", ";")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-_TRUE, _FALSE = {"1", "true", "yes"}, {"0", "false", "no", ""}
+_TRUE, _FALSE = {"1", "true", "yes"}, {"0", "false", "no"}
+# Numbers with a few stray words among them (`n/a`, `unknown`) are still a numeric column: at least this
+# share of the labels being numbers.
+NUMERIC_SHARE = 0.9
 
 
 def infer_task(raw: RawSplit, config: DataConfig) -> tuple[str, str]:
@@ -46,8 +49,30 @@ def infer_task(raw: RawSplit, config: DataConfig) -> tuple[str, str]:
     numbers = [n for n in (_number(v) for v in values) if n is not None]
     if values and len(numbers) == len(values):
         return _numeric_task(numbers, raw.origin)
+    if values and len(numbers) >= NUMERIC_SHARE * len(values):
+        _refuse_stray_words(raw, numbers)
     _refuse_delimited(values, raw.origin)
     return "single_label", "one label per text"
+
+
+def _refuse_stray_words(raw: RawSplit, numbers: list[float]) -> None:
+    """Mostly numbers, a few words: when the numbers alone would be targets (or ambiguous), the words are
+    likely stray cells (`n/a`), and reading the column as classes would make every value a class. A few
+    distinct integers with a word or two (`1`, `2`, `3`, `other`) are classes, and pass."""
+    try:
+        task, _ = _numeric_task(numbers, raw.origin)
+    except DataError:
+        task = "ambiguous"
+    if task == "single_label":
+        return
+    words = [(row, v) for v, row in zip(raw.labels, raw.rows, strict=True)
+             if label_key(v) is not None and _number(v) is None]
+    shown = ", ".join(f"{raw.row_unit} {row} ({value!r:.30})" for row, value in words[:5])
+    raise DataError(
+        f"{raw.origin}: {len(numbers)} labels are numbers and {len(words)} are not: {shown}"
+        f"{' ...' if len(words) > 5 else ''}. If the numbers are targets, set data.task=regression and fix "
+        "those rows or leave their label empty (rows without a label are dropped); if every value is a "
+        "class, set data.task=single_label")
 
 
 def _refuse_mixed(raw: RawSplit) -> None:
@@ -134,10 +159,10 @@ def label_set(raw: RawSplit, value: Any, row: int, config: DataConfig) -> tuple[
 def _flag(value: Any, where: str, column: str) -> bool:
     """A 0/1 label column's value as a bool; anything else is an error naming the row and column."""
     key = label_key(value)
-    key = "" if key is None else key.lower()
-    if key in _TRUE or key in _FALSE:
-        return key in _TRUE
-    raise DataError(f"{where}: column {column!r} holds {value!r}; each label column (data.label_columns) "
+    if key is not None and key.lower() in _TRUE | _FALSE:
+        return key.lower() in _TRUE
+    held = "no value" if key is None else repr(value)
+    raise DataError(f"{where}: column {column!r} holds {held}; each label column (data.label_columns) "
                     "must hold 1 (the text has the label) or 0 (it does not)")
 
 
