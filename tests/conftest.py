@@ -351,3 +351,23 @@ def interrupt_after():
     """`interrupt_after(monkeypatch, batches)`: SIGINT, as Ctrl-C sends it, while the `batches`-th training
     batch is collated; undone with the monkeypatch (or its context)."""
     return _interrupt_after
+
+
+@pytest.fixture
+def inference_client():
+    """`inference_client(base_url, api_key=None)`: huggingface_hub's own `InferenceClient` for a server of
+    these tests. The hub stays offline for everything else: the tests run with HF_HUB_OFFLINE, which blocks
+    the client's every request, so its HTTP session here lets requests through to loopback only."""
+    import httpx2
+    from huggingface_hub import InferenceClient, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    def loopback_only(request) -> None:
+        if request.url.host != "127.0.0.1":
+            raise RuntimeError(f"a test tried to reach {request.url}: only the test server may be reached")
+
+    set_client_factory(lambda: httpx2.Client(event_hooks={"request": [loopback_only]}, timeout=60))
+    try:
+        yield lambda base_url, api_key=None: InferenceClient(base_url=base_url, api_key=api_key)
+    finally:
+        set_client_factory(default_client_factory)

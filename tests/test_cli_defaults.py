@@ -54,7 +54,7 @@ FEEDS: dict[tuple[str, str], list[tuple[object, str]]] = {
     **{("serve", f"--{name.removesuffix('_s').replace('_', '-')}"): [(ServeSettings, name)]
        for name in ("workers", "threads", "precision", "max_batch_size", "pass_size", "max_wait_ms",
                     "max_texts", "max_body_bytes", "max_request_tokens", "header_timeout_s", "body_timeout_s",
-                    "max_header_bytes", "max_concurrency")},
+                    "max_header_bytes", "max_concurrency", "cache_size")},
     ("prompt-eval", "--labels"): [(prompt_eval, "labels"), (prompt_story, "labels")],
     ("prompt-eval", "--shots"): [(prompt_eval, "shots"), (prompt_story, "shots")],  # 0 alone, 4 with --run
     ("prompt-eval", "--split"): [(prompt_eval, "split")],

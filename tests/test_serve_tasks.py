@@ -202,6 +202,39 @@ def test_a_task_this_version_cannot_serve_fails_before_serving(regression_run, t
         create_app(copy)
 
 
+# ---- the Hugging Face convention (POST /), with huggingface_hub's own client -----------------------------
+
+def test_hf_client_multi_label_gets_each_sigmoid_without_thresholds(multi_label_run, live_server,
+                                                                     inference_client):
+    clf = Classifier.load(multi_label_run)
+    with live_server(create_app(multi_label_run, ServeSettings(precision="fp32"))) as port:
+        client = inference_client(f"http://127.0.0.1:{port}")
+        for text in TEXTS:
+            expected = clf.predict(text).probabilities
+            got = client.text_classification(text)
+            # Every label, over its threshold or not, most probable first.
+            assert [e.label for e in got] == sorted(expected, key=lambda n: -expected[n])
+            assert [e.score for e in got] == pytest.approx([expected[e.label] for e in got], abs=1e-5)
+        assert len(client.text_classification(TEXTS[0], top_k=1)) == 1
+        assert client.text_classification(TEXTS[0], function_to_apply="sigmoid") == \
+            client.text_classification(TEXTS[0])
+
+
+def test_hf_client_regression_gets_the_value_named_after_the_target(regression_run, live_server,
+                                                                     inference_client):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    clf = Classifier.load(regression_run)
+    with live_server(create_app(regression_run, ServeSettings(precision="fp32"))) as port:
+        client = inference_client(f"http://127.0.0.1:{port}")
+        got = client.text_classification(TEXTS[1])
+        with pytest.raises(HfHubHTTPError) as refused:
+            client.text_classification(TEXTS[1], function_to_apply="softmax")
+    assert [e.label for e in got] == ["score"]  # the target column's name
+    assert got[0].score == pytest.approx(clf.predict(TEXTS[1]).value, abs=1e-4)
+    assert refused.value.response.status_code == 422 and "regression" in refused.value.response.text
+
+
 # ---- single-label stays as it was ------------------------------------------------------------------------
 
 def test_single_label_schema_and_info(trained_run):

@@ -237,7 +237,7 @@ def serve_command(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms, max_texts=args.max_texts, max_body_bytes=args.max_body_bytes,
         max_request_tokens=args.max_request_tokens, header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout, max_header_bytes=args.max_header_bytes,
-        max_concurrency=args.max_concurrency, precision=args.precision))
+        max_concurrency=args.max_concurrency, precision=args.precision, cache_size=args.cache_size))
     return 0
 
 

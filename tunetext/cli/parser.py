@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
          "line plus headers (more: 431)")
     _add(p, "--max-concurrency", type=int, shown=_serve_default("max_concurrency"), help="most requests "
          "being answered at once (more: 503)")
+    _add(p, "--cache-size", type=int, shown=_serve_default("cache_size"), help="texts whose model output "
+         "the prediction cache keeps, least recently used dropped first (0: no cache)")
     _add(p, "--log-level", choices=["critical", "error", "warning", "info", "debug"],
          shown=_serve_default("log_level"), help="uvicorn's log level")
     p.set_defaults(func=commands.serve_command)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,10 +35,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tunetext.precision import use_bf16
-from tunetext.predict import CONTENT, Classifier, Encoded
+from tunetext.predict import CONTENT, Classifier, Encoded, Prediction
 from tunetext.runs import DATA, RunError, read_json, read_run
 from tunetext.serve.batching import Batcher, BusyError, Engine, StoppedError, TextResult
-from tunetext.serve.guard import OPEN_PATHS, Guard, Metrics
+from tunetext.serve.cache import PredictionCache, key_of
+from tunetext.serve.guard import Guard, Metrics, is_open
+from tunetext.serve.hf import HFRequest, function_problem, hf_answer
 from tunetext.serve.protocol import ConnectionLimits
 from tunetext.version import __version__
 
@@ -83,6 +85,10 @@ class ServeSettings(BaseModel):
     max_concurrency: int = Field(256, ge=1, description="Most requests being answered at once (from the "
                                  "end of their headers to the end of their answer); a request beyond it is "
                                  "503. Idle and slow connections are bounded by the timeouts instead.")
+    cache_size: int = Field(10_000, ge=0, description="Texts whose model output the prediction cache "
+                            "keeps (least recently used dropped first), keyed on the text as the run cleans "
+                            "it; a repeated text is answered without the model. 0 turns the cache off. Each "
+                            "worker has its own.")
     workers: int = Field(1, ge=1, description="Worker processes (each loads the model).")
     threads: int | None = Field(None, ge=1, description="Inference threads per worker, each running its "
                                 "own batch on one torch thread; default: cores // workers (at least 1).")
@@ -259,6 +265,7 @@ class _State:
     classifier: Classifier | None = None
     engine: Engine | None = None
     batcher: Batcher[Encoded] | None = None
+    cache: PredictionCache | None = None
     info: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
 
@@ -271,18 +278,19 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return name or "body"
 
 
-def _unprocessable(errors: list[Any]) -> JSONResponse:
-    """422 naming the field of each problem."""
+def _unprocessable(errors: list[Any], example: str = '{"text": "..."}',
+                   fields: str = "`text` or `texts`, and `top_k`") -> JSONResponse:
+    """422 naming the field of each problem (`example` and `fields`: of the route's request body)."""
     problems = []
     for error in errors:
         kind, message = error["type"], error["msg"]
         if kind == "json_invalid":
             message = f"malformed JSON ({message.removeprefix('Invalid JSON: ')}); send an object like " \
-                      '{"text": "..."}'
+                      f"{example}"
         elif kind == "extra_forbidden":
-            message = "unknown field; /predict takes `text` or `texts`, and `top_k`"
+            message = f"unknown field; this route takes {fields}"
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
-            message = 'must be a JSON object like {"text": "..."}'
+            message = f"must be a JSON object like {example}"
         problems.append((_field_name(error["loc"]), message))
     return JSONResponse(status_code=422, content={
         "detail": "; ".join(f"{f}: {m}" for f, m in problems),
@@ -313,6 +321,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                        f"cannot serve ({', '.join(ANSWERS)}); serve it with the tunetext that trained it")
     answer_model = ANSWERS[task]
     state = _State(settings, Metrics())
+    state.cache = PredictionCache(settings.cache_size, state.metrics.observe_cache)
     page = (resources.files("tunetext") / "static" / "index.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
@@ -397,12 +406,52 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
             body = PredictRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             return _unprocessable(exc.errors())
-        clf, engine, batcher = _ready_or_503()
+        clf, _, _ = _ready_or_503()
         if task == "regression" and body.top_k is not None:
             return _unprocessable([{"type": "top_k_regression", "loc": ("top_k",), "msg": "this run predicts "
                                     "a value (regression), not labels: leave out top_k"}])
         single = body.text is not None
         texts = [body.text] if single else body.texts
+        outcome = await _classify(texts, lambda i: ("text",) if single else ("texts", i))
+        if isinstance(outcome, Response):
+            return outcome
+        results, encoded = outcome
+        answers = [_answer(clf, r, body.top_k, e) for r, e in zip(results, encoded, strict=True)]
+        state.metrics.truncated.inc(sum(a["truncated"] for a in answers))
+        # Built by hand, not through `response_model`: the schema is the same, without a validation pass
+        # over every answer.
+        return Response(json.dumps(answers[0] if single else answers), media_type="application/json")
+
+    # huggingface_hub's InferenceClient(base_url).text_classification(...) POSTs here (see serve/hf.py).
+    @app.post("/", include_in_schema=False)
+    async def hf_predict(request: Request) -> Response:
+        try:
+            body = HFRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _unprocessable(exc.errors(), example='{"inputs": "..."}',
+                                  fields="`inputs`, and `parameters` with `top_k` and `function_to_apply`")
+        clf, _, _ = _ready_or_503()
+        problem = function_problem(task, body.parameters)
+        if problem:
+            return _unprocessable([{"type": "function_to_apply", "loc": ("parameters", "function_to_apply"),
+                                    "msg": problem}])
+        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        outcome = await _classify(texts, lambda i: ("inputs",) if isinstance(body.inputs, str)
+                                  else ("inputs", i))
+        if isinstance(outcome, Response):
+            return outcome
+        results, encoded = outcome
+        top_k = body.parameters.top_k if body.parameters else None
+        predictions = [_prediction(clf, r, e) for r, e in zip(results, encoded, strict=True)]
+        state.metrics.truncated.inc(sum(p.truncated for p in predictions))
+        return Response(json.dumps([hf_answer(clf, p, top_k) for p in predictions]),
+                        media_type="application/json")
+
+    async def _classify(texts: list[str], where: Callable[[int], tuple[Any, ...]]
+                        ) -> tuple[list[TextResult], list[Encoded]] | Response:
+        """Each text's model row, through the limits, the cache and the batcher, with its encoding; or the
+        422 naming (by `where(i)`) every text that cannot be classified."""
+        clf, engine, batcher = _ready_or_503()
         if len(texts) > settings.max_texts:
             raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {settings.max_texts} "
                                 "(max_texts): split the list into several requests")
@@ -410,8 +459,8 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
             batcher.check_room(len(texts))
         # Every text is checked, encoded and its cost counted before any of them reaches the model (off the
         # event loop: tokenizing a megabyte of text takes a while); the model runs on these very ids.
-        encoded = await asyncio.to_thread(engine.measure, texts)
-        failed = [{"type": "no_content", "loc": ("text",) if single else ("texts", i), "msg": e.error}
+        encoded, keys = await asyncio.to_thread(_measure_and_key, clf, engine, texts)
+        failed = [{"type": "no_content", "loc": where(i), "msg": e.error}
                   for i, e in enumerate(encoded) if e.error]
         if failed:
             return _unprocessable(failed)
@@ -424,13 +473,10 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                                 f"{settings.max_request_tokens} tokens per request (max_request_tokens): "
                                 "send fewer or shorter texts per request, or start the server with a larger "
                                 "--max-request-tokens")
+        assert state.cache is not None
         with _busy_as_503():
-            results = await batcher.submit(encoded)
-        answers = [_answer(clf, r, body.top_k, e) for r, e in zip(results, encoded, strict=True)]
-        state.metrics.truncated.inc(sum(a["truncated"] for a in answers))
-        # Built by hand, not through `response_model`: the schema is the same, without a validation pass
-        # over every answer.
-        return Response(json.dumps(answers[0] if single else answers), media_type="application/json")
+            results = await _cached(state.cache, batcher, encoded, keys)
+        return results, encoded
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:
@@ -445,12 +491,43 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
     return app
 
 
+def _measure_and_key(clf: Classifier, engine: Engine, texts: list[str]) -> tuple[list[Encoded], list[str]]:
+    """`Engine.measure` and each text's cache key (`key_of` its cleaned text)."""
+    return engine.measure(texts), [key_of(c) for c in clf.clean(texts)]
+
+
+async def _cached(cache: PredictionCache, batcher: Batcher[Encoded], encoded: list[Encoded],
+                  keys: list[str]) -> list[TextResult]:
+    """Each text's result: from `cache`, or from the batcher for the texts it does not hold, each distinct
+    one once (a text repeated in the request is run once), then kept. With the cache off, every text goes to
+    the batcher."""
+    if not cache.enabled:
+        return await batcher.submit(encoded)
+    rows = cache.get_many(keys)
+    first: dict[str, int] = {}  # a missing key -> where it first occurs
+    for i, (key, row) in enumerate(zip(keys, rows, strict=True)):
+        if row is None:
+            first.setdefault(key, i)
+    if first:
+        fresh = await batcher.submit([encoded[i] for i in first.values()])
+        cache.put_many(list(first), [r.probabilities for r in fresh])  # type: ignore[misc]
+        computed = {key: r.probabilities for key, r in zip(first, fresh, strict=True)}
+        rows = [row if row is not None else computed[key] for key, row in zip(keys, rows, strict=True)]
+    return [TextResult(row) for row in rows]
+
+
+def _prediction(clf: Classifier, result: TextResult, encoded: Encoded) -> Prediction:
+    """One text's `Prediction` from its model row, by `Classifier.answer`."""
+    assert result.probabilities is not None
+    return clf.answer(result.probabilities, encoded.truncated, None if encoded.chunks is None
+                      else len(encoded.chunks))
+
+
 def _answer(clf: Classifier, result: TextResult, top_k: int | None, encoded: Encoded) -> dict[str, Any]:
     """One text's answer in the shape of the run's task (`ANSWERS`), from `Classifier.answer`, so that the
     service thresholds and scales exactly as `Classifier.predict` does."""
-    assert result.probabilities is not None
     chunks = None if encoded.chunks is None else len(encoded.chunks)
-    prediction = clf.answer(result.probabilities, encoded.truncated, chunks)
+    prediction = _prediction(clf, result, encoded)
     answer: dict[str, Any]
     if clf.task == "regression":
         answer = {"value": prediction.value}
@@ -503,8 +580,8 @@ def _document(app: FastAPI, settings: ServeSettings, task: str) -> None:
             if settings.api_key is not None:
                 schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
                 for path, ops in schema["paths"].items():
-                    if path not in OPEN_PATHS:
-                        for op in ops.values():
+                    for method, op in ops.items():
+                        if not is_open(path, method.upper()):
                             op["security"] = [{"bearer": []}]
                             op["responses"]["401"] = {"description": "No or wrong API key.", "content": {
                                 "application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 Scope = MutableMapping[str, Any]
@@ -27,10 +27,16 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Paths anyone may call when an API key is set: probes, the page (it holds no data and asks for the key)
-# and the API docs. Everything else, unknown paths included, needs the key.
+# Paths anyone may read (GET, HEAD) when an API key is set: probes, the page (it holds no data and asks for
+# the key) and the API docs. Everything else, unknown paths and POST / (the Hugging Face convention's
+# predictions) included, needs the key.
 OPEN_PATHS = frozenset({"/", "/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect",
                         "/redoc"})
+
+
+def is_open(path: str, method: str) -> bool:
+    """Whether a request needs no API key: a read of one of the OPEN_PATHS."""
+    return path in OPEN_PATHS and method in ("GET", "HEAD")
 # Metric labels use these paths and "other", so random URLs cannot grow the label set without bound.
 KNOWN_PATHS = OPEN_PATHS | {"/predict", "/info", "/metrics"}
 
@@ -63,11 +69,25 @@ class Metrics:
         self.texts = Counter("tunetext_texts", "Texts classified.", registry=r)
         self.truncated = Counter("tunetext_texts_truncated", "Texts cut to the model's max length.",
                                  registry=r)
+        # The prediction cache (ServeSettings.cache_size); a hit is answered without the model, so it is
+        # not in tunetext_texts.
+        self.cache_hits = Counter("tunetext_cache_hits", "Texts answered from the prediction cache.",
+                                  registry=r)
+        self.cache_misses = Counter("tunetext_cache_misses", "Texts looked up in the prediction cache and "
+                                    "not found.", registry=r)
+        self.cache_entries = Gauge("tunetext_cache_entries", "Rows held in the prediction cache now (with "
+                                   "several workers, the sum of theirs).", registry=r,
+                                   multiprocess_mode="livesum")
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.inference.observe(seconds)
         self.texts.inc(size)
+
+    def observe_cache(self, hits: int, misses: int, entries: int) -> None:
+        self.cache_hits.inc(hits)
+        self.cache_misses.inc(misses)
+        self.cache_entries.set(entries)
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -127,7 +147,7 @@ class Guard:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
-        if self.expected is not None and scope["path"] not in OPEN_PATHS:
+        if self.expected is not None and not is_open(scope["path"], scope["method"]):
             given = headers.get(b"authorization", b"")
             scheme, _, key = given.partition(b" ")
             # The scheme's name is case-insensitive (RFC 7235): "bearer" and "BEARER" are "Bearer" too.
