@@ -74,10 +74,10 @@ def test_the_table_is_safe_across_threads():
         assert row is None or row.tolist() == [float(key)]
 
 
-def test_the_key_is_the_cleaned_text():
-    assert key_of("a b") == key_of("a b") != key_of("a  b")
-    assert len(key_of("x" * 100_000)) == 64  # bounded, however long the text
-    assert key_of("\ud800") != key_of("\ud801")  # lone surrogates (valid JSON) are keys too
+def test_the_key_is_the_encoding():
+    assert key_of([[101, 7, 102]]) == key_of([[101, 7, 102]]) != key_of([[101, 8, 102]])
+    assert key_of([[1, 2], [3]]) != key_of([[1], [2, 3]]) != key_of([[1, 2, 3]])  # windows kept apart
+    assert len(key_of([list(range(512))] * 8)) == 64  # bounded, however long the text
 
 
 # ---- in the service --------------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ def test_the_real_client_gets_every_label_with_its_probability_most_probable_fir
     clf = Classifier.load(trained_run)
     for text in TEXTS:
         expected = clf.predict(text)
+        probs = expected.probabilities
         got = client.text_classification(text)
-        assert [e.label for e in got] == sorted(expected.probabilities, key=lambda n: -expected.probabilities[n])
+        assert [e.label for e in got] == sorted(probs, key=lambda n: -probs[n])
         assert got[0].label == expected.label
         for element in got:
             assert element.score == pytest.approx(expected.probabilities[element.label], abs=1e-5)

@@ -459,7 +459,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
             batcher.check_room(len(texts))
         # Every text is checked, encoded and its cost counted before any of them reaches the model (off the
         # event loop: tokenizing a megabyte of text takes a while); the model runs on these very ids.
-        encoded, keys = await asyncio.to_thread(_measure_and_key, clf, engine, texts)
+        encoded = await asyncio.to_thread(engine.measure, texts)
         failed = [{"type": "no_content", "loc": where(i), "msg": e.error}
                   for i, e in enumerate(encoded) if e.error]
         if failed:
@@ -475,7 +475,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
                                 "--max-request-tokens")
         assert state.cache is not None
         with _busy_as_503():
-            results = await _cached(state.cache, batcher, encoded, keys)
+            results = await _cached(state.cache, batcher, encoded)
         return results, encoded
 
     @app.exception_handler(Exception)
@@ -491,18 +491,14 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
     return app
 
 
-def _measure_and_key(clf: Classifier, engine: Engine, texts: list[str]) -> tuple[list[Encoded], list[str]]:
-    """`Engine.measure` and each text's cache key (`key_of` its cleaned text)."""
-    return engine.measure(texts), [key_of(c) for c in clf.clean(texts)]
-
-
-async def _cached(cache: PredictionCache, batcher: Batcher[Encoded], encoded: list[Encoded],
-                  keys: list[str]) -> list[TextResult]:
-    """Each text's result: from `cache`, or from the batcher for the texts it does not hold, each distinct
-    one once (a text repeated in the request is run once), then kept. With the cache off, every text goes to
-    the batcher."""
+async def _cached(cache: PredictionCache, batcher: Batcher[Encoded], encoded: list[Encoded]
+                  ) -> list[TextResult]:
+    """Each text's result: from `cache` (keyed on its cleaned, tokenised windows), or from the batcher for
+    the texts it does not hold, each distinct one once (a text repeated in the request is run once), then
+    kept. With the cache off, every text goes to the batcher."""
     if not cache.enabled:
         return await batcher.submit(encoded)
+    keys = [key_of(e.windows) for e in encoded]
     rows = cache.get_many(keys)
     first: dict[str, int] = {}  # a missing key -> where it first occurs
     for i, (key, row) in enumerate(zip(keys, rows, strict=True)):

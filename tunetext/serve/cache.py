@@ -1,8 +1,11 @@
-"""The service's prediction cache: a bounded LRU of the model's rows, keyed on the cleaned text.
+"""The service's prediction cache: a bounded LRU of the model's rows, keyed on the cleaned text as the
+model sees it.
 
-The key is the text as `Classifier.clean` makes it (held as its SHA-256, so that a table of long texts
-stays small: its size is bounded in rows, not bytes): the token ids, and so the model's row, follow from it
-alone (the run's template, max_length and long-text handling are fixed for the app). What is cached is the
+The key is the text's token ids as `Classifier.encode` makes them: the text cleaned by the run's cleaning
+(`Classifier.clean`), put into its template, tokenised and cut into its window(s). The model's row follows
+from those alone, so texts that clean to the same text share an entry; and the ids are at hand, so the
+service cleans and tokenises each text once, as without the cache. The key is held as a SHA-256, so that
+the table's memory is bounded by its number of rows, not by the texts' length. What is cached is the
 row of `Classifier.probabilities`, not a formatted answer, so `top_k`, thresholds and the answer's
 convention (`/predict` or the Hugging Face one) are applied afresh to every hit. Each worker process has
 its own cache.
@@ -11,6 +14,7 @@ its own cache.
 from __future__ import annotations
 
 import hashlib
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,16 +22,21 @@ from collections.abc import Callable
 import numpy as np
 
 
-def key_of(cleaned: str) -> str:
-    """The cache key of a cleaned text: its SHA-256 (lone surrogates, which JSON allows, kept as they are)."""
-    return hashlib.sha256(cleaned.encode("utf-8", "surrogatepass")).hexdigest()
+def key_of(windows: list[list[int]]) -> str:
+    """The cache key of a text encoded as `windows` of token ids (`Encoded.windows`): their SHA-256, each
+    window's length before its ids so that no two different encodings give the same bytes."""
+    digest = hashlib.sha256()
+    for ids in windows:
+        digest.update(struct.pack("<q", len(ids)))
+        digest.update(np.asarray(ids, dtype="<i8").tobytes())
+    return digest.hexdigest()
 
 
 class PredictionCache:
     """At most `size` rows, the least recently used dropped first; `size` 0 keeps nothing.
 
-    `on_change(hits, misses, entries)` is called after every `get_many` and `put_many` (for metrics). A lock guards the
-    table, so request handlers and inference threads may use it at once.
+    `on_change(hits, misses, entries)` is called after every `get_many` and `put_many` (for metrics). A
+    lock guards the table, so request handlers and inference threads may use it at once.
     """
 
     def __init__(self, size: int, on_change: Callable[[int, int, int], None] | None = None):
