@@ -86,9 +86,9 @@ class ServeSettings(BaseModel):
                                  "end of their headers to the end of their answer); a request beyond it is "
                                  "503. Idle and slow connections are bounded by the timeouts instead.")
     cache_size: int = Field(10_000, ge=0, description="Texts whose model output the prediction cache "
-                            "keeps (least recently used dropped first), keyed on the text as the run cleans "
-                            "it; a repeated text is answered without the model. 0 turns the cache off. Each "
-                            "worker has its own.")
+                            "keeps (least recently used dropped first), keyed on the text as the model sees "
+                            "it (cleaned as the run cleans, tokenised); a repeated text is answered without "
+                            "the model. 0 turns the cache off. Each worker has its own.")
     workers: int = Field(1, ge=1, description="Worker processes (each loads the model).")
     threads: int | None = Field(None, ge=1, description="Inference threads per worker, each running its "
                                 "own batch on one torch thread; default: cores // workers (at least 1).")
@@ -506,9 +506,11 @@ async def _cached(cache: PredictionCache, batcher: Batcher[Encoded], encoded: li
             first.setdefault(key, i)
     if first:
         fresh = await batcher.submit([encoded[i] for i in first.values()])
-        cache.put_many(list(first), [r.probabilities for r in fresh])  # type: ignore[misc]
-        computed = {key: r.probabilities for key, r in zip(first, fresh, strict=True)}
-        rows = [row if row is not None else computed[key] for key, row in zip(keys, rows, strict=True)]
+        computed = dict(zip(first, fresh, strict=True))
+        kept = {key: r.probabilities for key, r in computed.items() if r.probabilities is not None}
+        cache.put_many(list(kept), list(kept.values()))  # a text's error, if any, is not remembered
+        return [TextResult(row) if row is not None else computed[key] for key, row in zip(keys, rows,
+                                                                                           strict=True)]
     return [TextResult(row) for row in rows]
 
 
