@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -81,11 +81,19 @@ def _format(name: str, formats: dict[str, str], given: str | None, default: str,
     return formats[suffix]
 
 
-def _text_stream(path: str) -> IO[str]:
-    # newline="": csv needs it, and text lines then keep \r\n, which `_strip_newline` removes
-    if path == STDIO:
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+@contextmanager
+def _text_stream(path: str) -> Iterator[IO[str]]:
+    """The input as UTF-8 text (a byte-order mark dropped); stdin is left open for the caller's process."""
+    # newline="": csv needs it, and text lines then keep \r\n, which `_read_txt` removes
+    if path != STDIO:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            yield f
+        return
+    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    try:
+        yield stream
+    finally:
+        stream.detach()
 
 
 def _strip_newline(line: str) -> str:
