@@ -242,3 +242,40 @@ def test_cli_refuses_a_missing_output_folder_before_loading_the_run(tmp_path, ca
     code = main(["predict", str(tmp_path / "no-such-run"), "--input", str(source), "--output",
                  str(tmp_path / "nowhere" / "out.csv")])
     assert code == 2 and "the folder" in capsys.readouterr().err  # not the missing run: checked first
+
+
+def test_nothing_to_write_is_an_error_and_writes_nothing(clf, tmp_path):
+    empty, blank = tmp_path / "empty.txt", tmp_path / "blank.txt"
+    empty.write_text("")
+    blank.write_text("\n \n")
+    with pytest.raises(DataError, match="holds no rows"):
+        predict_file(clf, empty, tmp_path / "out.parquet", progress=False)
+    with pytest.raises(DataError, match=r"none of its 2 rows could be classified \(bad rows at lines 1, 2\)"):
+        predict_file(clf, blank, tmp_path / "out.parquet", on_bad_row="skip", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.txt", "empty.txt"]
+
+
+def test_a_file_that_is_not_utf8_is_an_error(clf, tmp_path):
+    source = tmp_path / "latin1.txt"
+    source.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin1.txt: not UTF-8 text"):
+        predict_file(clf, source, tmp_path / "out.csv", progress=False)
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize(("name", "content", "total"), [
+    ("a.txt", "one\ntwo\nthree", 3), ("b.txt", "one\n\nthree\n", 3), ("c.jsonl", '{"text": "x"}\n', 1),
+    ("d.csv", 'text\n"two\nlines"\n', None)])
+def test_the_progress_total_is_known_only_when_cheap(tmp_path, name, content, total):
+    from tunetext.batch_predict import INPUT_FORMATS, _total_rows
+
+    path = tmp_path / name
+    path.write_text(content)
+    assert _total_rows(str(path), INPUT_FORMATS[path.suffix]) == total
+
+
+def test_the_progress_total_of_parquet_comes_from_its_metadata(tmp_path):
+    from tunetext.batch_predict import _total_rows
+
+    path = write_input(tmp_path / "in.parquet", [{"text": t} for t in TEXTS])
+    assert _total_rows(str(path), "parquet") == len(TEXTS)

@@ -309,6 +309,7 @@ def check_output(output: str, input: str | None) -> Path | None:
 @dataclass
 class _Tally:
     rows: int = 0
+    read: int = 0
     skipped: int = 0
     skipped_lines: list[int] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)
@@ -368,7 +369,13 @@ def predict_file(run_dir_or_classifier: str | Path | Classifier, input: str | Pa
             if records:
                 writer.write(records)
             tally.rows += len(records)
+            tally.read += len(chunk)
             bar.update(len(chunk))
+        if tally.rows == 0:  # an empty output (an empty Parquet file is not even valid) helps nobody
+            where = ", ".join(map(str, tally.skipped_lines[:10]))
+            raise DataError(f"{input} holds no rows" if tally.read == 0 else
+                            f"{input}: none of its {tally.read} rows could be classified (bad rows at "
+                            f"{tally.unit}s {where}); nothing written")
         writer.close()
         if out is not None and temp is not None:
             target.close()
