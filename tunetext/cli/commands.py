@@ -169,7 +169,7 @@ def predict_command(args: argparse.Namespace) -> int:
         summary = predict_file(args.run_dir, args.input or texts, args.output, **given(
             text_column=args.text_column, batch_size=args.batch_size, chunk_rows=args.chunk_rows,
             on_bad_row=args.on_bad_row, input_format=args.input_format, output_format=args.output_format))
-        skipped = (f"; skipped {summary['skipped']} bad row(s), at line(s) "
+        skipped = (f"; skipped {summary['skipped']} bad row(s), at {summary['numbered_by']}(s) "
                    f"{', '.join(map(str, summary['skipped_lines'][:20]))}" if summary["skipped"] else "")
         print(f"wrote {summary['rows']} predictions to {args.output}{skipped}", file=sys.stderr)
         return 0
