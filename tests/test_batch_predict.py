@@ -279,3 +279,13 @@ def test_the_progress_total_of_parquet_comes_from_its_metadata(tmp_path):
 
     path = write_input(tmp_path / "in.parquet", [{"text": t} for t in TEXTS])
     assert _total_rows(str(path), "parquet") == len(TEXTS)
+
+
+def test_printed_answers_name_bad_rows_by_line_too(trained_run, clf, tmp_path, capsys):
+    source = tmp_path / "in.txt"
+    source.write_text("free entry to win\n\nlunch later\n")
+    assert main(["predict", str(trained_run), "--input", str(source), "--json"]) == 2
+    assert "line 2: " in capsys.readouterr().err
+    assert main(["predict", str(trained_run), "--input", str(source), "--json", "--on-bad-row", "skip"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert_same(rows, clf.predict(["free entry to win", "lunch later"]), clf.label_names)

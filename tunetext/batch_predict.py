@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from tunetext.data.sources import DataError
 from tunetext.errors import UsageError
-from tunetext.predict import Classifier, Prediction
+from tunetext.predict import Classifier, Prediction, has_content
 
 # What a file name's suffix means, for input and for output (.json is JSON lines, as for training data).
 INPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet",
@@ -434,3 +434,44 @@ def _kept(columns: dict[str, Any], label_names: list[str], tally: _Tally) -> dic
             tally.renamed[name] = key
         out[key] = value
     return out
+
+
+def read_texts(clf: Classifier, input: str | Path, text_column: str | None = None,
+               on_bad_row: Literal["fail", "skip"] = "fail", input_format: str | None = None) -> list[str]:
+    """Every text of `input` (read as `predict_file` reads it), whole, for printing a few answers; bad rows
+    fail naming their lines, or are left out (`on_bad_row`). For large files use `predict_file`."""
+    input = str(input)
+    kind = _format(input, INPUT_FORMATS, input_format, "txt", "--input")
+    if input != STDIO and not Path(input).is_file():
+        raise DataError(f"--input {input}: no such file")
+    unit = "row" if kind == "parquet" else "line"
+    texts: list[str] = []
+    bad: list[tuple[int, str]] = []
+    try:
+        for row in _rows(input, kind, text_column or clf.config.data.text_column, 4096):
+            why = row.problem or _problem(clf, row.text)
+            if why is None:
+                texts.append(row.text)
+            else:
+                bad.append((row.line, why))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"--input {input}: not UTF-8 text ({exc}); re-encode the file as UTF-8") from None
+    if bad and on_bad_row == "fail":
+        shown = "; ".join(f"{unit} {line}: {why}" for line, why in bad[:5])
+        raise DataError(f"{input}: {len(bad)} row(s) cannot be classified ({shown}). Fix them, or pass "
+                        "--on-bad-row skip to leave such rows out")
+    if not texts:
+        why = f" that can be classified ({len(bad)} bad)" if bad else ""
+        raise UsageError(f"{input} holds no texts{why}")
+    return texts
+
+
+def _problem(clf: Classifier, text: Any) -> str | None:
+    """Why `text` cannot be classified by `clf` (as `Classifier.encode` judges it, without tokenising)."""
+    if not isinstance(text, str):
+        return f"must be a string, not {type(text).__name__}"
+    if not has_content(text):
+        return "a blank text: nothing to classify"
+    if not has_content(clf.clean([text])[0]):
+        return "nothing is left of this text after the run's text cleaning"
+    return None

@@ -15,12 +15,11 @@ from accelerate import PartialState
 
 from tunetext.adaptive import long_text_mode
 from tunetext.assets import fetched
-from tunetext.batch_predict import predict_file, prediction_row
+from tunetext.batch_predict import predict_file, prediction_row, read_texts
 from tunetext.batches import LongText, text_room, token_lengths
 from tunetext.compare import compare, format_table
 from tunetext.config import ConfigError, RunConfig, load_config, parse_overrides
 from tunetext.data import BUILTIN, load_dataset
-from tunetext.data.sources import FILE_SUFFIXES, DataError, read_file
 from tunetext.errors import TunetextError, UsageError
 from tunetext.evaluate import evaluate, format_metrics, warning_lines
 from tunetext.lengths import length_report, what_long_text_does
@@ -146,21 +145,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_inputs(path: Path, text_column: str) -> list[str]:
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if suffix in FILE_SUFFIXES and suffix != ".txt":  # the formats training reads (.json is JSON lines)
-        # Reuse the readers; the label column is not needed, so point it at the text column.
-        split = read_file(path, text_column, text_column)
-        return [str(t) if t is not None else "" for t in split.texts]
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc}); re-encode the file as UTF-8, or give a CSV, TSV, "
-                        "JSONL or Parquet file") from None
-
-
 def predict_command(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if args.output and args.input and texts:
@@ -173,13 +157,12 @@ def predict_command(args: argparse.Namespace) -> int:
                    f"{', '.join(map(str, summary['skipped_lines'][:20]))}" if summary["skipped"] else "")
         print(f"wrote {summary['rows']} predictions to {args.output}{skipped}", file=sys.stderr)
         return 0
-    if args.input:
-        column = args.text_column or read_run(args.run_dir)[0].data.text_column  # the run's own by default
-        texts += _read_inputs(Path(args.input), column)
-    if not texts:
-        raise UsageError(f"{args.input} holds no texts" if args.input else
-                         "give texts to classify, or --input FILE")
+    if not texts and not args.input:
+        raise UsageError("give texts to classify, or --input FILE")
     clf = Classifier.load(args.run_dir)
+    if args.input:  # printed: read whole, the bad rows named by line as predict_file names them
+        texts += read_texts(clf, args.input, **given(text_column=args.text_column, on_bad_row=args.on_bad_row,
+                                                      input_format=args.input_format))
     predictions = clf.predict(texts, **given(batch_size=args.batch_size))
     rows = [{"text": t, **prediction_row(p, clf.task)} for t, p in zip(texts, predictions, strict=True)]
     if args.json:

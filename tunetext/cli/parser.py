@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--chunk-rows", type=_at_least(1), shown=_default(predict_file, "chunk_rows"),
          help="rows read, predicted and written at a time with --output")
     _add(p, "--on-bad-row", choices=["fail", "skip"], shown=_default(predict_file, "on_bad_row"),
-         help="with --output, a row that cannot be classified (a blank line, a missing or non-string text) "
+         help="a row of --input that cannot be classified (a blank line, a missing or non-string text) "
          "fails the run, naming its line, or is skipped and counted")
     p.set_defaults(func=commands.predict_command)
 
