@@ -264,3 +264,15 @@ def test_tasks_judges_each_target_the_right_way_round():
     assert entry["tunetext"]["test"]["r2"]["mean"] == pytest.approx(0.7) and entry["same_split"]
     assert beat["r2"]["met"] and not beat["mae"]["met"] and beat["mae"]["missed_by"] == pytest.approx(0.2)
     assert not entry["targets"]["all_met"]
+
+
+def test_predict_memory_measures_each_size_in_its_own_process(tmp_path):
+    out = tmp_path / "predict_memory.json"
+    run_script("predict_memory.py", "--sizes", "300", "30", "--chunk-rows", "64", "--output", out)
+    report = json.loads(out.read_text())
+    assert_machine_recorded(report)
+    sizes = report["sizes"]
+    assert [s["size"] for s in sizes] == [30, 300] and [s["rows"] for s in sizes] == [30, 300]
+    assert all(s["peak_kib"] >= s["peak_after_load_kib"] > 0 for s in sizes)
+    assert report["ratio"] == pytest.approx(sizes[1]["peak_kib"] / sizes[0]["peak_kib"], abs=1e-4)
+    assert report["met"] == (report["ratio"] <= report["target_ratio"])

@@ -150,9 +150,10 @@ def test_predict_csv_input_to_csv_output(trained_run, tmp_path, capsys):
     assert code == 0
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["text", "label", "score", "p_ham", "p_spam", "truncated"]
-    assert [r["text"] for r in rows] == ["free entry, to win", "lunch later?"]
-    for r, p in zip(rows, Classifier.load(trained_run).predict([r["text"] for r in rows]), strict=True):
+    assert list(rows[0]) == ["id", "body", "label", "score", "p_ham", "p_spam", "truncated"]  # id kept
+    assert [r["body"] for r in rows] == ["free entry, to win", "lunch later?"]
+    assert [r["id"] for r in rows] == ["1", "2"]
+    for r, p in zip(rows, Classifier.load(trained_run).predict([r["body"] for r in rows]), strict=True):
         assert float(r["p_ham"]) + float(r["p_spam"]) == pytest.approx(1, abs=1e-5)
         assert float(r["score"]) == pytest.approx(float(r[f"p_{r['label']}"]))
         assert r["label"] == p.label and float(r["score"]) == pytest.approx(p.score, abs=1e-6)  # 6 places

@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from tunetext.batch_predict import predict_file, read_texts
 from tunetext.cli import build_parser, main
 from tunetext.cli import commands as handlers
 from tunetext.cli.parser import default_of
@@ -46,8 +47,12 @@ FEEDS: dict[tuple[str, str], list[tuple[object, str]]] = {
     ("evaluate", "--split"): [(evaluate, "split")],
     ("evaluate", "--text-column"): [(evaluate, "text_column")],
     ("evaluate", "--label-column"): [(evaluate, "label_column")],
-    ("predict", "--text-column"): [(DataConfig, "text_column")],
-    ("predict", "--batch-size"): [(Classifier.predict, "batch_size")],
+    ("predict", "--text-column"): [(predict_file, "text_column"), (read_texts, "text_column")],
+    ("predict", "--batch-size"): [(Classifier.predict, "batch_size"), (predict_file, "batch_size")],
+    ("predict", "--chunk-rows"): [(predict_file, "chunk_rows")],
+    ("predict", "--input-format"): [(predict_file, "input_format"), (read_texts, "input_format")],
+    ("predict", "--output-format"): [(predict_file, "output_format")],
+    ("predict", "--on-bad-row"): [(predict_file, "on_bad_row"), (read_texts, "on_bad_row")],
     ("serve", "--host"): [(serve, "host")],
     ("serve", "--port"): [(serve, "port")],
     ("serve", "--log-level"): [(serve, "log_level")],

@@ -5,7 +5,6 @@ API's own defaults apply (`given`)."""
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections import Counter
@@ -16,11 +15,11 @@ from accelerate import PartialState
 
 from tunetext.adaptive import long_text_mode
 from tunetext.assets import fetched
+from tunetext.batch_predict import predict_file, prediction_row, read_texts
 from tunetext.batches import LongText, text_room, token_lengths
 from tunetext.compare import compare, format_table
 from tunetext.config import ConfigError, RunConfig, load_config, parse_overrides
 from tunetext.data import BUILTIN, load_dataset
-from tunetext.data.sources import FILE_SUFFIXES, DataError, read_file
 from tunetext.errors import TunetextError, UsageError
 from tunetext.evaluate import evaluate, format_metrics, warning_lines
 from tunetext.lengths import length_report, what_long_text_does
@@ -146,40 +145,27 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_inputs(path: Path, text_column: str) -> list[str]:
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if suffix in FILE_SUFFIXES and suffix != ".txt":  # the formats training reads (.json is JSON lines)
-        # Reuse the readers; the label column is not needed, so point it at the text column.
-        split = read_file(path, text_column, text_column)
-        return [str(t) if t is not None else "" for t in split.texts]
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc}); re-encode the file as UTF-8, or give a CSV, TSV, "
-                        "JSONL or Parquet file") from None
-
-
 def predict_command(args: argparse.Namespace) -> int:
     texts = list(args.texts)
-    if args.input:
-        texts += _read_inputs(Path(args.input), args.text_column)
-    if not texts:
-        raise UsageError(f"{args.input} holds no texts" if args.input else
-                         "give texts to classify, or --input FILE")
+    if args.output and args.input and texts:
+        raise UsageError("give texts on the command line or --input FILE with --output, not both")
+    if args.output:  # streamed: a file (or the texts given) to a file, a chunk at a time
+        summary = predict_file(args.run_dir, args.input or texts, args.output, **given(
+            text_column=args.text_column, batch_size=args.batch_size, chunk_rows=args.chunk_rows,
+            on_bad_row=args.on_bad_row, input_format=args.input_format, output_format=args.output_format))
+        skipped = (f"; skipped {summary['skipped']} bad row(s), at {summary['numbered_by']}(s) "
+                   f"{', '.join(map(str, summary['skipped_lines'][:20]))}" if summary["skipped"] else "")
+        print(f"wrote {summary['rows']} predictions to {args.output}{skipped}", file=sys.stderr)
+        return 0
+    if not texts and not args.input:
+        raise UsageError("give texts to classify, or --input FILE")
     clf = Classifier.load(args.run_dir)
+    if args.input:  # printed: read whole, the bad rows named by line as predict_file names them
+        texts += read_texts(clf, args.input, **given(text_column=args.text_column, on_bad_row=args.on_bad_row,
+                                                      input_format=args.input_format))
     predictions = clf.predict(texts, **given(batch_size=args.batch_size))
-    rows = [_prediction_row(t, p, clf.task) for t, p in zip(texts, predictions, strict=True)]
-    chunked = clf.config.data.long_text == "chunks"
-    if args.output:
-        out = Path(args.output)
-        if out.suffix.lower() == ".csv":
-            _write_predictions_csv(out, rows, clf, chunked)
-        else:
-            out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        print(f"wrote {len(rows)} predictions to {out}", file=sys.stderr)
-    elif args.json:
+    rows = [{"text": t, **prediction_row(p, clf.task)} for t, p in zip(texts, predictions, strict=True)]
+    if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
@@ -190,17 +176,6 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prediction_row(text: str, p: Any, task: str) -> dict[str, Any]:
-    """One prediction as `tunetext predict` writes it: the label and its score, the labels over their
-    thresholds, or the value; every label's probability; whether the text was cut."""
-    answer: dict[str, Any] = ({"value": p.value} if task == "regression" else {"labels": p.labels}
-                              if task == "multi_label" else {"label": p.label, "score": p.score})
-    if task != "regression":
-        answer["probabilities"] = p.probabilities
-    chunks = {} if p.chunks is None else {"chunks": p.chunks}
-    return {"text": text, **answer, "truncated": p.truncated, **chunks}
-
-
 def _answer(row: dict[str, Any], task: str) -> str:
     """A prediction's answer for the terminal, in a column of its own."""
     if task == "regression":
@@ -209,23 +184,6 @@ def _answer(row: dict[str, Any], task: str) -> str:
         labels = ", ".join(f"{n} {row['probabilities'][n]:.2f}" for n in row["labels"]) or "(no label)"
         return f"{labels:<30}"
     return f"{row['label']:<12} {row['score']:.4f}"
-
-
-def _write_predictions_csv(out: Path, rows: list[dict[str, Any]], clf: Classifier, chunked: bool) -> None:
-    """Predictions as CSV: text, the answer (label and score; labels joined by the run's separator; value),
-    each label's probability as p_<label>, truncated, and chunks under data.long_text=chunks."""
-    sep = clf.config.data.label_separator
-    head = {"regression": ["value"], "multi_label": ["labels"], "single_label": ["label", "score"]}[clf.task]
-    probs = [] if clf.task == "regression" else [f"p_{n}" for n in clf.label_names]
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", *head, *probs, "truncated"] + (["chunks"] if chunked else []))
-        for r in rows:
-            answer = ([f"{r['value']:.6f}"] if clf.task == "regression" else [sep.join(r["labels"])]
-                      if clf.task == "multi_label" else [r["label"], f"{r['score']:.6f}"])
-            writer.writerow([r["text"], *answer,
-                             *(f"{r['probabilities'][n]:.6f}" for n in clf.label_names if probs),
-                             str(r["truncated"]).lower()] + ([r["chunks"]] if chunked else []))
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
+from tunetext.batch_predict import predict_file
 from tunetext.cli import commands
 from tunetext.config import DataConfig, ModelConfig, TrainConfig
 from tunetext.predict import Classifier
@@ -212,15 +213,27 @@ def build_parser() -> argparse.ArgumentParser:
                        "them.")
     p.add_argument("run_dir")
     p.add_argument("texts", nargs="*", help="texts to classify")
-    p.add_argument("--input", help="file of texts: .txt (one per line), or CSV/TSV/JSONL/Parquet (default: "
-                   "none, only the texts given)")
-    # Not the run's own column: --input is any table; the name training assumes is the natural guess.
-    _add(p, "--text-column", default=default_of(DataConfig, "text_column"),
-         shown=_default(DataConfig, "text_column"), help="text column of --input tables")
-    p.add_argument("--output", help="write predictions to a .jsonl or .csv file (default: print them)")
+    p.add_argument("--input", help="file of texts: .txt (one per line), or CSV/TSV/JSONL/Parquet; '-' reads "
+                   "text lines from stdin (default: none, only the texts given)")
+    _add(p, "--text-column", shown=_default(predict_file, "text_column", "the run's data.text_column"),
+         help="text column of --input tables")
+    p.add_argument("--output", help="stream predictions into a .csv, .tsv, .jsonl or .parquet file, the "
+                   "input's other columns kept beside them; '-' writes JSON lines to stdout (default: print "
+                   "them)")
     p.add_argument("--json", action="store_true", help="print predictions as JSON")
     _add(p, "--batch-size", type=_at_least(1), shown=_default(Classifier.predict, "batch_size"),
          help="texts per forward pass")
+    _add(p, "--input-format", choices=["csv", "tsv", "jsonl", "parquet", "txt"],
+         shown=_default(predict_file, "input_format", "by the suffix; txt for -"),
+         help="how to read --input, whatever its name")
+    _add(p, "--output-format", choices=["csv", "tsv", "jsonl", "parquet"],
+         shown=_default(predict_file, "output_format", "by the suffix; jsonl for -"),
+         help="what to write to --output, whatever its name")
+    _add(p, "--chunk-rows", type=_at_least(1), shown=_default(predict_file, "chunk_rows"),
+         help="rows read, predicted and written at a time with --output")
+    _add(p, "--on-bad-row", choices=["fail", "skip"], shown=_default(predict_file, "on_bad_row"),
+         help="a row of --input that cannot be classified (a blank line, a missing or non-string text) "
+         "fails the run, naming its line, or is skipped and counted")
     p.set_defaults(func=commands.predict_command)
 
     p = sub.add_parser("serve", help="serve a finished run over HTTP", description="Serve a finished run: "
