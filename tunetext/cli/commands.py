@@ -23,6 +23,7 @@ from tunetext.data import BUILTIN, load_dataset
 from tunetext.data.sources import FILE_SUFFIXES, DataError, read_file
 from tunetext.errors import TunetextError, UsageError
 from tunetext.evaluate import evaluate, format_metrics, warning_lines
+from tunetext.export import export
 from tunetext.lengths import length_report, what_long_text_does
 from tunetext.models import CATALOGUE, load_tokenizer, resolve
 from tunetext.predict import Classifier
@@ -168,7 +169,7 @@ def predict_command(args: argparse.Namespace) -> int:
     if not texts:
         raise UsageError(f"{args.input} holds no texts" if args.input else
                          "give texts to classify, or --input FILE")
-    clf = Classifier.load(args.run_dir)
+    clf = Classifier.load(args.run_dir, **given(backend=args.backend))
     predictions = clf.predict(texts, **given(batch_size=args.batch_size))
     rows = [_prediction_row(t, p, clf.task) for t, p in zip(texts, predictions, strict=True)]
     chunked = clf.config.data.long_text == "chunks"
@@ -237,7 +238,7 @@ def serve_command(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms, max_texts=args.max_texts, max_body_bytes=args.max_body_bytes,
         max_request_tokens=args.max_request_tokens, header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout, max_header_bytes=args.max_header_bytes,
-        max_concurrency=args.max_concurrency, precision=args.precision))
+        max_concurrency=args.max_concurrency, precision=args.precision, backend=args.backend))
     return 0
 
 
@@ -304,6 +305,14 @@ def compare_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     print(f"report written to {report(args.run_dir, args.output)}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    record = export(args.run_dir, **given(format=args.format, quantize=args.quantize, gate=args.gate),
+                    force=args.force)
+    print(f"{args.run_dir}/onnx/{record['model']}: {record['chosen']}, used by --backend auto "
+          f"({record['reason']})")
     return 0
 
 
