@@ -81,8 +81,9 @@ def export(run_dir: str | Path, format: str = "onnx", quantize: str | None = Non
         "torch": {"bytes": _bytes(run_dir, "model.safetensors"), "metric": torch_side["metric"]},
         "fp32": {"file": FP32, "bytes": _bytes(folder, FP32), "metric": fp32["metric"], **fp32_check},
         "cpu": cpu_features(), "versions": _versions()}
-    say(f"fp32: largest probability difference from PyTorch {fp32_check['max_probability_difference']:.2e}, "
-        f"labels agreeing on {fp32_check['label_agreement']:.2%} of {len(val)} validation texts")
+    agreement = fp32_check["label_agreement"]
+    say(f"fp32: largest difference from PyTorch {fp32_check['max_probability_difference']:.2e} on "
+        f"{len(val)} validation texts" + ("" if agreement is None else f", answers agreeing on {agreement:.2%}"))
     if fp32_check["max_probability_difference"] > FP32_TOLERANCE:
         record.update(passed=False, chosen=None, model=None, reason=(
             f"the fp32 export differs from PyTorch by {fp32_check['max_probability_difference']:.3g} "
