@@ -196,7 +196,8 @@ def _int8(clf: Classifier, folder: Path, ids: list[list[int]], counts: list[int]
     int8 = _scored(_onnx_twin(clf, folder / INT8), ids, counts, labels, metric)
     drop = (fp32["metric"] - int8["metric"]) * 100  # points: the metric in hundredths
     within = drop <= gate
-    change = f"{drop:.2f} points below" if drop > 0 else f"{-drop:.2f} points above"
+    change = (f"{drop:.2f} points below" if drop >= 0.005 else f"{-drop:.2f} points above" if drop <= -0.005
+              else "the same as")
     why = (f"int8's validation {metric} is {change} fp32's, within the gate of {gate}" if within else
            f"int8's validation {metric} is {drop:.2f} points below fp32's, more than the gate of {gate}: "
            + ("used anyway (force)" if force else "fp32 kept; `--force` uses int8 regardless"))
