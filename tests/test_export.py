@@ -54,7 +54,8 @@ def test_the_record_says_what_was_checked(exported):
     assert json.loads((run / FOLDER / RECORD).read_text()) == record
     assert record["passed"] and record["fp32"]["label_agreement"] == 1.0
     assert record["fp32"]["max_probability_difference"] < 1e-4
-    assert record["metric"] == "macro_f1" and record["fp32"]["metric"] == pytest.approx(record["torch"]["metric"])
+    assert record["metric"] == "macro_f1"
+    assert record["fp32"]["metric"] == pytest.approx(record["torch"]["metric"])
     int8 = record["int8"]
     assert int8["weight_type"] in ("QInt8", "QUInt8") and int8["why"]
     assert int8["bytes"] < record["fp32"]["bytes"]

@@ -83,7 +83,8 @@ def export(run_dir: str | Path, format: str = "onnx", quantize: str | None = Non
         "cpu": cpu_features(), "versions": _versions()}
     agreement = fp32_check["label_agreement"]
     say(f"fp32: largest difference from PyTorch {fp32_check['max_probability_difference']:.2e} on "
-        f"{len(val)} validation texts" + ("" if agreement is None else f", answers agreeing on {agreement:.2%}"))
+        f"{len(val)} validation texts"
+        + ("" if agreement is None else f", answers agreeing on {agreement:.2%}"))
     if fp32_check["max_probability_difference"] > FP32_TOLERANCE:
         record.update(passed=False, chosen=None, model=None, reason=(
             f"the fp32 export differs from PyTorch by {fp32_check['max_probability_difference']:.3g} "
@@ -124,7 +125,7 @@ def _export_onnx(clf: Classifier, example: list[list[int]], path: Path) -> str:
     wrapped = _Logits(clf.model).eval()
     batch = collate(example * 2 if len(example) < 2 else example, clf.tokenizer.pad_token_id)
     args = (batch["input_ids"], batch["attention_mask"])
-    names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["logits"]}
+    names: dict[str, Any] = {"input_names": ["input_ids", "attention_mask"], "output_names": ["logits"]}
     failures = []
     for dynamo in (True, False):
         if dynamo:

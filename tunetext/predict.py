@@ -148,7 +148,8 @@ class Classifier:
 
         exported = _exported_model(run_dir, backend, torch.device(device), adapter)
         if exported is None:
-            return cls(*load_model(), config, metrics)
+            model, tokenizer = load_model()
+            return cls(model, tokenizer, config, metrics)
         from transformers import AutoConfig  # the model's labels and task, without its weights
 
         model_config = AutoConfig.from_pretrained(str(run_dir))
