@@ -19,7 +19,7 @@ from tunetext.export import export, int8_settings
 from tunetext.models import ModelError
 from tunetext.predict import Classifier
 from tunetext.report import sections
-from tunetext.runs import RunError
+from tunetext.runs import RunError, foreign_entries
 
 
 def _copy(run: Path, tmp_path_factory, name: str) -> Path:
@@ -128,6 +128,7 @@ def test_a_stale_or_missing_export_is_refused(learned_bert_run, tmp_path_factory
     assert Classifier.load(run).backend == "torch"
     export(run, progress=False)
     assert Classifier.load(run).backend == "onnx"
+    assert foreign_entries(run) == []  # the export is the run's own: --overwrite may replace it
     weights = load_file(run / "model.safetensors")  # trained further, say: other weights than exported
     name = next(iter(weights))
     weights[name] = weights[name] + 0.01
