@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "RUN_DIR/onnx/export.json. See docs/export.md.")
     p.add_argument("run_dir")
     _add(p, "--format", choices=["onnx"], shown=_default(export, "format"), help="what to export to")
-    _add(p, "--quantize", choices=["int8"], shown=_default(export, "quantize"),
+    _add(p, "--quantize", choices=["int8"], shown=_default(export, "quantize", "{}: fp32 only"),
          help="also quantize (dynamic int8, settings chosen for this CPU)")
     _add(p, "--gate", type=float, shown=_default(export, "gate"), help="largest drop in the validation main "
          "metric (train.metric), in points, for which int8 is used")
