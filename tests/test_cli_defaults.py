@@ -17,6 +17,7 @@ from tunetext.cli import commands as handlers
 from tunetext.cli.parser import default_of
 from tunetext.config import DataConfig, ModelConfig, TrainConfig
 from tunetext.evaluate import evaluate
+from tunetext.export import export
 from tunetext.predict import Classifier
 from tunetext.prompting import prompt_eval, prompt_story
 from tunetext.report import report
@@ -53,13 +54,18 @@ FEEDS: dict[tuple[str, str], list[tuple[object, str]]] = {
     ("predict", "--input-format"): [(predict_file, "input_format"), (read_texts, "input_format")],
     ("predict", "--output-format"): [(predict_file, "output_format")],
     ("predict", "--on-bad-row"): [(predict_file, "on_bad_row"), (read_texts, "on_bad_row")],
+    ("predict", "--backend"): [(Classifier.load, "backend"), (predict_file, "backend")],
+    ("export", "--format"): [(export, "format")],
+    ("export", "--quantize"): [(export, "quantize")],
+    ("export", "--gate"): [(export, "gate")],
+    ("export", "--force"): [(export, "force")],
     ("serve", "--host"): [(serve, "host")],
     ("serve", "--port"): [(serve, "port")],
     ("serve", "--log-level"): [(serve, "log_level")],
     **{("serve", f"--{name.removesuffix('_s').replace('_', '-')}"): [(ServeSettings, name)]
        for name in ("workers", "threads", "precision", "max_batch_size", "pass_size", "max_wait_ms",
                     "max_texts", "max_body_bytes", "max_request_tokens", "header_timeout_s", "body_timeout_s",
-                    "max_header_bytes", "max_concurrency", "cache_size")},
+                    "max_header_bytes", "max_concurrency", "cache_size", "backend")},
     ("prompt-eval", "--labels"): [(prompt_eval, "labels"), (prompt_story, "labels")],
     ("prompt-eval", "--shots"): [(prompt_eval, "shots"), (prompt_story, "shots")],  # 0 alone, 4 with --run
     ("prompt-eval", "--split"): [(prompt_eval, "split")],

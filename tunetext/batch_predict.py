@@ -320,7 +320,8 @@ def predict_file(run_dir_or_classifier: str | Path | Classifier, input: str | Pa
                  output: str | Path,
                  text_column: str | None = None, batch_size: int = 64, chunk_rows: int = 2048,
                  on_bad_row: Literal["fail", "skip"] = "fail", progress: bool = True,
-                 input_format: str | None = None, output_format: str | None = None) -> dict[str, Any]:
+                 input_format: str | None = None, output_format: str | None = None,
+                 backend: Literal["auto", "torch", "onnx"] = "auto") -> dict[str, Any]:
     """Predict every row of `input` (a CSV/TSV/JSONL/Parquet/.txt file, or `-` for stdin read as text lines
     unless `input_format` says otherwise) and write `output` (.csv/.tsv/.jsonl/.parquet by its suffix, or
     `-` for stdout as JSON lines unless `output_format` says otherwise), `chunk_rows` rows at a time,
@@ -328,7 +329,8 @@ def predict_file(run_dir_or_classifier: str | Path | Classifier, input: str | Pa
     `data.text_column`); the input's other columns are kept beside the predictions (`prediction_row`;
     tables get each label's probability as `p_<label>`). A bad row (a blank line, a missing or non-string
     text, one with nothing to classify) fails the run naming its line (`on_bad_row="fail"`) or is left out
-    and counted (`"skip"`). Returns a summary: rows written, rows skipped and their first lines, seconds."""
+    and counted (`"skip"`). A run given by its folder is loaded with `backend` (`Classifier.load`). Returns a
+    summary: rows written, rows skipped and their first lines, seconds."""
     if on_bad_row not in ("fail", "skip"):
         raise UsageError(f"on_bad_row must be 'fail' or 'skip', not {on_bad_row!r}")
     if chunk_rows < 1 or batch_size < 1:
@@ -345,7 +347,7 @@ def predict_file(run_dir_or_classifier: str | Path | Classifier, input: str | Pa
     if texts is None and input != STDIO and not Path(input).is_file():
         raise DataError(f"--input {input}: no such file")
     clf = (run_dir_or_classifier if isinstance(run_dir_or_classifier, Classifier)
-           else Classifier.load(run_dir_or_classifier))
+           else Classifier.load(run_dir_or_classifier, backend=backend))
     column = text_column or clf.config.data.text_column
     started = time.perf_counter()
     tally = _Tally(unit="text" if texts is not None else "row" if in_kind == "parquet" else "line")

@@ -315,7 +315,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
     `train`, `val`, `test` or `all` (every usable row). By default: `test` for the run's own data,
     `all` for other data. `progress` shows a progress bar on stderr while scoring, on a terminal only.
     """
-    clf = Classifier.load(run_dir)
+    clf = Classifier.load(run_dir, backend="torch")  # evaluates the PyTorch weights
     data_config = clf.config.data.model_copy()
     if data is not None:
         data_config = data_config.model_copy(update={"source": data, "validation": None, "test": None})

@@ -5,19 +5,25 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
 
+from tunetext.backends.onnx import OnnxScorer, usable_export
 from tunetext.batches import LongText, tokenize_windows_marking_cuts
 from tunetext.config import RunConfig
 from tunetext.data.clean import clean_text
 from tunetext.errors import UsageError
 from tunetext.inference import pool_windows, predict_log_probs, sigmoid, softmax_with_temperature
-from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier, task_of
+from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier, load_tokenizer, task_of
 from tunetext.runs import RunError, read_run
 from tunetext.task_metrics import apply_thresholds, threshold_values
+
+# Which forward pass scores: `auto` is the run's ONNX export when it passed its checks and was made from the
+# run's current weights (`tunetext export`), else PyTorch; `onnx` insists on the export; `torch` never
+# uses it.
+Backend = Literal["auto", "torch", "onnx"]
 
 # What a text needs to be worth classifying, in words for error messages.
 CONTENT = "a letter, digit, punctuation mark or symbol"
@@ -82,15 +88,23 @@ class Prediction:
 class Classifier:
     """A fine-tuned classifier; `Classifier.load(run_dir).predict(texts)`."""
 
-    def __init__(self, model, tokenizer, config: RunConfig, metrics: dict | None = None):
-        self.model = model.eval()
+    def __init__(self, model, tokenizer, config: RunConfig, metrics: dict | None = None,
+                 onnx: OnnxScorer | None = None, model_config: Any = None, load_model: Any = None):
+        """`model`: the PyTorch model; or None with `onnx` (the scorer), `model_config` (its transformers
+        config) and `load_model` (a function loading the PyTorch model, for what reads it: evaluation,
+        reports)."""
+        self._model = None if model is None else model.eval()
+        self._load_model = load_model
+        self.onnx = onnx
+        self.backend = "torch" if onnx is None else "onnx"
         self.tokenizer = tokenizer
         self.config = config
         self.metrics = metrics or {}
-        self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        model_config = model.config if model is not None else model_config
+        self.label_names = [model_config.id2label[i] for i in range(model_config.num_labels)]
         # Temperature scaling fitted on validation when the run finished; 1.0 leaves scores as they are.
         self.temperature = float(self.metrics.get("calibration", {}).get("temperature", 1.0))
-        self.task = task_of(model.config)
+        self.task = task_of(model_config)
         # What turns raw scores into answers: multi-label thresholds (tuned on validation when the run
         # finished; 0.5 for a label without one), regression's target scale. Runs before multi-label
         # and regression existed have no record: single-label.
@@ -100,8 +114,19 @@ class Classifier:
             tuned = self.task_record.get("thresholds") or {}
             self.thresholds = {name: float(tuned.get(name, 0.5)) for name in self.label_names}
 
+    @property
+    def model(self):
+        """The PyTorch model; under the ONNX backend, loaded on first use (scoring does not need it)."""
+        if self._model is None:
+            self._model = self._load_model().eval()
+        return self._model
+
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", backend: Backend = "auto",
+             threads: int | None = None) -> Classifier:
+        """A finished run. `backend` (`Backend`): `auto` scores with the run's ONNX export when it passed
+        its checks and matches the run's weights, else with PyTorch; `onnx` fails with the reason when it
+        cannot. `threads`: ONNX Runtime's threads (default: every CPU this process may use)."""
         config, metrics, info = read_run(run_dir)
         adapter = (Path(run_dir) / ADAPTER_CONFIG).is_file()
         weights = ["adapter_model.safetensors"] if adapter else ["model.safetensors",
@@ -109,15 +134,28 @@ class Classifier:
         if not any((Path(run_dir) / name).is_file() for name in weights):  # so no pickled .bin is tried
             raise RunError(f"{run_dir} has no {weights[0]}: the run's weights were removed or never "
                            "finished writing; train it again")
-        if adapter:  # a PEFT adapter and head, for model.name's weights
-            task = metrics.get("task", {}).get("type", "single_label")
-            model, tokenizer = load_adapter_classifier(run_dir, config.model.name, info["label_names"],
-                                                       config.train.student_layers, config.model.attention,
-                                                       torch.device(device), task)
-        else:
-            model, tokenizer, _ = load_classifier(str(run_dir), attention=config.model.attention,
-                                                  device=torch.device(device))
-        return cls(model.to(device), tokenizer, config, metrics)
+
+        def load_model():
+            if adapter:  # a PEFT adapter and head, for model.name's weights
+                task = metrics.get("task", {}).get("type", "single_label")
+                model, tokenizer = load_adapter_classifier(
+                    run_dir, config.model.name, info["label_names"], config.train.student_layers,
+                    config.model.attention, torch.device(device), task)
+            else:
+                model, tokenizer, _ = load_classifier(str(run_dir), attention=config.model.attention,
+                                                      device=torch.device(device))
+            return model.to(device), tokenizer
+
+        exported = _exported_model(run_dir, backend, torch.device(device), adapter)
+        if exported is None:
+            model, tokenizer = load_model()
+            return cls(model, tokenizer, config, metrics)
+        from transformers import AutoConfig  # the model's labels and task, without its weights
+
+        model_config = AutoConfig.from_pretrained(str(run_dir))
+        scorer = OnnxScorer(exported, task_of(model_config) == "single_label", threads)
+        return cls(None, load_tokenizer(str(run_dir)), config, metrics, scorer, model_config,
+                   lambda: load_model()[0])
 
     def encode(self, texts: list[str]) -> list[Encoded]:
         """Each text as the model sees it: cleaned as the training data was (`clean`), checked for content
@@ -142,15 +180,26 @@ class Classifier:
         regression one column, the value on the targets' scale. With `counts`, `ids` holds every text's
         windows (`Encoded.windows`), `counts[i]` consecutive rows for text i, pooled into one row per text
         (`pool_windows`)."""
-        scores = predict_log_probs(self.model, ids, self.tokenizer.pad_token_id, batch_size)
-        if counts is not None:
-            scores = pool_windows(scores, counts, self.task == "single_label")
+        scores = self.raw_scores(ids, batch_size, counts)
         if self.task == "multi_label":
             return sigmoid(scores)
         if self.task == "regression":
             return (scores.astype(np.float64) * self.task_record.get("target_std", 1.0)
                     + self.task_record.get("target_mean", 0.0))
         return softmax_with_temperature(scores, self.temperature)
+
+    def raw_scores(self, ids: list[list[int]], batch_size: int = 64,
+                   counts: list[int] | None = None) -> np.ndarray:
+        """The model's raw scores for encoded texts (`tunetext.inference`'s contract: log-probabilities for
+        single-label, logits or standardised values otherwise), from whichever backend loaded; with
+        `counts`, windows pooled as in `probabilities`. The one place the backends differ."""
+        if self.onnx is not None:
+            scores = self.onnx(ids, self.tokenizer.pad_token_id, batch_size)
+        else:
+            scores = predict_log_probs(self.model, ids, self.tokenizer.pad_token_id, batch_size)
+        if counts is not None:
+            scores = pool_windows(scores, counts, self.task == "single_label")
+        return scores
 
     def encoded_probabilities(self, encoded: list[Encoded], batch_size: int = 64) -> np.ndarray:
         """`probabilities` of encoded texts, each scored on all its windows."""
@@ -218,3 +267,18 @@ class Classifier:
                               chunks, labels=over)
         best = self.label_names[int(row.argmax())]
         return Prediction(best, probabilities[best], probabilities, truncated, chunks, labels=[best])
+
+
+def _exported_model(run_dir: str | Path, backend: str, device: torch.device, adapter: bool) -> Path | None:
+    """The ONNX file `backend` asks for (`Backend`), or None for PyTorch; `onnx` that cannot be used is a
+    RunError saying why."""
+    if backend not in ("auto", "torch", "onnx"):
+        raise UsageError(f"backend must be auto, torch or onnx; got {backend!r}")
+    if backend == "torch" or (backend == "auto" and (device.type != "cpu" or adapter)):
+        return None
+    if device.type != "cpu":
+        raise UsageError(f"the onnx backend runs on the CPU; got device {device}: use backend='torch'")
+    path, why = usable_export(run_dir)
+    if path is None and backend == "onnx":
+        raise RunError(f"{run_dir}: cannot use the onnx backend: {why}")
+    return path

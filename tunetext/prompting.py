@@ -356,7 +356,7 @@ def prompt_story(run_dir: str | Path, model: str | PromptModel, template: str,
 def _score_run_on(run_dir: str | Path, data: DataConfig, max_examples: int, seed: int) -> dict[str, Any]:
     """A fine-tuned run's metrics on the test subsample `prompt_eval` scores with the same arguments."""
     _, examples = _load_examples(data, "test", max_examples, seed)
-    clf = Classifier.load(run_dir)
+    clf = Classifier.load(run_dir, backend="torch")
     return evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels, clf.label_names,
                           clf.config.model.max_length, 64, temperature=clf.temperature,
                           template=clf.config.data.template, long_text=LongText.of(clf.config.data))

@@ -236,7 +236,7 @@ def distill_loss(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, 
 
 def load_teacher(run_dir: str | Path, label_names: list[str], device: torch.device | str = "cpu"):
     """The finished run at `run_dir` as a `Classifier`; its label names must be the student's, in order."""
-    teacher = Classifier.load(run_dir, device=device)
+    teacher = Classifier.load(run_dir, device=device, backend="torch")
     if teacher.task != "single_label":
         raise ModelError(f"the teacher {run_dir} is a {teacher.task} run; distillation learns from a "
                          "single-label teacher's class distribution")

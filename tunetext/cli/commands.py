@@ -22,6 +22,7 @@ from tunetext.config import ConfigError, RunConfig, load_config, parse_overrides
 from tunetext.data import BUILTIN, load_dataset
 from tunetext.errors import TunetextError, UsageError
 from tunetext.evaluate import evaluate, format_metrics, warning_lines
+from tunetext.export import export
 from tunetext.lengths import length_report, what_long_text_does
 from tunetext.models import CATALOGUE, load_tokenizer, resolve
 from tunetext.predict import Classifier
@@ -152,14 +153,15 @@ def predict_command(args: argparse.Namespace) -> int:
     if args.output:  # streamed: a file (or the texts given) to a file, a chunk at a time
         summary = predict_file(args.run_dir, args.input or texts, args.output, **given(
             text_column=args.text_column, batch_size=args.batch_size, chunk_rows=args.chunk_rows,
-            on_bad_row=args.on_bad_row, input_format=args.input_format, output_format=args.output_format))
+            on_bad_row=args.on_bad_row, input_format=args.input_format, output_format=args.output_format,
+            backend=args.backend))
         skipped = (f"; skipped {summary['skipped']} bad row(s), at {summary['numbered_by']}(s) "
                    f"{', '.join(map(str, summary['skipped_lines'][:20]))}" if summary["skipped"] else "")
         print(f"wrote {summary['rows']} predictions to {args.output}{skipped}", file=sys.stderr)
         return 0
     if not texts and not args.input:
         raise UsageError("give texts to classify, or --input FILE")
-    clf = Classifier.load(args.run_dir)
+    clf = Classifier.load(args.run_dir, **given(backend=args.backend))
     if args.input:  # printed: read whole, the bad rows named by line as predict_file names them
         texts += read_texts(clf, args.input, **given(text_column=args.text_column, on_bad_row=args.on_bad_row,
                                                       input_format=args.input_format))
@@ -195,7 +197,8 @@ def serve_command(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms, max_texts=args.max_texts, max_body_bytes=args.max_body_bytes,
         max_request_tokens=args.max_request_tokens, header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout, max_header_bytes=args.max_header_bytes,
-        max_concurrency=args.max_concurrency, precision=args.precision, cache_size=args.cache_size))
+        max_concurrency=args.max_concurrency, precision=args.precision, cache_size=args.cache_size,
+        backend=args.backend))
     return 0
 
 
@@ -262,6 +265,14 @@ def compare_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     print(f"report written to {report(args.run_dir, args.output)}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    record = export(args.run_dir, **given(format=args.format, quantize=args.quantize, gate=args.gate),
+                    force=args.force)
+    print(f"{args.run_dir}/onnx/{record['model']}: {record['chosen']}, used by --backend auto "
+          f"({record['reason']})")
     return 0
 
 

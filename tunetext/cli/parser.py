@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from tunetext.batch_predict import predict_file
 from tunetext.cli import commands
 from tunetext.config import DataConfig, ModelConfig, TrainConfig
+from tunetext.export import export
 from tunetext.predict import Classifier
 from tunetext.prompting import Scoring, prompt_eval, prompt_story
 from tunetext.version import __version__
@@ -234,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--on-bad-row", choices=["fail", "skip"], shown=_default(predict_file, "on_bad_row"),
          help="a row of --input that cannot be classified (a blank line, a missing or non-string text) "
          "fails the run, naming its line, or is skipped and counted")
+    _add(p, "--backend", choices=["auto", "torch", "onnx"], shown=_default(Classifier.load, "backend"),
+         help="auto: the run's ONNX export when it passed its checks (tunetext export), else torch")
     p.set_defaults(func=commands.predict_command)
 
     p = sub.add_parser("serve", help="serve a finished run over HTTP", description="Serve a finished run: "
@@ -250,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "one torch thread (default: cores // workers)")
     _add(p, "--precision", choices=["auto", "fp32", "bf16"], shown=_serve_default("precision"),
          help="auto: bf16 on CPUs with AMX, else fp32")
+    _add(p, "--backend", choices=["auto", "torch", "onnx"], shown=_serve_default("backend"),
+         help="auto: the run's ONNX export when it passed its checks (tunetext export), else torch")
     _add(p, "--max-batch-size", type=int, shown=_serve_default("max_batch_size"), help="most texts gathered "
          "into one batch")
     _add(p, "--pass-size", type=int, shown=_serve_default("pass_size"), help="texts per forward pass (a "
@@ -327,6 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--output", help="HTML file to write (default: RUN_DIR/report/report.html)")
     p.set_defaults(func=commands.report_command)
+
+    p = sub.add_parser("export", help="export a finished run to ONNX for fast CPU inference",
+                       description="Export a finished run's model to ONNX in RUN_DIR/onnx/, checked against "
+                       "PyTorch on the validation split; with --quantize int8, also an int8 model, used only "
+                       "if its validation metric stays within --gate of fp32's. The record of the checks is "
+                       "RUN_DIR/onnx/export.json. See docs/export.md.")
+    p.add_argument("run_dir")
+    _add(p, "--format", choices=["onnx"], shown=_default(export, "format"), help="what to export to")
+    _add(p, "--quantize", choices=["int8"], shown=_default(export, "quantize", "{}: fp32 only"),
+         help="also quantize (dynamic int8, settings chosen for this CPU)")
+    _add(p, "--gate", type=float, shown=_default(export, "gate"), help="largest drop in the validation main "
+         "metric (train.metric), in points, for which int8 is used")
+    p.add_argument("--force", action="store_true", help="use int8 even when it fails the gate")
+    p.set_defaults(func=commands.export_command)
 
     p = sub.add_parser("data", help="look at datasets", description="Look at datasets: the built-in ones, "
                        "or any source training takes, as training would prepare it.")

@@ -24,6 +24,7 @@ import numpy as np
 
 from tunetext import runs
 from tunetext.assets import FetchError
+from tunetext.backends.onnx import read_record
 from tunetext.batches import LongText
 from tunetext.config import RunConfig
 from tunetext.data import DataError, Split, load_dataset
@@ -62,7 +63,7 @@ def report(run_dir: str | Path, output: str | Path | None = None, batch_size: in
     out = Path(output) if output is not None else run_dir / "report" / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     data_info = _read_json(run_dir / runs.DATA)
-    clf = Classifier.load(run_dir)
+    clf = Classifier.load(run_dir, backend="torch")  # scores the PyTorch weights
     task = clf.task
     # Multi-label threshold curves are drawn on validation, where the thresholds were tuned.
     wanted = ("val", "test") if task == "multi_label" else ("test",)
@@ -88,7 +89,7 @@ def report(run_dir: str | Path, output: str | Path | None = None, batch_size: in
                       sections.calibration(figures, metrics, scores, problem),
                       sections.mistakes(scores, metrics["test"]["label_names"], problem)]
         body = [*head, *middle, sections.before_after(figures, metrics),
-                sections.data(figures, config, data_info, scores)]
+                sections.data(figures, config, data_info, scores), sections.export(read_record(run_dir))]
     page = PAGE.format(title=html.escape(f"tunetext report: {run_dir.name}"), css=CSS, body="\n".join(body),
                        footer=html.escape(f"tunetext {__version__} · tunetext report {run_dir}"))
     tmp = out.with_name(f".{out.name}.tmp")

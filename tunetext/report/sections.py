@@ -38,6 +38,7 @@ TASK_SECTIONS = {
                    ("data", "Data")),
 }
 TITLES = {sid: title for sections in TASK_SECTIONS.values() for sid, title in sections}
+TITLES["export"] = "ONNX export"  # shown only for a run that was exported
 # What a degenerate model has not learned, and where to look (`warnings`).
 LEARNED = {"single_label": "to tell the classes apart; look at the confusion matrix",
            "multi_label": "which labels a text has; look at the per-label scores",
@@ -511,3 +512,27 @@ def _label_counts(fig_out: Figures, data_info: dict[str, Any], splits: list[str]
     ax.set(xlabel="share of the split (bars labelled with counts)", xlim=(0, 1.05))
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
     return table, fig_out(fig, "data", "label distribution per split")
+
+
+def _export_row(name: str, part: dict[str, Any]) -> str:
+    agreement, diff = part.get("label_agreement"), part.get("max_probability_difference")
+    cells = [name, f"{(part.get('bytes') or 0) / 1e6:.2f} MB", f"{part['metric']:.4f}",
+             "" if agreement is None else f"{agreement:.2%}", "" if diff is None else f"{diff:.2e}"]
+    return "<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>"
+
+
+def export(record: dict[str, Any] | None) -> str:
+    """The run's ONNX export (`tunetext export`'s record): which model `backend="auto"` uses and why, and
+    each model's size, agreement with its reference and validation metric; nothing without an export."""
+    if record is None:
+        return ""
+    rows = [_export_row(name, record[key]) for name, key in (("PyTorch", "torch"), ("ONNX fp32", "fp32"),
+                                                              ("ONNX int8", "int8")) if record.get(key)]
+    cpu = record.get("cpu", {})
+    flags = ", ".join(cpu.get("flags", [])) or "no int8 extensions found"
+    used = f"backend auto uses the {record.get('chosen')} model" if record.get("passed") else "not used"
+    intro = (f"{_e(used)}: {_e(record.get('reason', ''))}. CPU: {_e(cpu.get('name', ''))} ({_e(flags)}); "
+             "answers and probabilities are compared with PyTorch for fp32, with fp32 for int8.")
+    head = "".join(f"<th>{_e(h)}</th>" for h in ("model", "size", f"validation {_name(record['metric'])}",
+                                                 "same answers", "largest probability difference"))
+    return _section("export", intro, f"<table><tr>{head}</tr>{''.join(rows)}</table>")

@@ -96,6 +96,10 @@ class ServeSettings(BaseModel):
         "auto", description="`auto`: bfloat16 autocast where training's `auto` uses it (a CPU with AMX, "
         "or with AVX512-BF16 where tunetext.precision's probe measures bf16 faster; probabilities "
         "within about 0.005 of fp32), else fp32. `fp32` gives exactly `Classifier.predict`'s numbers.")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="What scores: `auto` uses the run's ONNX export when it passed its checks and "
+        "matches the run's weights (`tunetext export`; int8 when it passed its accuracy gate), else torch; "
+        "`onnx` fails to start without one. Each inference thread runs ONNX Runtime on one thread.")
     api_key: SecretStr | None = Field(default_factory=lambda: SecretStr(os.environ[API_KEY_ENV])
                                       if os.environ.get(API_KEY_ENV) else None,
                                       description=f"Bearer key required on all but the open paths; "
@@ -327,7 +331,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         threads, bf16 = settings.inference_threads(), settings.bf16()
-        clf = await asyncio.to_thread(Classifier.load, run_dir)
+        clf = await asyncio.to_thread(Classifier.load, run_dir, backend=settings.backend, threads=1)
         if clf.task != task:  # the model's config and metrics.json disagree: the folder was mixed up
             raise RunError(f"{run_dir}: metrics.json says the task is {task} but the model's config.json "
                            f"says {clf.task}; the run folder holds files of different runs")
@@ -347,7 +351,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
             "max_length": config.model.max_length, "tunetext_version": __version__,
             "metrics": run_metrics.get("test", {}),
             "serving": {**settings.model_dump(exclude={"api_key"}), "threads": threads,
-                        "precision": "bf16" if bf16 else "fp32",
+                        "precision": "bf16" if bf16 else "fp32", "backend": clf.backend,
                         "api_key_required": settings.api_key is not None},
             "task": task, "thresholds": clf.thresholds,
             "scale": _scale(run_dir, run_metrics) if task == "regression" else None,

@@ -1,0 +1,1 @@
+"""Inference backends beside `tunetext.inference` (torch): ONNX Runtime (`onnx`)."""
