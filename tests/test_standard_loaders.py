@@ -17,9 +17,10 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tunetext import Classifier, train
+from tunetext import Classifier, load_config, train
 from tunetext.evaluate import evaluate
 from tunetext.models import FAMILIES, family_of, fold_temperature, load_classifier
+from tunetext.runs import _task_note
 from tunetext.strategies import wrap_peft
 
 ev = importlib.import_module("tunetext.evaluate")  # the module; `tunetext.evaluate` is the function
@@ -197,3 +198,17 @@ def test_a_regression_run_folds_nothing(tmp_path, tiny_config, tiny_bert, tiny_c
     clf = Classifier.load(run.run_dir)
     assert (clf.temperature, clf.folded_temperature) == (1.0, 1.0)
     assert "folded" not in (run.run_dir / "README.md").read_text()
+
+
+def test_the_readme_names_what_only_tunetext_does_to_a_text():
+    """The run's README says which of its steps other loaders skip: only those the run's config turns on."""
+    plain = load_config(overrides={"data.source": "x.csv", "model.max_length": 96,
+                                   "data.long_text": "truncate"})
+    note = _task_note({"type": "single_label"}, {"folded": True}, plain)
+    assert "`model.max_length` (96)" in note and "normalise its whitespace." in note
+    assert "template" not in note and "long_text" not in note and "clean it" not in note
+    dressed = load_config(overrides={"data.source": "x.csv", "data.template": "Review: {text}",
+                                     "data.long_text": "chunks", "data.strip_urls": True})
+    note = _task_note({"type": "single_label"}, {"folded": True}, dressed)
+    assert "clean it as `data`" in note and "`data.template`" in note and "`data.long_text=chunks`" in note
+    assert _task_note({"type": "single_label"}, {"temperature": 2.0}, plain) == ""  # not folded: no claim

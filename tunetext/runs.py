@@ -340,14 +340,14 @@ def _task_note(task: dict[str, Any], calibration: dict[str, Any] | None = None,
 
 def _only_tunetext(config: RunConfig) -> str:
     """What tunetext does to a text before the model sees it that other loaders do not."""
-    steps = ["normalises whitespace"]
+    steps = ["normalise its whitespace"]
     if config.data.lowercase or config.data.strip_urls or config.data.strip_markup:
-        steps.append("cleans texts as `data` in `tunetext.yaml` says")
+        steps.append("clean it as `data` in `tunetext.yaml` says")
     if config.data.template:
-        steps.append("puts texts into `data.template`")
+        steps.append("put it into `data.template`")
     if config.data.long_text not in ("truncate", "auto"):
-        steps.append(f"reads long texts as `data.long_text={config.data.long_text}` says")
-    return f"Only tunetext {', '.join(steps)}."
+        steps.append(f"read it, when long, as `data.long_text={config.data.long_text}` says")
+    return f"What only tunetext does to a text first: {'; '.join(steps)}."
 
 
 def loading_note(run_dir: Path, base_model: str) -> str:
