@@ -64,10 +64,12 @@ def test_run_stores_a_temperature_and_predict_applies_it(trained_run):
     temperature = metrics["calibration"]["temperature"]
     assert 0.05 <= temperature <= 20 and "ece" in metrics["test"]
     clf = Classifier.load(trained_run)
-    assert clf.temperature == temperature
+    # Folded into the head's weights (tests/test_standard_loaders.py): nothing is left to apply.
+    assert metrics["calibration"]["folded"] is True
+    assert (clf.temperature, clf.folded_temperature) == (1.0, temperature)
     texts = ["WINNER claim your prize now", "see you at 7pm"]
     calibrated = clf.predict_proba(texts)
-    clf.temperature = 1.0
+    clf.temperature = 1 / temperature  # the model as trained: the folded logits times T
     raw = clf.predict_proba(texts)
     assert (calibrated.argmax(1) == raw.argmax(1)).all()
     expected = inference.softmax_with_temperature(np.log(raw), temperature)

@@ -256,7 +256,7 @@ def test_last_n_prefix_is_deterministic_and_cached_only_where_a_split_exists(nam
 def test_lora_run_trains_merges_and_reloads(name, tiny_family, tiny_config, tmp_path, tiny_texts):
     run = train(tiny_config(tiny_family(name), strategy="lora", lora_r=4, epochs=1, batch_size=16),
                 tmp_path / "run", progress=False)
-    metrics = run.metrics
+    assert run.metrics["calibration"]["folded"] is True  # the temperature is in the merged model's head
     # The adapter trained and was merged: a wrapped projection's saved weight moved from the pretrained one.
     adapted = f"{EXPECTED[name].blocks}0.{EXPECTED[name].lora_adapted[0]}.weight"
     pretrained = load_file(tiny_family(name) / "model.safetensors")
@@ -266,6 +266,7 @@ def test_lora_run_trains_merges_and_reloads(name, tiny_family, tiny_config, tmp_
     classifier = Classifier.load(run.run_dir)
     assert type(classifier.model).__name__ == EXPECTED[name].model_class  # merged: a standard model folder
     ids = tokenize(classifier.tokenizer, tiny_texts, run.config.model.max_length)
+    # run.model is the model as saved, its temperature folded into the head: nothing left to apply
     in_memory = predict_probabilities(run.model.eval(), ids, classifier.tokenizer.pad_token_id, 16,
-                                      temperature=metrics["calibration"]["temperature"])
+                                      temperature=classifier.temperature)
     np.testing.assert_allclose(classifier.predict_proba(tiny_texts), in_memory, atol=1e-5)

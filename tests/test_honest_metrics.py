@@ -200,10 +200,14 @@ def test_a_temperature_that_lowers_validation_ece_is_kept():
 def test_a_run_records_the_calibration_choice_and_applies_only_a_kept_temperature(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     cal = metrics["calibration"]
-    assert set(cal) == {"temperature", "fitted_temperature", "kept", "val_ece_fitted", "val_ece_uncalibrated"}
+    assert set(cal) == {"temperature", "fitted_temperature", "kept", "val_ece_fitted", "val_ece_uncalibrated",
+                        "folded"}
     assert cal["kept"] == (cal["val_ece_fitted"] < cal["val_ece_uncalibrated"])
     assert cal["temperature"] == (cal["fitted_temperature"] if cal["kept"] else 1.0)
-    assert metrics["val"]["temperature"] == cal["temperature"] == Classifier.load(trained_run).temperature
+    # applied by being folded into the head's weights (tests/test_standard_loaders.py)
+    assert cal["folded"] is True
+    clf = Classifier.load(trained_run)
+    assert metrics["val"]["temperature"] == cal["temperature"] == clf.folded_temperature
     assert metrics["val"]["ece"] == pytest.approx(min(cal["val_ece_fitted"], cal["val_ece_uncalibrated"]))
 
 

@@ -50,9 +50,22 @@ def _head(model, model_type: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     return linear.weight.detach().clone(), None if linear.bias is None else linear.bias.detach().clone()
 
 
+def _parent_head(run_dir: Path, model_type: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A finished run's head as trained: the saved one times the temperature folded into it
+    (`calibration.folded`), which `load_parent` takes out again."""
+    w, b = _head(load_classifier(str(run_dir))[0], model_type)
+    t = Classifier.load(run_dir).folded_temperature
+    return w * t, None if b is None else b * t
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to the rounding of dividing by the folded temperature and multiplying back."""
+    return torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_keep_carries_every_parent_row_and_adds_a_fresh_one(trained_run):
     parent_model, _, _ = load_classifier(str(trained_run))
-    old_w, old_b = _head(parent_model, "bert")
+    old_w, old_b = _parent_head(trained_run, "bert")
     parent = plan_parent(ModelConfig(init_from=str(trained_run)), ["ham", "offer"])
     assert (parent.labels, parent.kept, parent.dropped, parent.new) == (
         ["ham", "spam", "offer"], ["spam"], [], ["offer"])
@@ -60,7 +73,7 @@ def test_keep_carries_every_parent_row_and_adds_a_fresh_one(trained_run):
     model, _, _ = load_parent(parent, ModelConfig(init_from=str(trained_run)))
     w, b = _head(model, "bert")
     assert w.shape == (3, old_w.shape[1]) and b is not None and old_b is not None
-    assert torch.equal(w[:2], old_w) and torch.equal(b[:2], old_b)  # ham and spam, before any step
+    assert _same(w[:2], old_w) and _same(b[:2], old_b)  # ham and spam, before any step
     assert b[2] == 0 and not any(torch.allclose(w[2], row) for row in old_w)  # offer: a fresh row
     assert 0.005 < w[2].std().item() < 0.05  # normal(0, initializer_range = 0.02)
     assert model.config.num_labels == 3 and model.num_labels == 3
@@ -73,15 +86,14 @@ def test_keep_carries_every_parent_row_and_adds_a_fresh_one(trained_run):
 
 
 def test_drop_removes_the_missing_labels_row(trained_run):
-    parent_model, _, _ = load_classifier(str(trained_run))
-    old_w, _ = _head(parent_model, "bert")
+    old_w, _ = _parent_head(trained_run, "bert")
     config = ModelConfig(init_from=str(trained_run), init_labels="drop")
     parent = plan_parent(config, ["offer", "ham"])
     assert (parent.labels, parent.kept, parent.dropped, parent.new) == (["ham", "offer"], [], ["spam"],
                                                                         ["offer"])
     model, _, _ = load_parent(parent, config)
     w, _ = _head(model, "bert")
-    assert w.shape[0] == 2 and torch.equal(w[0], old_w[0]) and not torch.allclose(w[1], old_w[1])
+    assert w.shape[0] == 2 and _same(w[0], old_w[0]) and not torch.allclose(w[1], old_w[1])
     assert model.config.id2label == {0: "ham", 1: "offer"}
 
 
@@ -111,16 +123,16 @@ def test_a_trained_run_names_its_parent_and_keeps_its_labels(tmp_path, trained_r
 def test_a_decoder_parent_maps_its_score_rows(tmp_path, tiny_gpt2, tiny_csv, offer_csv, tiny_config):
     parent_dir = tmp_path / "gpt2-parent"
     train(tiny_config(tiny_gpt2, epochs=1), parent_dir, progress=False)
-    old_w, _ = _head(load_classifier(str(parent_dir))[0], "gpt2")
+    old_w, _ = _parent_head(parent_dir, "gpt2")
     config = tiny_config(tiny_gpt2, epochs=1).model_copy(deep=True)
     config.data.source = str(offer_csv)
     config.model.init_from, config.model.init_labels = str(parent_dir), "drop"
     parent = plan_parent(config.model, ["ham", "offer"])
     w, b = _head(load_parent(parent, config.model)[0], "gpt2")
-    assert b is None and w.shape[0] == 2 and torch.equal(w[0], old_w[0])  # GPT-2's score has no bias
+    assert b is None and w.shape[0] == 2 and _same(w[0], old_w[0])  # GPT-2's score has no bias
     scratch = config.model.model_copy(update={"implementation": "scratch"})  # tunetext's own GPT-2
     w, _ = _head(load_parent(parent, scratch)[0], "gpt2")
-    assert w.shape[0] == 2 and torch.equal(w[0], old_w[0])
+    assert w.shape[0] == 2 and _same(w[0], old_w[0])
     run = train(config, tmp_path / "gpt2-child", progress=False)
     assert Classifier.load(run.run_dir).label_names == ["ham", "offer"]
     assert json.loads((run.run_dir / MARKER).read_text())["parent"]["dropped"] == ["spam"]
@@ -134,8 +146,8 @@ def test_a_lora_adapter_parent_is_merged(tmp_path, tiny_bert, tiny_config):
     reference = Classifier.load(parent_dir)
     ids = torch.tensor([tokenizer("see you at 8")["input_ids"]])
     with torch.no_grad():
-        assert torch.allclose(model.eval()(input_ids=ids).logits, reference.model(input_ids=ids).logits,
-                              atol=1e-5)
+        as_trained = reference.model(input_ids=ids).logits * reference.folded_temperature
+        assert torch.allclose(model.eval()(input_ids=ids).logits, as_trained, atol=1e-5)
     assert not hasattr(model, "peft_config")  # a plain model: saved whole, as init_from's runs must be
 
 

@@ -26,10 +26,11 @@ LABELS = ["ham", "spam"]
 
 def in_memory_probabilities(run, texts: list[str]) -> np.ndarray:
     """Probabilities of the model `train` returned, computed as `Classifier.predict_proba` computes them."""
-    clf_tokenizer = Classifier.load(run.run_dir).tokenizer
-    ids = tokenize(clf_tokenizer, texts, run.config.model.max_length)
-    return predict_probabilities(run.model.eval(), ids, clf_tokenizer.pad_token_id, 16,
-                                 temperature=run.metrics["calibration"]["temperature"])
+    clf = Classifier.load(run.run_dir)
+    ids = tokenize(clf.tokenizer, texts, run.config.model.max_length)
+    # run.model is the model as saved: a folded temperature is in its head, what is left is clf.temperature
+    return predict_probabilities(run.model.eval(), ids, clf.tokenizer.pad_token_id, 16,
+                                 temperature=clf.temperature)
 
 
 def assert_reload_matches(run, texts: list[str]) -> None:
@@ -166,8 +167,9 @@ def test_features_fits_only_the_head_linear_to_convergence_and_reloads(tmp_path,
     ids = tokenize(tokenizer, dataset_texts, 64)
     with torch.no_grad():
         x = run.model.bert(**collate(ids, tokenizer.pad_token_id)).pooler_output
-    w = run.model.classifier.weight.detach().clone().requires_grad_(True)
-    b = run.model.classifier.bias.detach().clone().requires_grad_(True)
+    folded = run.metrics["calibration"]["temperature"]  # the saved head is the fitted one divided by it
+    w = (run.model.classifier.weight.detach() * folded).requires_grad_(True)
+    b = (run.model.classifier.bias.detach() * folded).requires_grad_(True)
     tried = run.metrics["features"]["tried"]
     assert [t["l2"] for t in tried] == sorted(run.config.train.features_l2, reverse=True)
     best = max(tried, key=lambda t: t["val_macro_f1"])  # the first of equals: the strongest penalty

@@ -261,19 +261,21 @@ def evaluate_split(model, tokenizer, texts: list[str], labels: list[int], label_
                    max_length: int, batch_size: int, bf16: bool = False,
                    temperature: float = 1.0, template: str | None = None,
                    progress: bool = False, long_text: LongText | None = None,
-                   task: TaskRecord | None = None) -> dict[str, Any]:
+                   task: TaskRecord | None = None, folded: float = 1.0) -> dict[str, Any]:
     """Metrics of `model` on labelled texts (put into `template` if given; a long text cut or scored
     window by window and pooled as `long_text` says, one prediction per text); `progress` shows a bar on
     a terminal (`with_progress`). Single-label scores stream chunk by chunk (memory does not grow with the
     set); `task` (the run's `TaskRecord`) says how multi-label or regression scores are read
-    (`task_metrics`)."""
+    (`task_metrics`). `folded` is a temperature already folded into the model's head
+    (`Classifier.folded_temperature`): its scores are multiplied back by it (softmax ignores the shift
+    that leaves), so that `temperature` and the uncalibrated ECE mean what they mean for any run."""
     chunks = iter_log_probs(model, tokenizer, texts, max_length, batch_size, bf16, template, long_text)
     if task is not None and task["type"] != "single_label":
         scores = [lp for _, lp in with_progress(chunks, len(texts), "scoring", progress)]
         return task_metrics(np.concatenate(scores), labels, label_names, task)
     acc = MetricAccumulator(label_names, temperature)
     for start, log_probs in with_progress(chunks, len(texts), "scoring", progress):
-        acc.update(log_probs, labels[start:start + len(log_probs)])
+        acc.update(log_probs * folded if folded != 1.0 else log_probs, labels[start:start + len(log_probs)])
     return {"task": "single_label", **acc.result()}
 
 
@@ -333,8 +335,10 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
         raise UsageError(f"split must be train, val, test or all; got {split!r}")
     metrics = evaluate_split(clf.model, clf.tokenizer, examples.texts, examples.labels,
                              clf.label_names, clf.config.model.max_length, batch_size,
-                             temperature=clf.temperature, template=clf.config.data.template,
-                             progress=progress, long_text=LongText.of(clf.config.data), task=clf.task_record)
+                             temperature=clf.temperature * clf.folded_temperature,  # one of them is 1
+                             template=clf.config.data.template, progress=progress,
+                             long_text=LongText.of(clf.config.data), task=clf.task_record,
+                             folded=clf.folded_temperature)
     metrics["split"] = split
     metrics["report"] = report
     return metrics

@@ -103,7 +103,13 @@ class Classifier:
         model_config = model.config if model is not None else model_config
         self.label_names = [model_config.id2label[i] for i in range(model_config.num_labels)]
         # Temperature scaling fitted on validation when the run finished; 1.0 leaves scores as they are.
-        self.temperature = float(self.metrics.get("calibration", {}).get("temperature", 1.0))
+        # Runs that folded it into the head's weights (`calibration.folded`) have calibrated scores already:
+        # `temperature` is what is still to apply (1.0 there), `folded_temperature` what the weights hold.
+        calibration = self.metrics.get("calibration", {})
+        fitted = float(calibration.get("temperature", 1.0))
+        folded = bool(calibration.get("folded", False))
+        self.temperature = 1.0 if folded else fitted
+        self.folded_temperature = fitted if folded else 1.0
         self.task = task_of(model_config)
         # What turns raw scores into answers: multi-label thresholds (tuned on validation when the run
         # finished; 0.5 for a label without one), regression's target scale. Runs before multi-label

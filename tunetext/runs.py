@@ -221,13 +221,17 @@ def write_run(run_dir: Path, model: Any, tokenizer: Any, config: RunConfig, metr
     except SafetensorError as exc:  # safetensors reports a full disk or a write error as its own type
         raise RunError(f"could not write the model's weights into {run_dir} ({exc}); "
                        f"{after_a_failed_write(run_dir)}") from exc
+    # Where standard loaders read the truncation length: `pipeline(..., truncation=True)` then cuts a text
+    # where the run's model.max_length cut it.
+    tokenizer.model_max_length = config.model.max_length
     tokenizer_files = tokenizer.save_pretrained(run_dir)
     write_json(run_dir / METRICS, metrics)
     write_json(run_dir / DATA, data)
     (run_dir / "README.md").write_text(README_TEMPLATE.format(
         model=config.model.name, data=config.data.source, strategy=config.train.strategy,
         labels=", ".join(label_names), scores=_test_scores(metrics["test"]), path=run_dir,
-        loading=loading_note(run_dir, config.model.name), task_note=_task_note(metrics.get("task", {})),
+        loading=loading_note(run_dir, config.model.name),
+        task_note=_task_note(metrics.get("task", {}), metrics.get("calibration", {}), config),
         parent="" if parent is None else f"Started from the weights of the run `{parent['run_dir']}`.\n"))
     lineage = {} if parent is None else {"parent": parent}
     finish(run_dir, {"tunetext_version": tunetext_version, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -315,9 +319,11 @@ Files: `tunetext.yaml` (the config that made it; `tunetext train --config tunete
 """
 
 
-def _task_note(task: dict[str, Any]) -> str:
-    """The README's word on what only tunetext applies to the model's outputs, for multi-label and
-    regression runs."""
+def _task_note(task: dict[str, Any], calibration: dict[str, Any] | None = None,
+               config: RunConfig | None = None) -> str:
+    """The README's word on what only tunetext applies to the model's outputs: for multi-label and
+    regression runs, thresholds and scale; for single-label runs, what other loaders need to give
+    tunetext's probabilities."""
     if task.get("type") == "multi_label":
         return ("\nEach label has its own decision threshold, tuned on validation (`task.thresholds` in "
                 "`metrics.json`);\ntunetext applies them, other loaders give the per-label probabilities "
@@ -326,7 +332,24 @@ def _task_note(task: dict[str, Any]) -> str:
         return ("\nThe model's output is the standardised value: tunetext answers output x "
                 "`task.target_std` + `task.target_mean`\n(`metrics.json`); other loaders give the output "
                 "as it is.")
-    return ""
+    if not (calibration or {}).get("folded") or config is None:
+        return ""
+    return ("\nThe calibration temperature is folded into the classification head's weights "
+            "(`calibration.folded` in `metrics.json`),\nso other loaders give tunetext's probabilities; "
+            f"the tokenizer's `model_max_length` is the run's `model.max_length` ({config.model.max_length}):"
+            "\npass `truncation=True` to `pipeline` to cut long texts there too. " + _only_tunetext(config))
+
+
+def _only_tunetext(config: RunConfig) -> str:
+    """What tunetext does to a text before the model sees it that other loaders do not."""
+    steps = ["normalise its whitespace"]
+    if config.data.lowercase or config.data.strip_urls or config.data.strip_markup:
+        steps.append("clean it as `data` in `tunetext.yaml` says")
+    if config.data.template:
+        steps.append("put it into `data.template`")
+    if config.data.long_text not in ("truncate", "auto"):
+        steps.append(f"read it, when long, as `data.long_text={config.data.long_text}` says")
+    return f"What only tunetext does to a text first: {'; '.join(steps)}."
 
 
 def loading_note(run_dir: Path, base_model: str) -> str:

@@ -43,6 +43,7 @@ from tunetext.lengths import describe, length_report
 from tunetext.models import (
     Family,
     Parent,
+    fold_temperature,
     load_classifier,
     load_parent,
     plan_parent,
@@ -398,6 +399,11 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     val_scores, test_scores, calibration = calibrated_scores(
         model, tokenizer, dataset.val, dataset.test, labels, config.model.max_length, tc.eval_batch_size,
         template, progress=progress and main, long_text=LongText.of(config.data), task=objective.task)
+    if dataset.task == "single_label":
+        # Into the saved head's weights, so that every loader of the run folder (transformers' pipeline, an
+        # export) gives the calibrated probabilities, not tunetext alone; `Classifier` then applies none.
+        fold_temperature(model, family, calibration["temperature"])
+        calibration["folded"] = True
     metrics = {"val": val_scores, "test": test_scores, "before_finetune": state["before_finetune"],
                "calibration": calibration, "task": {**objective.task, **calibration}
                if dataset.task == "multi_label" else objective.task}

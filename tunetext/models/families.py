@@ -127,6 +127,36 @@ def head_linear(model: Any, family: Family) -> nn.Linear:
     return found
 
 
+def _running_copy(module: nn.Module) -> nn.Module:
+    """The copy of `module` that runs and is saved: a PEFT run's head is wrapped by peft
+    (`ModulesToSaveWrapper`), which trains and saves its own copy under the active adapter; any other
+    module is itself."""
+    copies = getattr(module, "modules_to_save", None)
+    if not isinstance(copies, nn.ModuleDict):
+        return module
+    active = list(getattr(module, "active_adapters", []))
+    if len(active) != 1:
+        raise ModelError(f"the classification head has {len(active)} active adapters; one was expected")
+    return copies[active[0]]
+
+
+@torch.no_grad()
+def fold_temperature(model: Any, family: Family, temperature: float) -> None:
+    """Divide the classification head's final linear layer (`Family.head_linear`: its weight, and its
+    bias where it has one) by `temperature`, so that the model's own logits are the temperature-scaled
+    ones: softmax(z / T) is then what any loader computes (exact in arithmetic, equal up to rounding).
+    Under peft (`lora` kept as an adapter, `prompt_tuning`), it is the head's trained copy that is divided,
+    the one saved with the adapter."""
+    module: Any = unwrap_peft(model)
+    for part in family.head_linear.split("."):
+        module = _running_copy(getattr(module, part))
+    if not isinstance(module, nn.Linear):
+        raise ModelError(f"{type(unwrap_peft(model)).__name__} has no linear layer at '{family.head_linear}'")
+    module.weight.div_(temperature)
+    if module.bias is not None:
+        module.bias.div_(temperature)
+
+
 def head_modules(model: Any, family: Family) -> list[str]:
     """Names of the modules that make up the classification head, for peft's `modules_to_save`: the
     children outside the base model that hold weights, and the family's `head_in_base` parts."""

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from tunetext.config import ModelConfig, RunConfig
-from tunetext.models.families import Family, ModelError, family_of, head_linear
+from tunetext.models.families import Family, ModelError, family_of, fold_temperature, head_linear
 from tunetext.models.loading import ADAPTER_CONFIG, load_adapter_classifier, load_classifier
 from tunetext.runs import RunError, read_run
 
@@ -145,6 +145,11 @@ def load_parent(parent: Parent, model_config: ModelConfig, device: torch.device 
     if saved != parent.label_names:
         raise RunError(f"model.init_from {run_dir}: its run.json names labels {parent.label_names} but its "
                        f"model's config.json {saved}; one was edited after training. Train it again")
+    # A parent whose calibration temperature is folded into its head (`calibration.folded`) gives its head
+    # as trained: the new run fits a temperature of its own.
+    calibration = read_run(run_dir)[1].get("calibration", {})
+    if calibration.get("folded"):
+        fold_temperature(model, family, 1 / calibration["temperature"])
     remap_head(model, family, parent.label_names, parent.labels)
     log.info("%s", parent.summary())
     return model, tokenizer, family

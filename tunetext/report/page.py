@@ -154,7 +154,10 @@ def _score(clf: Classifier, config: RunConfig, split: Split, recorded: dict[str,
         labels, values = np.asarray(split.labels, dtype=np.float64), to_values(raw, clf.task_record)
     else:
         labels, values = np.asarray(split.labels), None
-    return sections.SplitScores(split.texts, labels, raw, clf.temperature, matches, values)
+    # A temperature folded into the head is taken out of the scores again: the calibration section shows
+    # the model before and after it.
+    return sections.SplitScores(split.texts, labels, raw * clf.folded_temperature,
+                                clf.temperature * clf.folded_temperature, matches, values)
 
 
 CSS = """
