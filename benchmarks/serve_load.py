@@ -79,8 +79,10 @@ def free_port() -> int:
 
 def start_server(kind: str, run_dir: Path, port: int) -> subprocess.Popen:
     if kind == "tunetext":
+        # The prediction cache off: the tutorial endpoint has none, and a load of repeated texts would
+        # measure the cache, not the model's serving path.
         cmd = [sys.executable, "-m", "tunetext.cli", "serve", str(run_dir), "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning"]
+               "--port", str(port), "--log-level", "warning", "--cache-size", "0"]
     else:
         cmd = [sys.executable, __file__, "--baseline-server", str(run_dir), "--port", str(port)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}

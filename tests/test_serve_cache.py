@@ -148,7 +148,10 @@ def test_concurrent_requests_with_the_cache_answer_as_without(trained_run):
         def ask(i: int) -> None:
             text = TEXTS[i % len(TEXTS)]
             answer = c.post("/predict", json={"text": text}).json()
-            if answer != expected[text]:
+            # Texts batched with others are padded: the same answer up to float rounding, not bit for bit
+            want = expected[text]
+            if answer["label"] != want["label"] or answer["probabilities"] != pytest.approx(
+                    want["probabilities"], rel=1e-4, abs=1e-6):
                 with lock:
                     wrong.append((text, answer))
 
