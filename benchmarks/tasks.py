@@ -103,15 +103,6 @@ def val_score(metrics: dict[str, Any], name: str) -> float:
 
 # --- the baseline ---------------------------------------------------------------------------------------
 
-def _indicator(labels: list[tuple[int, ...]], k: int) -> Any:
-    import numpy as np
-
-    y = np.zeros((len(labels), k), dtype=int)
-    for row, indices in enumerate(labels):
-        y[row, list(indices)] = 1
-    return y
-
-
 def _pick(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: metrics[k] for k in keys if k in metrics}
 
@@ -139,11 +130,12 @@ def multi_label_baseline(dataset: Any, metric: str) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
+    from tunetext.evaluate import multi_hot
     from tunetext.task_metrics import multi_label_metrics, tune_thresholds
 
     watch = CpuWatch()
     names = dataset.label_names
-    y = {s: _indicator(split.labels, len(names)) for s, split in dataset.splits().items()}
+    y = {s: multi_hot(split.labels, len(names)) for s, split in dataset.splits().items()}
     vectorizer = TfidfVectorizer(**TFIDF)
     x = {"train": vectorizer.fit_transform(dataset.train.texts),
          "val": vectorizer.transform(dataset.val.texts), "test": vectorizer.transform(dataset.test.texts)}

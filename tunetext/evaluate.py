@@ -20,7 +20,7 @@ from tunetext.batches import LongText
 from tunetext.data.prepare import load_all, load_dataset
 from tunetext.data.splits import Split
 from tunetext.errors import UsageError
-from tunetext.inference import iter_log_probs, sigmoid, softmax_with_temperature
+from tunetext.inference import iter_log_probs, sigmoid, softmax_with_temperature, to_values
 from tunetext.predict import Classifier
 from tunetext.task_metrics import (
     format_multi_label,
@@ -293,7 +293,7 @@ def task_metrics(scores: np.ndarray, labels: list[Any], label_names: list[str],
     probability against its threshold (and, once thresholds are tuned, at 0.5 too, under `at_0.5`), or the
     value on the targets' scale against the targets."""
     if task["type"] == "regression":
-        return regression_metrics(np.asarray(labels, dtype=np.float64), to_values(scores, task))
+        return regression_metrics(np.asarray(labels, dtype=np.float64), to_values(scores, task)[:, 0])
     truth, probs = multi_hot(labels, len(label_names)), sigmoid(scores)
     tuned = task.get("thresholds")
     if tuned is None:
@@ -303,9 +303,6 @@ def task_metrics(scores: np.ndarray, labels: list[Any], label_names: list[str],
     return metrics
 
 
-def to_values(scores: np.ndarray, task: TaskRecord) -> np.ndarray:
-    """A regression model's raw outputs (standardised) on the targets' scale."""
-    return scores[:, 0].astype(np.float64) * task.get("target_std", 1.0) + task.get("target_mean", 0.0)
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = None,

@@ -66,6 +66,12 @@ def sigmoid(scores: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-np.clip(scores, -60, 60)))
 
 
+def to_values(scores: np.ndarray, task: dict) -> np.ndarray:
+    """A regression model's raw outputs (standardised), one column, on the targets' scale: times the run's
+    `target_std` plus its `target_mean` (metrics.json's `task`; 1 and 0 when absent). Shape as given."""
+    return scores.astype(np.float64) * task.get("target_std", 1.0) + task.get("target_mean", 0.0)
+
+
 def pool_windows(log_probs: np.ndarray, counts: list[int], normalise: bool = True) -> np.ndarray:
     """One row of scores per text from its windows' rows (`counts[i]` consecutive rows for text i): the
     mean of its windows' logits, as log-probabilities (the log-softmax of it) when `normalise`. Each

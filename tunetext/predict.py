@@ -15,7 +15,7 @@ from tunetext.batches import LongText, tokenize_windows_marking_cuts
 from tunetext.config import RunConfig
 from tunetext.data.clean import clean_text
 from tunetext.errors import UsageError
-from tunetext.inference import pool_windows, predict_log_probs, sigmoid, softmax_with_temperature
+from tunetext.inference import pool_windows, predict_log_probs, sigmoid, softmax_with_temperature, to_values
 from tunetext.models import ADAPTER_CONFIG, load_adapter_classifier, load_classifier, load_tokenizer, task_of
 from tunetext.runs import RunError, read_run
 from tunetext.task_metrics import apply_thresholds, threshold_values
@@ -190,8 +190,7 @@ class Classifier:
         if self.task == "multi_label":
             return sigmoid(scores)
         if self.task == "regression":
-            return (scores.astype(np.float64) * self.task_record.get("target_std", 1.0)
-                    + self.task_record.get("target_mean", 0.0))
+            return to_values(scores, self.task_record)
         return softmax_with_temperature(scores, self.temperature)
 
     def raw_scores(self, ids: list[list[int]], batch_size: int = 64,

@@ -112,13 +112,14 @@ def _class_weights(labels: list[int], num_labels: int, mode: str) -> torch.Tenso
     return torch.tensor(weights * len(labels) / (weights * counts).sum(), dtype=torch.float32)
 
 
-def _positive_weights(label_sets: list[tuple[int, ...]], num_labels: int, mode: str) -> torch.Tensor | None:
-    """Multi-label: a weight on each label's positive examples in the binary cross-entropy, negatives over
-    positives (`balanced`) or its square root (`sqrt`); a label without training positives keeps 1."""
+def _positive_weights(truth: np.ndarray, mode: str) -> torch.Tensor | None:
+    """Multi-label: a weight on each label's positive examples in the binary cross-entropy (`truth`: the
+    training examples' 0/1 rows), negatives over positives (`balanced`) or its square root (`sqrt`); a
+    label without training positives keeps 1."""
     if mode == "none":
         return None
-    positives = multi_hot(label_sets, num_labels).sum(axis=0).astype(float)
-    ratio = np.where(positives > 0, (len(label_sets) - positives) / np.maximum(positives, 1), 1.0)
+    positives = truth.sum(axis=0).astype(float)
+    ratio = np.where(positives > 0, (len(truth) - positives) / np.maximum(positives, 1), 1.0)
     return torch.tensor(ratio if mode == "balanced" else np.sqrt(ratio), dtype=torch.float32)
 
 
@@ -140,8 +141,9 @@ def _objective(task: str, labels: list[Any], num_labels: int, tc: TrainConfig,
     squared error (or Huber, train.regression_loss) on the targets standardised by the training mean and
     standard deviation, which the task record keeps to map the model's output back."""
     if task == "multi_label":
-        weights = _positive_weights(labels, num_labels, tc.class_weights)
-        return Objective(torch.from_numpy(multi_hot(labels, num_labels).astype(np.float32)),
+        truth = multi_hot(labels, num_labels)
+        weights = _positive_weights(truth, tc.class_weights)
+        return Objective(torch.from_numpy(truth.astype(np.float32)),
                          torch.nn.BCEWithLogitsLoss(
                              pos_weight=None if weights is None else weights.to(device)),
                          {"type": task})

@@ -28,8 +28,8 @@ from tunetext.backends.onnx import read_record
 from tunetext.batches import LongText
 from tunetext.config import RunConfig
 from tunetext.data import DataError, Split, load_dataset
-from tunetext.evaluate import multi_hot, to_values, with_progress
-from tunetext.inference import iter_log_probs, sigmoid
+from tunetext.evaluate import multi_hot, with_progress
+from tunetext.inference import iter_log_probs, sigmoid, to_values
 from tunetext.predict import Classifier
 from tunetext.report import sections, task_sections
 from tunetext.version import __version__
@@ -151,7 +151,7 @@ def _score(clf: Classifier, config: RunConfig, split: Split, recorded: dict[str,
     if clf.task == "multi_label":
         labels, values = multi_hot(split.labels, len(clf.label_names)), sigmoid(raw)
     elif clf.task == "regression":
-        labels, values = np.asarray(split.labels, dtype=np.float64), to_values(raw, clf.task_record)
+        labels, values = np.asarray(split.labels, dtype=np.float64), to_values(raw, clf.task_record)[:, 0]
     else:
         labels, values = np.asarray(split.labels), None
     # A temperature folded into the head is taken out of the scores again: the calibration section shows
