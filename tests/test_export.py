@@ -55,6 +55,8 @@ def test_the_record_says_what_was_checked(exported):
     assert record["passed"] and record["fp32"]["label_agreement"] == 1.0
     assert record["fp32"]["max_probability_difference"] < 1e-4
     assert record["metric"] == "macro_f1"
+    assert record["exporter"] == "torchscript" and record["fusions"]["applied"]
+    assert record["fusions"]["operators"]["Attention"] == 2  # the tiny BERT's two layers, fused
     assert record["fp32"]["metric"] == pytest.approx(record["torch"]["metric"])
     int8 = record["int8"]
     assert int8["weight_type"] in ("QInt8", "QUInt8") and int8["why"]
@@ -166,6 +168,32 @@ def test_serve_runs_the_backend_it_is_given(exported):
         assert client.get("/info").json()["serving"]["backend"] == "torch"
 
 
+def test_a_fused_graph_that_disagrees_with_torch_is_not_kept(learned_bert_run, tmp_path_factory, monkeypatch):
+    """The optimizer's graph is checked like the export: here its classifier bias is shifted, so it must
+    be dropped for the graph as exported, which still gives PyTorch's answers."""
+    import onnx
+    from onnx import numpy_helper
+
+    fuse = export_module._fuse
+
+    def fuse_wrongly(clf, source, target):
+        result = fuse(clf, source, target)
+        graph = onnx.load(str(target))
+        (bias,) = [t for t in graph.graph.initializer if t.name.endswith("classifier.bias")]
+        shifted = numpy_helper.to_array(bias) + np.float32([3.0, -3.0])
+        bias.CopyFrom(numpy_helper.from_array(shifted, bias.name))
+        onnx.save(graph, str(target))
+        return result
+
+    monkeypatch.setattr(export_module, "_fuse", fuse_wrongly)
+    run = _copy(learned_bert_run, tmp_path_factory, "fused_wrongly")
+    record = export(run, progress=False)
+    assert record["passed"] and not record["fusions"]["applied"]
+    assert "differs from PyTorch" in record["fusions"]["why"]
+    assert not (run / FOLDER / export_module.FUSED).exists()
+    _agree(run, "onnx", TEXTS, 1e-4)
+
+
 @pytest.mark.parametrize("fixture", ["multi_label_run", "regression_run"])
 def test_multi_label_and_regression_runs_round_trip(fixture, request, tmp_path_factory):
     run = _copy(request.getfixturevalue(fixture), tmp_path_factory, fixture)
@@ -183,6 +211,7 @@ def test_a_decoder_run_round_trips(family, tiny_family, tiny_config, tmp_path):
     train(tiny_config(tiny_family(family), epochs=1), run, progress=False)
     record = export(run, progress=False)
     assert record["passed"] and record["fp32"]["label_agreement"] == 1.0
+    assert not record["fusions"]["applied"]  # decoders run as exported
     _agree(run, "onnx", TEXTS, 1e-4)
 
 
@@ -198,4 +227,5 @@ def test_the_report_shows_the_export(exported):
     _, record = exported
     html = sections.export(record)
     assert 'id="export"' in html and "ONNX int8" in html and record["chosen"] in html
+    assert "6 Attention" not in html and "2 Attention" in html  # what the optimizer fused
     assert sections.export(None) == ""

@@ -531,8 +531,10 @@ def export(record: dict[str, Any] | None) -> str:
     cpu = record.get("cpu", {})
     flags = ", ".join(cpu.get("flags", [])) or "no int8 extensions found"
     used = f"backend auto uses the {record.get('chosen')} model" if record.get("passed") else "not used"
+    fusions = record.get("fusions", {}).get("why")
     intro = (f"{_e(used)}: {_e(record.get('reason', ''))}. CPU: {_e(cpu.get('name', ''))} ({_e(flags)}); "
-             "answers and probabilities are compared with PyTorch for fp32, with fp32 for int8.")
+             + (f"graph: {_e(fusions)}; " if fusions else "")
+             + "answers and probabilities are compared with PyTorch for fp32, with fp32 for int8.")
     head = "".join(f"<th>{_e(h)}</th>" for h in ("model", "size", f"validation {_name(record['metric'])}",
                                                  "same answers", "largest probability difference"))
     return _section("export", intro, f"<table><tr>{head}</tr>{''.join(rows)}</table>")
