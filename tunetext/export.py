@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tunetext.adaptive import METRICS
-from tunetext.backends.onnx import FOLDER, FP32, INT8, RECORD, OnnxScorer, export_dir, weights_fingerprint
+from tunetext.backends.onnx import FOLDER, FP32, INT8, RECORD, export_dir, weights_fingerprint
 from tunetext.batches import collate
 from tunetext.data import load_dataset
 from tunetext.errors import UsageError
@@ -80,7 +80,7 @@ def export(run_dir: str | Path, format: str = "onnx", quantize: str | None = Non
     fusions = _fuse(clf, folder / FP32, folder / FUSED)
     if fusions["applied"]:
         try:
-            fp32 = _scored(_onnx_twin(clf, folder / FUSED), ids, counts, val.labels, metric)
+            fp32 = _scored(clf.with_onnx(folder / FUSED), ids, counts, val.labels, metric)
             fp32_check = _compare(clf, torch_side, fp32)
             wrong = (fp32_check["max_probability_difference"] > FP32_TOLERANCE
                      and f"differs from PyTorch by {fp32_check['max_probability_difference']:.3g} "
@@ -93,7 +93,7 @@ def export(run_dir: str | Path, format: str = "onnx", quantize: str | None = Non
         else:
             (folder / FUSED).replace(folder / FP32)
     if not fusions["applied"]:
-        fp32 = _scored(_onnx_twin(clf, folder / FP32), ids, counts, val.labels, metric)
+        fp32 = _scored(clf.with_onnx(folder / FP32), ids, counts, val.labels, metric)
         fp32_check = _compare(clf, torch_side, fp32)
     say(f"fusions: {fusions['why']}")
     record: dict[str, Any] = {
@@ -224,13 +224,6 @@ class _Logits(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def _onnx_twin(clf: Classifier, path: Path) -> Classifier:
-    """`clf` scoring with the ONNX model at `path`: the same cleaning, template, temperature and labels."""
-    scorer = OnnxScorer(path, clf.task == "single_label")
-    return Classifier(None, clf.tokenizer, clf.config, clf.metrics, scorer, clf.model.config,
-                      lambda: clf.model)
-
-
 def _scored(clf: Classifier, ids: list[list[int]], counts: list[int], labels: list[Any],
             metric: str) -> dict[str, Any]:
     """A backend's validation answers: raw scores, probabilities (values), answers and the main metric."""
@@ -260,7 +253,7 @@ def _int8(clf: Classifier, folder: Path, ids: list[list[int]], counts: list[int]
     settings = int8_settings(cpu_features())
     say(f"quantizing to int8: weights {settings['weight_type']} ({settings['why']})")
     quantize_int8(folder / FP32, folder / INT8, settings)
-    int8 = _scored(_onnx_twin(clf, folder / INT8), ids, counts, labels, metric)
+    int8 = _scored(clf.with_onnx(folder / INT8), ids, counts, labels, metric)
     drop = (fp32["metric"] - int8["metric"]) * 100  # points: the metric in hundredths
     within = drop <= gate
     change = (f"{drop:.2f} points below" if drop >= 0.005 else f"{-drop:.2f} points above" if drop <= -0.005

@@ -10,7 +10,7 @@ from typing import Any, Literal, overload
 import numpy as np
 import torch
 
-from tunetext.backends.onnx import OnnxScorer, usable_export
+from tunetext.backends.onnx import FP32, INT8, OnnxScorer, usable_export
 from tunetext.batches import LongText, tokenize_windows_marking_cuts
 from tunetext.config import RunConfig
 from tunetext.data.clean import clean_text
@@ -24,6 +24,7 @@ from tunetext.task_metrics import apply_thresholds, threshold_values
 # run's current weights (`tunetext export`), else PyTorch; `onnx` insists on the export; `torch` never
 # uses it.
 Backend = Literal["auto", "torch", "onnx"]
+ExportModel = Literal["chosen", "fp32", "int8"]
 
 # What a text needs to be worth classifying, in words for error messages.
 CONTENT = "a letter, digit, punctuation mark or symbol"
@@ -101,6 +102,7 @@ class Classifier:
         self.config = config
         self.metrics = metrics or {}
         model_config = model.config if model is not None else model_config
+        self.model_config = model_config
         self.label_names = [model_config.id2label[i] for i in range(model_config.num_labels)]
         # Temperature scaling fitted on validation when the run finished; 1.0 leaves scores as they are.
         # Runs that folded it into the head's weights (`calibration.folded`) have calibrated scores already:
@@ -129,10 +131,12 @@ class Classifier:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", backend: Backend = "auto",
-             threads: int | None = None) -> Classifier:
+             threads: int | None = None, export: ExportModel = "chosen") -> Classifier:
         """A finished run. `backend` (`Backend`): `auto` scores with the run's ONNX export when it passed
         its checks and matches the run's weights, else with PyTorch; `onnx` fails with the reason when it
-        cannot. `threads`: ONNX Runtime's threads (default: every CPU this process may use)."""
+        cannot. `threads`: ONNX Runtime's threads (default: every CPU this process may use). `export`: the
+        model the export's record chose (int8 when it passed its gate), or `fp32` / `int8` whatever it
+        chose (a missing file is a RunError)."""
         config, metrics, info = read_run(run_dir)
         adapter = (Path(run_dir) / ADAPTER_CONFIG).is_file()
         weights = ["adapter_model.safetensors"] if adapter else ["model.safetensors",
@@ -152,7 +156,7 @@ class Classifier:
                                                       device=torch.device(device))
             return model.to(device), tokenizer
 
-        exported = _exported_model(run_dir, backend, torch.device(device), adapter)
+        exported = _exported_model(run_dir, backend, torch.device(device), adapter, export)
         if exported is None:
             model, tokenizer = load_model()
             return cls(model, tokenizer, config, metrics)
@@ -162,6 +166,13 @@ class Classifier:
         scorer = OnnxScorer(exported, task_of(model_config) == "single_label", threads)
         return cls(None, load_tokenizer(str(run_dir)), config, metrics, scorer, model_config,
                    lambda: load_model()[0])
+
+    def with_onnx(self, path: str | Path, threads: int | None = None) -> Classifier:
+        """This classifier scoring with the ONNX model at `path` (an export's fp32 or int8 file, whatever the
+        record chose): the same cleaning, template, truncation, temperature, thresholds and labels."""
+        scorer = OnnxScorer(path, self.task == "single_label", threads)
+        return Classifier(None, self.tokenizer, self.config, self.metrics, scorer, self.model_config,
+                          lambda: self.model)
 
     def encode(self, texts: list[str]) -> list[Encoded]:
         """Each text as the model sees it: cleaned as the training data was (`clean`), checked for content
@@ -274,11 +285,14 @@ class Classifier:
         return Prediction(best, probabilities[best], probabilities, truncated, chunks, labels=[best])
 
 
-def _exported_model(run_dir: str | Path, backend: str, device: torch.device, adapter: bool) -> Path | None:
-    """The ONNX file `backend` asks for (`Backend`), or None for PyTorch; `onnx` that cannot be used is a
-    RunError saying why."""
+def _exported_model(run_dir: str | Path, backend: str, device: torch.device, adapter: bool,
+                    export: str = "chosen") -> Path | None:
+    """The ONNX file `backend` and `export` ask for (`Backend`, `ExportModel`), or None for PyTorch; `onnx`
+    that cannot be used is a RunError saying why."""
     if backend not in ("auto", "torch", "onnx"):
         raise UsageError(f"backend must be auto, torch or onnx; got {backend!r}")
+    if export not in ("chosen", "fp32", "int8"):
+        raise UsageError(f"export must be chosen, fp32 or int8; got {export!r}")
     if backend == "torch" or (backend == "auto" and (device.type != "cpu" or adapter)):
         return None
     if device.type != "cpu":
@@ -286,4 +300,9 @@ def _exported_model(run_dir: str | Path, backend: str, device: torch.device, ada
     path, why = usable_export(run_dir)
     if path is None and backend == "onnx":
         raise RunError(f"{run_dir}: cannot use the onnx backend: {why}")
+    if path is not None and export != "chosen":
+        path = path.parent / (FP32 if export == "fp32" else INT8)
+        if not path.is_file():
+            raise RunError(f"{run_dir}: the export has no {export} model ({path}): run `tunetext export "
+                           f"{run_dir}{' --quantize int8' if export == 'int8' else ''}` again")
     return path
