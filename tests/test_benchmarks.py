@@ -7,7 +7,9 @@ choices made on validation, and the busy-machine verdict.
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import machine  # noqa: E402
+import serve_load  # noqa: E402
 import tasks  # noqa: E402
 import train_speed  # noqa: E402
 
@@ -89,19 +92,63 @@ def test_strategies_chooses_the_best_method_on_validation(tmp_path, tiny_bert, t
 
 
 def test_serve_load_leaves_the_warmup_out_of_its_batch_counts(tmp_path, trained_run):
+    """The two-way comparison of older results, with their keys; no export is made for it."""
     out = tmp_path / "serve_load.json"
-    run_script("serve_load.py", "--run-dir", trained_run, "--requests", "12", "--warmup", "5",
-               "--concurrency", "2", "--rounds", "2", "--output", out)
+    run_script("serve_load.py", "--run-dir", trained_run, "--sides", "tunetext,baseline", "--requests", "12",
+               "--warmup", "5", "--concurrency", "2", "--rounds", "2", "--output", out)
     report = json.loads(out.read_text())
     assert_machine_recorded(report)
+    assert "tunetext_onnx" not in report and "onnx_export" not in report
+    assert not (trained_run / "onnx").exists()
     tunetext, baseline = report["tunetext"], report["baseline"]
     assert tunetext["requests"] == baseline["requests"] == 12 and not tunetext["errors"]
     assert tunetext["server"]["texts"] == 12  # the 5 warm-up requests are not counted
+    assert tunetext["server"]["backend"] == "torch"
     assert len(report["ratios"]["p99_baseline_over_tunetext_per_round"]) == 2
     paired = zip(tunetext["rounds"], baseline["rounds"], strict=True)
     per_round = all(t["p99_ms"] < b["p99_ms"] for t, b in paired)
     assert report["met"]["p99"] == per_round
+    assert report["met"]["all"] == (report["met"]["throughput"] and per_round)
+    assert report["ratios_onnx"] == {} and report["met"]["onnx"] == {}
     assert report["label_agreement"] == 1.0
+
+
+def test_serve_load_exports_and_compares_the_onnx_server(tmp_path, trained_run):
+    """The three sides: the run is exported first (a copy: exporting changes the run other tests share),
+    the ONNX server serves the export's chosen model, and each comparison is judged from its sides."""
+    run, out = tmp_path / "run", tmp_path / "serve_load.json"
+    shutil.copytree(trained_run, run)
+    result = run_script("serve_load.py", "--run-dir", run, "--requests", "12", "--warmup", "5",
+                        "--concurrency", "2", "--rounds", "2", "--output", out)
+    assert "making one: tunetext export" in result.stdout
+    report = json.loads(out.read_text())
+    export = report["onnx_export"]
+    assert export == {k: v for k, v in json.loads((run / "onnx" / "export.json").read_text()).items()
+                      if k not in ("cpu", "versions")} | {"made_by_this_run": True}
+    assert {"chosen", "reason", "fusions"} <= set(export) and "metric_drop_points" in export["int8"]
+    onnx, torch, baseline = report["tunetext_onnx"], report["tunetext"], report["baseline"]
+    assert onnx["server"]["backend"] == "onnx" and onnx["server"]["onnx_model"] == export["model"]
+    assert torch["server"]["backend"] == "torch" and torch["server"]["onnx_model"] is None
+    assert onnx["server"]["texts"] == torch["server"]["texts"] == 12 and not onnx["errors"]
+    for key, other in (("over_torch", torch), ("over_baseline", baseline)):
+        ratios, met = report["ratios_onnx"][key], report["met"]["onnx"][key]
+        assert ratios["throughput"] == pytest.approx(
+            onnx["requests_per_second"] / other["requests_per_second"], abs=0.01)
+        paired = zip(onnx["rounds"], other["rounds"], strict=True)
+        per_round = all(o["p99_ms"] < t["p99_ms"] for o, t in paired)
+        assert met["p99"] == per_round
+        assert met["all"] == (ratios["throughput"] >= report["target_onnx"][key]["throughput_ratio_min"]
+                              and per_round)
+        assert 0 <= report["label_agreement_onnx"][key] <= 1
+    met = report["met"]
+    assert met["all"] == all([met["throughput"] and met["p99"], *(m["all"] for m in met["onnx"].values())])
+
+
+def test_serve_load_sides_are_checked():
+    assert serve_load.sides_arg("baseline, tunetext_onnx") == ["baseline", "tunetext_onnx"]
+    for bad in ("tunetext", "tunetext,tunetext", "tunetext,onnx"):
+        with pytest.raises(argparse.ArgumentTypeError, match="two or more of tunetext, tunetext_onnx"):
+            serve_load.sides_arg(bad)
 
 
 def test_accuracy_runs_on_a_csv(tmp_path, tiny_bert, tiny_csv):

@@ -159,13 +159,15 @@ def test_serve_runs_the_backend_it_is_given(exported):
     tolerance = 0.01 if record["chosen"] == "int8" else 1e-5
     expected = Classifier.load(run, backend="onnx").predict(TEXTS)
     with running(run, backend="onnx") as client:
-        assert client.get("/info").json()["serving"]["backend"] == "onnx"
+        serving = client.get("/info").json()["serving"]
+        assert serving["backend"] == "onnx" and serving["onnx_model"] == record["model"]
         answers = [client.post("/predict", json={"text": t}).json() for t in TEXTS]
     for answer, prediction in zip(answers, expected, strict=True):
         assert answer["label"] == prediction.label
         assert answer["score"] == pytest.approx(prediction.score, abs=tolerance)
     with running(run, backend="torch") as client:
-        assert client.get("/info").json()["serving"]["backend"] == "torch"
+        serving = client.get("/info").json()["serving"]
+        assert serving["backend"] == "torch" and serving["onnx_model"] is None
 
 
 def test_a_fused_graph_that_disagrees_with_torch_is_not_kept(learned_bert_run, tmp_path_factory, monkeypatch):

@@ -352,6 +352,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
             "metrics": run_metrics.get("test", {}),
             "serving": {**settings.model_dump(exclude={"api_key"}), "threads": threads,
                         "precision": "bf16" if bf16 else "fp32", "backend": clf.backend,
+                        "onnx_model": None if clf.onnx is None else clf.onnx.path.name,
                         "api_key_required": settings.api_key is not None},
             "task": task, "thresholds": clf.thresholds,
             "scale": _scale(run_dir, run_metrics) if task == "regression" else None,
