@@ -161,6 +161,7 @@ def test_serve_runs_the_backend_it_is_given(exported):
     with running(run, backend="onnx") as client:
         serving = client.get("/info").json()["serving"]
         assert serving["backend"] == "onnx" and serving["onnx_model"] == record["model"]
+        assert serving["precision"] == record["chosen"]  # the ONNX model's: fp32 or int8, never bf16
         answers = [client.post("/predict", json={"text": t}).json() for t in TEXTS]
     for answer, prediction in zip(answers, expected, strict=True):
         assert answer["label"] == prediction.label

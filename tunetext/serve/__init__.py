@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from tunetext.backends.onnx import usable_export
 from tunetext.config import ConfigError
 from tunetext.errors import UsageError
 from tunetext.runs import read_run
@@ -48,8 +49,10 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, log_le
     read_run(run_dir)  # fail before starting any process
     # The Rust tokenizer would start a thread pool of its own in every worker; the batch is small.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    exported, _ = (None, "") if resolved.backend == "torch" else usable_export(run_dir)
     log.info("serving %s on http://%s:%d with %d worker(s), %d inference thread(s) each, %s%s", run_dir,
-             host, port, workers, resolved.inference_threads(), "bf16" if resolved.bf16() else "fp32",
+             host, port, workers, resolved.inference_threads(),
+             f"ONNX {exported.name}" if exported else "bf16" if resolved.bf16() else "fp32",
              ", API key required" if resolved.api_key else "")
     if resolved.api_key is None and not is_loopback(host):
         log.warning("WARNING: serving on %s, which other machines can reach, WITHOUT an API key: anyone who "

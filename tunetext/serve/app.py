@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from tunetext.backends.onnx import INT8
 from tunetext.precision import use_bf16
 from tunetext.predict import CONTENT, Classifier, Encoded, Prediction
 from tunetext.runs import DATA, RunError, read_json, read_run
@@ -120,6 +121,13 @@ class ServeSettings(BaseModel):
 
     def bf16(self) -> bool:
         return use_bf16(self.precision, torch.device("cpu"))
+
+
+def _precision(clf: Classifier, bf16: bool) -> str:
+    """What the served model computes in: torch's fp32 or bf16, or the ONNX model's fp32 or int8."""
+    if clf.onnx is not None:
+        return "int8" if clf.onnx.path.name == INT8 else "fp32"
+    return "bf16" if bf16 else "fp32"
 
 
 # ---- request and response bodies ------------------------------------------------------------------
@@ -330,8 +338,9 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        threads, bf16 = settings.inference_threads(), settings.bf16()
+        threads = settings.inference_threads()
         clf = await asyncio.to_thread(Classifier.load, run_dir, backend=settings.backend, threads=1)
+        bf16 = clf.backend == "torch" and settings.bf16()  # ONNX runs at the precision it was saved in
         if clf.task != task:  # the model's config and metrics.json disagree: the folder was mixed up
             raise RunError(f"{run_dir}: metrics.json says the task is {task} but the model's config.json "
                            f"says {clf.task}; the run folder holds files of different runs")
@@ -351,7 +360,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None) -> Fa
             "max_length": config.model.max_length, "tunetext_version": __version__,
             "metrics": run_metrics.get("test", {}),
             "serving": {**settings.model_dump(exclude={"api_key"}), "threads": threads,
-                        "precision": "bf16" if bf16 else "fp32", "backend": clf.backend,
+                        "precision": _precision(clf, bf16), "backend": clf.backend,
                         "onnx_model": None if clf.onnx is None else clf.onnx.path.name,
                         "api_key_required": settings.api_key is not None},
             "task": task, "thresholds": clf.thresholds,
