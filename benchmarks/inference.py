@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 WAYS = ("pipeline", "torch", "onnx_fp32", "onnx_int8")
 TUNETEXT_WAYS = WAYS[1:]
+TUNETEXT = [sys.executable, "-m", "tunetext.cli"]
 PIPELINE_BATCH = 8
 SWEEP = (4, 8, 16, 32, 64)
 TARGET = {"int8_over_pipeline_min": 8.0, "int8_over_torch_min": 3.0, "sms_p50_ms_max": 5.0,
@@ -149,13 +150,13 @@ def ensure_run(name: str, run_dir: Path | None) -> Path:
     spec = DATASETS[name]
     run_dir = run_dir or spec["run"]
     if not is_finished(run_dir):
-        command = ["tunetext", "train", *spec["train"], "--output", str(run_dir), "--quiet"]
+        command = [*TUNETEXT, "train", *spec["train"], "--output", str(run_dir), "--quiet"]
         print(f"training {name}'s run: {' '.join(command)}", flush=True)
         subprocess.run(command + (["--overwrite"] if run_dir.exists() else []), check=True)
     usable, _ = usable_export(run_dir)
     if usable is None or not all((export_dir(run_dir) / f).is_file() for f in (FP32, INT8)):
         print(f"exporting {run_dir}: tunetext export {run_dir} --quantize int8", flush=True)
-        subprocess.run(["tunetext", "export", str(run_dir), "--quantize", "int8"], check=True)
+        subprocess.run([*TUNETEXT, "export", str(run_dir), "--quantize", "int8"], check=True)
     return run_dir
 
 

@@ -20,6 +20,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import inference  # noqa: E402
 import machine  # noqa: E402
 import serve_load  # noqa: E402
 import tasks  # noqa: E402
@@ -149,6 +150,37 @@ def test_serve_load_sides_are_checked():
     for bad in ("tunetext", "tunetext,tunetext", "tunetext,onnx"):
         with pytest.raises(argparse.ArgumentTypeError, match="two or more of tunetext, tunetext_onnx"):
             serve_load.sides_arg(bad)
+
+
+def test_inference_measures_the_four_ways_in_rounds(tmp_path, trained_run):
+    """Each way in its own process (one round here, to be quick), the run exported first (a copy:
+    exporting changes the run other tests share), batch sizes chosen from the validation sweep, ratios from
+    the medians."""
+    run, out = tmp_path / "run", tmp_path / "inference.json"
+    shutil.copytree(trained_run, run)
+    run_script("inference.py", "--sms-run", run, "--datasets", "sms_spam", "--rounds", "1",
+               "--sweep-texts", "8", "--output", out)
+    report = json.loads(out.read_text())
+    assert_machine_recorded(report)
+    data = report["datasets"]["sms_spam"]
+    ways = data["ways"]
+    assert set(ways) == set(inference.WAYS) and (run / "onnx" / "model.int8.onnx").is_file()
+    for name, way in ways.items():
+        assert len(way["rounds"]) == 1 and way["peak_rss_mib"] > 0 and 0 <= way["accuracy"] <= 1
+        assert way["texts_per_second"] == way["rounds"][0]["texts_per_second"]
+        if name == "pipeline":
+            assert way["batch_size"] == 8 and way["encode_seconds"] is None
+        else:
+            sweep = way["sweep_texts_per_second"]
+            assert way["batch_size"] == int(max(sweep, key=sweep.get))
+    ratios = data["ratios"]
+    assert ratios["int8_over_torch"] == pytest.approx(
+        ways["onnx_int8"]["texts_per_second"] / ways["torch"]["texts_per_second"], abs=0.01)
+    assert len(ratios["per_round_int8_over_pipeline"]) == 1
+    assert data["int8_accuracy_drop_points"] == pytest.approx(
+        (ways["onnx_fp32"]["accuracy"] - ways["onnx_int8"]["accuracy"]) * 100, abs=0.01)
+    assert report["met"]["sms_spam"]["sms_p50"] == (ways["onnx_int8"]["latency_ms"]["p50"] < 5.0)
+    assert data["export"]["chosen"] in ("fp32", "int8")
 
 
 def test_accuracy_runs_on_a_csv(tmp_path, tiny_bert, tiny_csv):
