@@ -83,6 +83,17 @@ def test_auto_uses_the_export_that_passed(exported, tiny_texts):
     _agree(run, "auto", tiny_texts, 0.05 if record["chosen"] == "int8" else 1e-5)
 
 
+def test_either_model_of_the_export_can_be_asked_for(exported, learned_bert_run, tmp_path_factory):
+    run, _ = exported
+    for model, name in (("fp32", FP32), ("int8", INT8)):
+        clf = Classifier.load(run, backend="onnx", export=model)
+        assert clf.onnx is not None and clf.onnx.path.name == name
+    fp32_only = _copy(learned_bert_run, tmp_path_factory, "fp32_only")
+    export(fp32_only, progress=False)
+    with pytest.raises(RunError, match="no int8 model.*--quantize int8"):
+        Classifier.load(fp32_only, backend="onnx", export="int8")
+
+
 def test_int8_settings_follow_the_cpu():
     assert int8_settings({"machine": "x86_64", "flags": ["avx2"]})["weight_type"] == "QUInt8"
     assert int8_settings({"machine": "x86_64", "flags": ["avx2", "avx512_vnni"]})["weight_type"] == "QInt8"
