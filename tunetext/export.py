@@ -284,13 +284,16 @@ def int8_settings(cpu: dict[str, Any]) -> dict[str, Any]:
     """The quantization that suits this CPU, and why. ONNX Runtime multiplies uint8 activations by int8
     weights with VPMADDUBSW on AVX2/AVX-512 without VNNI, whose 16-bit sums can saturate and cost accuracy;
     there uint8 weights (U8U8) avoid it. With VNNI (or AMX), and on ARM, int8 weights are exact and fastest.
+    Weights are scaled per output channel rather than one scale per matrix: during issue 16, on a VNNI
+    Xeon, that took MiniLM's validation macro-F1 drop from 0.45 to 0.00 points (sms_spam) and from 0.88 to
+    0.01 (20newsgroups) at the same speed.
     """
     vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu.get("flags", [])))
     x86 = cpu.get("machine", "") in ("x86_64", "AMD64", "i686")
     if x86 and not vnni:
-        return {"weight_type": "QUInt8", "per_channel": False, "reduce_range": False,
+        return {"weight_type": "QUInt8", "per_channel": True, "reduce_range": False,
                 "why": "x86 without VNNI: uint8 weights avoid the saturation of int8 x uint8 products"}
-    return {"weight_type": "QInt8", "per_channel": False, "reduce_range": False,
+    return {"weight_type": "QInt8", "per_channel": True, "reduce_range": False,
             "why": "VNNI/AMX present: int8 weights, no saturation" if x86 else
             f"{cpu.get('machine')}: int8 weights"}
 
