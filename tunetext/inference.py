@@ -33,8 +33,11 @@ def predict_log_probs(model, ids: list[list[int]], pad_id: int, batch_size: int,
     """Scores for tokenised texts, in input order, batched by length: log class probabilities
     (single-label), or the raw logits of a multi-label or regression model (see the module's doc)."""
     device = device or next(model.parameters()).device
+    # Switched only when needed: transformers' train()/eval() walks every module, about 3 ms a call for
+    # MiniLM, a fifth of a single text's time on a 2-core CPU.
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     normalise = task_of(model.config) == "single_label"
     out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
     for batch_idx in sorted_batches([len(x) for x in ids], batch_size):
@@ -42,7 +45,8 @@ def predict_log_probs(model, ids: list[list[int]], pad_id: int, batch_size: int,
         with autocast(device, bf16):
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
         out[batch_idx] = (torch.log_softmax(logits, dim=-1) if normalise else logits).cpu().numpy()
-    model.train(was_training)
+    if was_training:
+        model.train()
     return out
 
 
