@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from tunetext.data.sources import DataError
 from tunetext.errors import UsageError
-from tunetext.predict import Classifier, Prediction, has_content
+from tunetext.predict import BATCH_SIZE, Classifier, Prediction, has_content
 
 # What a file name's suffix means, for input and for output (.json is JSON lines, as for training data).
 INPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet",
@@ -318,7 +318,7 @@ class _Tally:
 
 def predict_file(run_dir_or_classifier: str | Path | Classifier, input: str | Path | list[str],
                  output: str | Path,
-                 text_column: str | None = None, batch_size: int = 64, chunk_rows: int = 2048,
+                 text_column: str | None = None, batch_size: int = BATCH_SIZE, chunk_rows: int = 2048,
                  on_bad_row: Literal["fail", "skip"] = "fail", progress: bool = True,
                  input_format: str | None = None, output_format: str | None = None,
                  backend: Literal["auto", "torch", "onnx"] = "auto") -> dict[str, Any]:

@@ -35,7 +35,7 @@ from tunetext.errors import UsageError
 from tunetext.evaluate import compute_metrics, task_metrics
 from tunetext.models import ADAPTER_CONFIG, ModelError
 from tunetext.models.families import family_of
-from tunetext.predict import Classifier
+from tunetext.predict import BATCH_SIZE, Classifier
 from tunetext.runs import read_run
 from tunetext.version import __version__
 
@@ -227,8 +227,8 @@ class _Logits(torch.nn.Module):
 def _scored(clf: Classifier, ids: list[list[int]], counts: list[int], labels: list[Any],
             metric: str) -> dict[str, Any]:
     """A backend's validation answers: raw scores, probabilities (values), answers and the main metric."""
-    raw = clf.raw_scores(ids, 64, counts)
-    probs = clf.probabilities(ids, 64, counts)
+    raw = clf.raw_scores(ids, BATCH_SIZE, counts)
+    probs = clf.probabilities(ids, BATCH_SIZE, counts)
     answers = [None if clf.task == "regression" else tuple(clf.answer(row).labels) for row in probs]
     if clf.task == "single_label":
         value = compute_metrics(labels, raw.argmax(axis=1), clf.label_names)[metric]

@@ -25,6 +25,11 @@ from tunetext.task_metrics import apply_thresholds, threshold_values
 # uses it.
 Backend = Literal["auto", "torch", "onnx"]
 ExportModel = Literal["chosen", "fp32", "int8"]
+# Texts per forward pass when scoring. Small passes of length-sorted texts are fastest on a CPU: the
+# sweeps in benchmarks/results/inference.json (MiniLM, 2-core Xeon) put 8 within a few percent of the best
+# size for PyTorch and ONNX on SMS and on long documents, where 64 was the slowest of 4 to 64 every time.
+# On a GPU pass a larger one.
+BATCH_SIZE = 8
 
 # What a text needs to be worth classifying, in words for error messages.
 CONTENT = "a letter, digit, punctuation mark or symbol"
@@ -190,7 +195,7 @@ class Classifier:
             out[i] = Encoded(seqs[0], truncated, chunks=seqs if long_text.mode == "chunks" else None)
         return out
 
-    def probabilities(self, ids: list[list[int]], batch_size: int = 64,
+    def probabilities(self, ids: list[list[int]], batch_size: int = BATCH_SIZE,
                       counts: list[int] | None = None) -> np.ndarray:
         """Calibrated probabilities for encoded texts (`Encoded.ids`), one row per text, columns in
         `self.label_names` order: softmax (single-label) or each label's sigmoid (multi-label); for
@@ -204,7 +209,7 @@ class Classifier:
             return to_values(scores, self.task_record)
         return softmax_with_temperature(scores, self.temperature)
 
-    def raw_scores(self, ids: list[list[int]], batch_size: int = 64,
+    def raw_scores(self, ids: list[list[int]], batch_size: int = BATCH_SIZE,
                    counts: list[int] | None = None) -> np.ndarray:
         """The model's raw scores for encoded texts (`tunetext.inference`'s contract: log-probabilities for
         single-label, logits or standardised values otherwise), from whichever backend loaded; with
@@ -217,17 +222,17 @@ class Classifier:
             scores = pool_windows(scores, counts, self.task == "single_label")
         return scores
 
-    def encoded_probabilities(self, encoded: list[Encoded], batch_size: int = 64) -> np.ndarray:
+    def encoded_probabilities(self, encoded: list[Encoded], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """`probabilities` of encoded texts, each scored on all its windows."""
         return self.probabilities([seq for e in encoded for seq in e.windows], batch_size,
                                   [len(e.windows) for e in encoded])
 
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Calibrated probabilities, one row per text, columns in `self.label_names` order. Texts are
         cleaned as the training data was (`clean_text` with the run's data config)."""
         return self.encoded_probabilities(self._encode_or_raise(texts), batch_size)
 
-    def scores(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def scores(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """What the model says of each text, one row per text: every label's probability (softmax for
         single-label, each label's sigmoid for multi-label), or for regression one column, the value on
         the targets' scale. The same as `predict_proba`, under a name that fits regression too."""
@@ -252,11 +257,11 @@ class Classifier:
         return [clean_text(t, self.config.data) if isinstance(t, str) else t for t in texts]
 
     @overload
-    def predict(self, texts: str, batch_size: int = 64) -> Prediction: ...
+    def predict(self, texts: str, batch_size: int = BATCH_SIZE) -> Prediction: ...
     @overload
-    def predict(self, texts: list[str], batch_size: int = 64) -> list[Prediction]: ...
+    def predict(self, texts: list[str], batch_size: int = BATCH_SIZE) -> list[Prediction]: ...
 
-    def predict(self, texts, batch_size=64):
+    def predict(self, texts, batch_size=BATCH_SIZE):
         """The answer for one text or a list (`Prediction`: the label and every label's probability; the
         labels over their thresholds; or the value, as the run's task says); whether part of the text was
         not classified (`truncated`), and with `data.long_text=chunks` how many windows were pooled
