@@ -18,7 +18,7 @@ from tunetext.cli.parser import default_of
 from tunetext.config import DataConfig, ModelConfig, TrainConfig
 from tunetext.evaluate import evaluate
 from tunetext.export import export
-from tunetext.predict import Classifier
+from tunetext.predict import BATCH_SIZE, Classifier
 from tunetext.prompting import prompt_eval, prompt_story
 from tunetext.report import report
 from tunetext.search import search
@@ -189,12 +189,12 @@ def test_the_table_catches_a_default_changed_in_the_api(monkeypatch):
 
     def with_a_copied_default(self, *flags, **kwargs):
         if flags == ("--batch-size",) and "predict" in self.prog:
-            kwargs["default"] = 64
+            kwargs["default"] = BATCH_SIZE  # the API's value today, written out
         return real(self, *flags, **kwargs)
 
     monkeypatch.setattr(argparse.ArgumentParser, "add_argument", with_a_copied_default)
     test_an_option_defaults_to_the_api(("predict", "--batch-size"))  # the same value: passes
-    monkeypatch.setattr(Classifier.predict, "__defaults__", (32,))
+    monkeypatch.setattr(Classifier.predict, "__defaults__", (BATCH_SIZE * 4,))
     with pytest.raises(AssertionError):
         test_an_option_defaults_to_the_api(("predict", "--batch-size"))
 
