@@ -28,10 +28,12 @@ def _settings(batch_size: int) -> dict[str, object]:
             "train.batch_size": batch_size, "train.eval_batch_size": 16}
 
 
-def _launch(tmp_path: Path, model: Path, data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _launch(tmp_path: Path, model: Path, data: Path, out: Path, *extra: str,
+            interrupt: str = "") -> subprocess.CompletedProcess:
     shares = tmp_path / "shares"
     shares.mkdir(exist_ok=True)
     env = {**os.environ, "TUNETEXT_TEST_SHARES": str(shares), "OMP_NUM_THREADS": "1",
+           "TUNETEXT_TEST_INTERRUPT": interrupt,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     # `--cpu` alone starts one process (accelerate spreads CPU processes only through MPI); `--multi_gpu` on a
     # machine without GPUs starts them with torch.distributed, and accelerate joins them with gloo.
@@ -110,3 +112,24 @@ def test_two_processes_match_one_process_with_the_same_global_batch(two_process_
     # Stated tolerance: each logged loss within 0.01 (measured here: within 0.001; dropout draws differ).
     assert losses == pytest.approx(single_losses, abs=0.01)
     assert two["test"]["accuracy"] == pytest.approx(single.metrics["test"]["accuracy"], abs=0.1)
+
+
+def test_an_interrupted_two_process_run_resumes(two_process_run, tiny_bert, tiny_csv, tmp_path):
+    # Ctrl-C reaches the second process alone, in the middle of the first epoch: both must stop after
+    # the same step (or the first waits forever in the next all-reduce), the main one saving the checkpoint.
+    out = tmp_path / "run"
+    stopped = _launch(tmp_path, tiny_bert, tiny_csv, out, interrupt="1:3")
+    assert stopped.returncode != 0
+    assert (out / "checkpoint" / "state.pt").is_file() and not (out / "metrics.json").exists()
+    assert [(e["epoch"], e["batches"], e["complete"]) for e in _log(out) if e["event"] == "epoch"] == [
+        (1, 3, False)]  # stopped after the step of its 3rd batch, the 1st epoch's 4 batches not done
+    resumed = _launch(tmp_path, tiny_bert, tiny_csv, out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    whole = _log(two_process_run / "run")
+    again = _log(out)
+    assert [e["step"] for e in again if e["event"] == "train"] == [
+        e["step"] for e in whole if e["event"] == "train"]
+    # the same data order and weights; rank 1's dropout generator restarts from the main process's state
+    assert [e["loss"] for e in again if e["event"] == "train"] == pytest.approx(
+        [e["loss"] for e in whole if e["event"] == "train"], abs=0.01)
+    assert json.loads((out / "metrics.json").read_text())["training"]["steps"] == EPOCHS * 4

@@ -292,6 +292,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         """Answer a Ctrl-C or SIGTERM: save where training is, and stop."""
         accelerator.wait_for_everyone()
         checkpoint()
+        accelerator.wait_for_everyone()  # a process that left first would have the launcher kill the writer
         bar.close()
         raise TrainingInterrupted(run_dir)
 
@@ -369,7 +370,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
                 window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
             if tc.eval_every is not None and state["step"] % tc.eval_every == 0:
                 stop = validate()
-            if stop or flag.requested:
+            if stop or _anyone(accelerator, flag.requested):
                 break
         epoch_seconds = time.perf_counter() - epoch_start
         state["train_seconds"] += epoch_seconds
@@ -378,7 +379,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
                 "event": "epoch", "step": state["step"], "epoch": state["epoch"] + 1,
                 "seconds": epoch_seconds, "batches": state["batch"] - first_batch,
                 "complete": state["batch"] >= len(batches)})
-        if flag.requested:
+        if _anyone(accelerator, flag.requested):
             checkpoint_and_stop()
         if state["batch"] >= len(batches):  # the epoch is complete
             if tc.eval_every is None:
@@ -437,6 +438,15 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
                        parent=None if parent is None else parent.record())
     accelerator.wait_for_everyone()
     return Run(run_dir, config, metrics, labels, model)
+
+
+def _anyone(accelerator: Accelerator, requested: bool) -> bool:
+    """Whether any process was asked to stop. A signal reaches each process at its own moment; they must
+    agree on the step to stop after, or one waits in the next gradient all-reduce for a process that left."""
+    if accelerator.num_processes == 1:
+        return requested
+    flag = torch.tensor([float(requested)], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
 # --- the steps `_fine_tune` takes, in the order it takes them ---------------------------------------------
