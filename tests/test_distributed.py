@@ -2,7 +2,8 @@
 
 What is checked: each process trains on its own, disjoint share of every epoch; a step's global batch is
 the per-process batch times the processes; the result matches one process with that global batch; only
-the main process writes the run directory. The tolerance on the match is stated in the test: dropout draws
+the main process writes the run directory; early stopping and the frozen-prefix cache decide alike; an
+interrupted run resumes. The tolerance on the match is stated in the test: dropout draws
 differ between the two runs (each process seeds the same generator, one process draws once), so the runs
 agree closely, not bit for bit."""
 
@@ -17,14 +18,17 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).parent / "distributed_worker.py"
-PER_PROCESS_BATCH, PROCESSES, EPOCHS = 4, 2, 2
+PER_PROCESS_BATCH, PROCESSES, EPOCHS = 4, 2, 4
 TRAIN_ROWS = 32  # a multiple of the global batch: neither run has a short last batch to treat differently
+STEPS_PER_EPOCH = TRAIN_ROWS // (PER_PROCESS_BATCH * PROCESSES)  # one optimizer step per global batch
 
 
 def _settings(batch_size: int) -> dict[str, object]:
     """The settings both runs share; only the batch size differs (per process, or the global one)."""
-    return {"model.max_length": 64, "train.learning_rate": 1e-3, "train.precision": "fp32",
-            "train.early_stopping_patience": "null", "train.group_by_length": "false",
+    return {"model.max_length": 64, "train.precision": "fp32",
+            "train.early_stopping_patience": 1, "train.group_by_length": "false",
+            # last_n: one process caches the frozen prefix, several run it at every step (prefix_cache.py)
+            "train.strategy": "last_n", "train.learning_rate": 1e-3,
             "train.batch_size": batch_size, "train.eval_batch_size": 16}
 
 
@@ -67,11 +71,12 @@ def two_process_run(tmp_path_factory, tiny_bert, tiny_csv):
 
 def test_each_process_sees_a_disjoint_share_of_every_epoch(two_process_run):
     shares = _shares(two_process_run)
-    per_epoch = TRAIN_ROWS // (PER_PROCESS_BATCH * PROCESSES)
+    per_epoch = STEPS_PER_EPOCH  # batches a process collates in an epoch
+    epochs = len([e for e in _log(two_process_run / "run") if e["event"] == "epoch"])
     for rank in range(PROCESSES):
-        assert len(shares[rank]) == per_epoch * EPOCHS
+        assert len(shares[rank]) == per_epoch * epochs
         assert all(len(batch) == PER_PROCESS_BATCH for batch in shares[rank])
-    for epoch in range(EPOCHS):
+    for epoch in range(epochs):
         epoch_batches = [shares[r][epoch * per_epoch:(epoch + 1) * per_epoch] for r in range(PROCESSES)]
         seen = [[tuple(text) for batch in batches for text in batch] for batches in epoch_batches]
         assert not set(seen[0]) & set(seen[1])
@@ -83,7 +88,9 @@ def test_global_batch_is_per_process_batch_times_processes(two_process_run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["training"]["processes"] == PROCESSES
     # one optimizer step per global batch of 4 x 2 texts: 32 texts an epoch are 4 steps, not 8
-    assert metrics["training"]["steps"] == EPOCHS * TRAIN_ROWS // (PER_PROCESS_BATCH * PROCESSES)
+    assert metrics["training"]["steps"] == metrics["training"]["epochs_completed"] * STEPS_PER_EPOCH
+    assert [e["step"] for e in _log(run) if e["event"] == "epoch"] == [
+        STEPS_PER_EPOCH * (i + 1) for i in range(metrics["training"]["epochs_completed"])]
 
 
 def test_only_the_main_process_writes_the_run_directory(two_process_run):
@@ -91,7 +98,7 @@ def test_only_the_main_process_writes_the_run_directory(two_process_run):
     log = _log(run)
     steps = [e["step"] for e in log if e["event"] == "train"]
     assert steps == sorted(set(steps)), "a log entry written twice: a second process wrote the run"
-    assert [e["epoch"] for e in log if e["event"] == "epoch"] == list(range(1, EPOCHS + 1))
+    assert [e["epoch"] for e in log if e["event"] == "epoch"] == [1, 2]
     assert not (run / "checkpoint").exists()
 
 
@@ -108,6 +115,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(two_process_
     losses = [e["loss"] for e in _log(two_process_run / "run") if e["event"] == "train"]
     single_losses = [e["loss"] for e in _log(tmp_path / "single") if e["event"] == "train"]
     assert single.metrics["training"]["steps"] == two["training"]["steps"]
+    # early stopping: validation is flat after epoch 1, patience 1 stops both runs after epoch 2 of 4
+    assert two["training"]["stopped_early"] and single.metrics["training"]["stopped_early"]
+    assert two["training"]["epochs_completed"] == single.metrics["training"]["epochs_completed"] == 2
+    # the frozen-prefix cache: one process trains the top from it, two run the prefix at every step
+    assert single.metrics["training"]["prefix_cached"] and not two["training"]["prefix_cached"]
 
     # Stated tolerance: each logged loss within 0.01 (measured here: within 0.001; dropout draws differ).
     assert losses == pytest.approx(single_losses, abs=0.01)
@@ -132,4 +144,4 @@ def test_an_interrupted_two_process_run_resumes(two_process_run, tiny_bert, tiny
     # the same data order and weights; rank 1's dropout generator restarts from the main process's state
     assert [e["loss"] for e in again if e["event"] == "train"] == pytest.approx(
         [e["loss"] for e in whole if e["event"] == "train"], abs=0.01)
-    assert json.loads((out / "metrics.json").read_text())["training"]["steps"] == EPOCHS * 4
+    assert json.loads((out / "metrics.json").read_text())["training"]["steps"] == 2 * STEPS_PER_EPOCH
