@@ -18,6 +18,7 @@ from tunetext.cli.parser import default_of
 from tunetext.config import DataConfig, ModelConfig, TrainConfig
 from tunetext.evaluate import evaluate
 from tunetext.export import export
+from tunetext.hub import push
 from tunetext.predict import BATCH_SIZE, Classifier
 from tunetext.prompting import prompt_eval, prompt_story
 from tunetext.report import report
@@ -59,6 +60,9 @@ FEEDS: dict[tuple[str, str], list[tuple[object, str]]] = {
     ("export", "--quantize"): [(export, "quantize")],
     ("export", "--gate"): [(export, "gate")],
     ("export", "--force"): [(export, "force")],
+    ("push", "--private"): [(push, "private")],
+    ("push", "--token"): [(push, "token")],
+    ("push", "--license"): [(push, "license")],
     ("serve", "--host"): [(serve, "host")],
     ("serve", "--port"): [(serve, "port")],
     ("serve", "--log-level"): [(serve, "log_level")],
@@ -93,6 +97,7 @@ CLI_ONLY = {
     ("prompt-eval", "--model"), ("prompt-eval", "--data"), ("prompt-eval", "--template"),
     ("prompt-eval", "--run"), ("prompt-eval", "--json"),
     ("compare", "--json"),
+    ("push", "--repo-id"),  # required: the API's repo_id has no default either
     ("data show", "--examples"),
 }
 

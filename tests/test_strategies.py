@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelCard
 from safetensors import safe_open
 
 from tunetext import Classifier, ConfigError, load_config, train
@@ -67,6 +68,8 @@ def test_lora_adapter_run_saves_the_trained_head_and_reloads_to_the_same_predict
     assert any(".classifier." in k for k in keys), keys  # the head travels with the adapter
     assert any("lora_A" in k for k in keys)
     assert "PEFT adapter" in (run.run_dir / "README.md").read_text()
+    card = ModelCard.load(run.run_dir / "README.md").data  # the Hub loads an adapter with peft
+    assert card.library_name == "peft" and "lora" in card.tags
     assert_reload_matches(run, tiny_texts)
 
 
@@ -77,6 +80,7 @@ def test_lora_merged_run_is_a_standard_folder_with_the_same_predictions(lora_run
     with safe_open(run.run_dir / "model.safetensors", "pt") as f:
         assert not [k for k in f.keys() if "lora" in k or "modules_to_save" in k]  # noqa: SIM118
     assert "standard Hugging Face model" in (run.run_dir / "README.md").read_text()
+    assert ModelCard.load(run.run_dir / "README.md").data.library_name == "transformers"
     assert_reload_matches(run, tiny_texts)
     # Same seed, same data: merging the adapter into the weights must not change a single prediction.
     texts = tiny_texts

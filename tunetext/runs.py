@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -211,10 +211,11 @@ def after_a_failed_write(run_dir: Path) -> str:
 
 def write_run(run_dir: Path, model: Any, tokenizer: Any, config: RunConfig, metrics: dict[str, Any],
               data: dict[str, Any], label_names: list[str], tunetext_version: str,
-              parent: dict[str, Any] | None = None) -> None:
+              parent: dict[str, Any] | None = None, card: Callable[[Path], str] | None = None) -> None:
     """A trained model's run files: weights, tokenizer, metrics, the data summary (`data`), the README, and
     last `run.json`, which marks the run finished (`finish`). `parent` is the run it started from
-    (`model.init_from`) and what became of its labels; run.json keeps it under "parent"."""
+    (`model.init_from`) and what became of its labels; run.json keeps it under "parent". `card` gives the
+    README's model card metadata (`tunetext.hub.front_matter`) once the weights are in the folder."""
     try:
         with library_bars_hidden():
             model.save_pretrained(run_dir)
@@ -227,7 +228,7 @@ def write_run(run_dir: Path, model: Any, tokenizer: Any, config: RunConfig, metr
     tokenizer_files = tokenizer.save_pretrained(run_dir)
     write_json(run_dir / METRICS, metrics)
     write_json(run_dir / DATA, data)
-    (run_dir / "README.md").write_text(README_TEMPLATE.format(
+    (run_dir / "README.md").write_text(("" if card is None else card(run_dir)) + README_TEMPLATE.format(
         model=config.model.name, data=config.data.source, strategy=config.train.strategy,
         labels=", ".join(label_names), scores=_test_scores(metrics["test"]), path=run_dir,
         loading=loading_note(run_dir, config.model.name),

@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
-from tunetext import adaptive, checkpoints, prefix_cache, runs
+from tunetext import adaptive, checkpoints, hub, prefix_cache, runs
 from tunetext.batches import (
     LongText,
     collate,
@@ -435,7 +435,8 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
     if main:
         data_summary = {"source": config.data.source, **dataset.summary(), "preparation": dataset.report}
         runs.write_run(run_dir, model, tokenizer, config, metrics, data_summary, labels, __version__,
-                       parent=None if parent is None else parent.record())
+                       parent=None if parent is None else parent.record(),
+                       card=lambda folder: hub.front_matter(folder, config, metrics))
     accelerator.wait_for_everyone()
     return Run(run_dir, config, metrics, labels, model)
 

@@ -23,6 +23,7 @@ from tunetext.data import BUILTIN, load_dataset
 from tunetext.errors import TunetextError, UsageError
 from tunetext.evaluate import evaluate, format_metrics, warning_lines
 from tunetext.export import export
+from tunetext.hub import push
 from tunetext.lengths import length_report, what_long_text_does
 from tunetext.models import CATALOGUE, load_tokenizer, resolve
 from tunetext.predict import Classifier
@@ -273,6 +274,13 @@ def export_command(args: argparse.Namespace) -> int:
                     force=args.force)
     print(f"{args.run_dir}/onnx/{record['model']}: {record['chosen']}, used by --backend auto "
           f"({record['reason']})")
+    return 0
+
+
+def push_command(args: argparse.Namespace) -> int:
+    url = push(args.run_dir, args.repo_id, **given(token=args.token, license=args.license),
+               private=args.private)
+    print(f"{args.run_dir} uploaded to {url}")
     return 0
 
 

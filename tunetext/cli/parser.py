@@ -347,6 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="use int8 even when it fails the gate")
     p.set_defaults(func=commands.export_command)
 
+    p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub",
+                       description="Upload a finished run to a Hugging Face Hub model repo (created if "
+                       "missing): weights, tokenizer, config, README.md (its model card), metrics.json, "
+                       "tunetext.yaml and onnx/ if exported; never a checkpoint. Needs the network and a "
+                       "token with write access. See docs/training.md.")
+    p.add_argument("run_dir")
+    p.add_argument("--repo-id", required=True, help="the model repo, e.g. your-name/spam-minilm")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    _add(p, "--token", shown=Shown(lambda: "the HF_TOKEN environment variable, else the saved login"),
+         help="Hugging Face token with write access")
+    _add(p, "--license", shown=Shown(lambda: "none, no licence in the card"), help="licence id written into "
+         "the model card's metadata, e.g. apache-2.0")
+    p.set_defaults(func=commands.push_command)
+
     p = sub.add_parser("data", help="look at datasets", description="Look at datasets: the built-in ones, "
                        "or any source training takes, as training would prepare it.")
     data_sub = p.add_subparsers(dest="data_command", required=True)

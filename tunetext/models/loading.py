@@ -38,6 +38,11 @@ class CatalogueModel:
     # once, on first use, into a float32 safetensors folder `<cache>/models/<name>/` that later loads read.
     gguf_file: str | None = None
 
+    @property
+    def hub_id(self) -> str:
+        """The Hugging Face Hub id of the model packaged here: the description begins with it."""
+        return self.description.split(":", 1)[0]
+
 
 CATALOGUE: dict[str, CatalogueModel] = {
     "minilm-l6": CatalogueModel(
