@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Upload a finished run to a Hugging Face Hub model repo (created if "
                        "missing): weights, tokenizer, config, README.md (its model card), metrics.json, "
                        "tunetext.yaml and onnx/ if exported; never a checkpoint. Needs the network and a "
-                       "token with write access. See docs/training.md.")
+                       "token with write access. See docs/export.md and the README's Hub section.")
     p.add_argument("run_dir")
     p.add_argument("--repo-id", required=True, help="the model repo, e.g. your-name/spam-minilm")
     p.add_argument("--private", action="store_true", help="create the repo private")
