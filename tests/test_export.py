@@ -142,6 +142,9 @@ def test_a_stale_or_missing_export_is_refused(learned_bert_run, tmp_path_factory
     export(run, progress=False)
     assert Classifier.load(run).backend == "onnx"
     assert foreign_entries(run) == []  # the export is the run's own: --overwrite may replace it
+    (run / FOLDER / export_module.FUSED).write_bytes(b"")  # what an export stopped mid-check leaves
+    assert foreign_entries(run) == []
+    (run / FOLDER / export_module.FUSED).unlink()
     weights = load_file(run / "model.safetensors")  # trained further, say: other weights than exported
     name = next(iter(weights))
     weights[name] = weights[name] + 0.01
