@@ -41,9 +41,7 @@ def base_model(name: str) -> str | None:
     folder, whose origin tunetext cannot know."""
     if name in CATALOGUE:
         return CATALOGUE[name].hub_id
-    if name.startswith((".", "/", "~")) or Path(name).expanduser().exists():
-        return None
-    return name
+    return None if _local(name) else name
 
 
 def dataset_id(source: str) -> str | None:
@@ -51,10 +49,12 @@ def dataset_id(source: str) -> str | None:
     local file or folder."""
     if source in BUILTIN:
         return source
-    if Path(source).suffix.lower() in FILE_SUFFIXES or source.startswith((".", "/", "~")) \
-            or Path(source).expanduser().exists():
-        return None
-    return source
+    return None if Path(source).suffix.lower() in FILE_SUFFIXES or _local(source) else source
+
+
+def _local(name: str) -> bool:
+    """Whether a model or data name is a path on this machine rather than a hub id."""
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
 def card_data(run_dir: str | Path, config: RunConfig, metrics: dict[str, Any],
