@@ -5,6 +5,9 @@ tracks one run per trial; a run that raises is closed, not left active."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +178,24 @@ def test_mlflow_store_defaults_beside_the_runs(tmp_path, monkeypatch):
                                                (tmp_path / "mlartifacts").resolve().as_uri())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
     assert tracking.mlflow_store(tmp_path) == ("http://tracking:5000", None)
+
+
+def test_two_processes_track_once_from_the_main_process(tmp_path, tiny_bert, tiny_csv, mlflow_uri):
+    """Under `accelerate launch` with 2 CPU processes (gloo), one MLflow run and one event file hold the
+    main process's log, the same as its train_log.jsonl."""
+    run_dir = tmp_path / "runs" / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
+               "tunetext.cli", "train", "--data", str(tiny_csv), "--model", str(tiny_bert), "--output",
+               str(run_dir), "--epochs", "1", "--max-train-samples", "16", "--quiet", "model.max_length=64",
+               "train.precision=fp32", "train.batch_size=4", "train.log_every=1", "train.report_to=both"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((run_dir / tracking.TENSORBOARD).glob("events.out.tfevents.*"))) == 1
+    (run,) = _mlflow_runs(mlflow_uri, "runs")
+    history = MlflowClient(mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == \
+        [(e["step"], pytest.approx(e["loss"], rel=1e-9)) for e in _log(run_dir, "train")]
+    assert run.data.params["train.report_to"] == "both"

@@ -195,6 +195,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     `val_accuracy` and `val_macro_f1`, and `val_<metric>`); an
     exception it raises (such as a hyperparameter search pruning the trial) ends training there.
     """
+    tracking.require_packages(config.train.report_to)  # before anything is loaded or written
     # from the start: a signal while data and model load is answered too; a run that raises ends its tracking
     with StopFlag() as flag, tracking.Tracking() as tracker:
         return _fine_tune(config, output_dir, resume, overwrite, progress, on_evaluate, flag, tracker)
