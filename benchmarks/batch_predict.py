@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         child(args)
         return 0
     if not (Path(args.run_dir) / "metrics.json").exists():
-        raise SystemExit(f"{args.run_dir} is not a finished run; train one first (make demo trains runs/demo)")
+        raise SystemExit(f"{args.run_dir} is not a finished run; `make demo` trains runs/demo")
     work = Path(tempfile.mkdtemp(prefix="tunetext-batch-bench-"))
     try:
         input = work / "input.parquet"
