@@ -58,6 +58,10 @@ def _section(sid: str, intro: str, *parts: str) -> str:
             + "".join(parts) + "</section>")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def _more(n: int) -> str:
     if n <= MAX_ROWS:
         return ""
@@ -107,9 +111,10 @@ def label_issues(issues: list[LabelIssue], figures: Figures) -> str:
     table = ('<table class="mistakes"><thead><tr><th>split</th><th>row</th><th>text</th><th>given</th>'
              '<th>suggested</th><th>confidence</th><th>quality</th></tr></thead>'
              f"<tbody>{rows}</tbody></table>")
-    intro = (f"{len(issues):,} training texts whose given label the out-of-sample probabilities doubt, most "
-             "doubtful first: the suggested label with its probability (confidence), and the label quality "
-             "score (low = more likely wrong). Read each before changing it: some are ambiguous.")
+    intro = (f"{_plural(len(issues), 'training text')} whose given label the out-of-sample probabilities "
+             "doubt, most doubtful first: the suggested label with its probability (confidence), and the "
+             "label quality score (low = more likely wrong). Read each before changing it: some are "
+             "ambiguous.")
     return _section("label-issues", intro, _quality_figure(figures, issues), table, _more(len(issues)))
 
 
@@ -130,9 +135,9 @@ def duplicates(groups: list[DuplicateGroup]) -> str:
         return _section("duplicates", "No near-duplicates: no two texts are the same after normalisation or "
                                       "close enough in embedding space.")
     leaks = sum(g.leaks for g in groups)
-    intro = (f"{len(groups):,} groups of near-duplicate texts, {leaks:,} of them leaking: a held-out text "
-             "with a near-copy in training flatters the score on that split. Leaks first, then the closest "
-             "groups. Exact copies were already removed when the data was prepared.")
+    intro = (f"{_plural(len(groups), 'group')} of near-duplicate texts, {leaks:,} of them leaking: a "
+             "held-out text with a near-copy in training flatters the score on that split. Leaks first, then "
+             "the closest groups. Exact copies were already removed when the data was prepared.")
     return _section("duplicates", intro, *(_group(g) for g in groups[:MAX_ROWS]), _more(len(groups)))
 
 
@@ -143,8 +148,8 @@ def outliers(found: list[Outlier]) -> str:
                    f"<td>{_e(o.reason)}</td>{_text(o.row.text)}</tr>" for o in found[:MAX_ROWS])
     table = ('<table class="mistakes"><thead><tr><th>score</th><th>split</th><th>row</th><th>label</th>'
              f"<th>why</th><th>text</th></tr></thead><tbody>{rows}</tbody></table>")
-    intro = (f"{len(found):,} texts, strangest first: far from every class (measured in each class's own "
-             "spread) or odd by themselves (empty, mostly not letters, another script).")
+    intro = (f"{_plural(len(found), 'text')}, strangest first: far from every class (measured in each "
+             "class's own spread) or odd by themselves (empty, mostly not letters, another script).")
     return _section("outliers", intro, table, _more(len(found)))
 
 
