@@ -76,8 +76,9 @@ def test_ray_equals_single_process_row_for_row(local_ray, trained_run, tmp_path)
     summary = predict_with_ray(trained_run, folder, tmp_path / "out", num_workers=2, rows_per_batch=64,
                                progress=False)
     assert summary["rows"] == len(ROWS)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part-000000.parquet"]
     got = pq.read_table(tmp_path / "out").to_pylist()
-    assert_same_rows(got, want)
+    assert_same_rows(got, want)  # 5 blocks of 64 rows through 2 actors, back in the input's order
     assert {r["label"] for r in got} <= {"ham", "spam"}
     assert not list(tmp_path.glob(".out.*"))  # the temporary folder was renamed into place
 

@@ -218,7 +218,7 @@ def predict_with_ray(run_dir: str | Path, input: str | Path, output: str | Path,
             fn_constructor_kwargs={"run_dir": str(run), "backend": backend, "text_column": column,
                                    "batch_size": batch_size, "input": input})
         try:
-            predicted.write_parquet(str(temp) if temp is not None else output)
+            _write_in_order(predicted, str(temp) if temp is not None else output)
         except Exception as exc:
             cause = _cause(exc)
             if cause is None:
@@ -234,6 +234,33 @@ def predict_with_ray(run_dir: str | Path, input: str | Path, output: str | Path,
             ray.shutdown()
     return {"input": input, "output": output, "format": "parquet", "rows": _count(output),
             "workers": num_workers, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _write_in_order(predicted: Any, folder: str, rows_per_file: int = 100_000) -> None:
+    """The predicted blocks, in the input's order, into part-000000.parquet, part-000001.parquet, ... of
+    `folder` (local or a URI). Ray's own `write_parquet` names files by write task, and under
+    `preserve_order` those names were seen out of the input's order here, so the driver writes: blocks
+    arrive in order from `iter_batches`, while the actors keep predicting ahead."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs, root = pafs.FileSystem.from_uri(folder) if _is_uri(folder) else (pafs.LocalFileSystem(), folder)
+    fs.create_dir(root, recursive=True)
+    writer: Any = None
+    parts = rows = 0
+    try:
+        for table in predicted.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if writer is not None and rows >= rows_per_file:
+                writer.close()
+                writer, rows = None, 0
+            if writer is None:
+                writer = pq.ParquetWriter(f"{root}/part-{parts:06d}.parquet", table.schema, filesystem=fs)
+                schema, parts = table.schema, parts + 1
+            writer.write_table(table.cast(schema))
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _cpus_per_worker(ray: Any, num_workers: int) -> float:
