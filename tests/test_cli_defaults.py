@@ -21,6 +21,7 @@ from tunetext.export import export
 from tunetext.hub import push
 from tunetext.predict import BATCH_SIZE, Classifier
 from tunetext.prompting import prompt_eval, prompt_story
+from tunetext.ray_predict import predict_with_ray
 from tunetext.report import report
 from tunetext.search import search
 from tunetext.serve import ServeSettings, serve
@@ -50,12 +51,16 @@ FEEDS: dict[tuple[str, str], list[tuple[object, str]]] = {
     ("evaluate", "--text-column"): [(evaluate, "text_column")],
     ("evaluate", "--label-column"): [(evaluate, "label_column")],
     ("predict", "--text-column"): [(predict_file, "text_column"), (read_texts, "text_column")],
-    ("predict", "--batch-size"): [(Classifier.predict, "batch_size"), (predict_file, "batch_size")],
+    ("predict", "--batch-size"): [(Classifier.predict, "batch_size"), (predict_file, "batch_size"),
+                                  (predict_with_ray, "batch_size")],
     ("predict", "--chunk-rows"): [(predict_file, "chunk_rows")],
     ("predict", "--input-format"): [(predict_file, "input_format"), (read_texts, "input_format")],
     ("predict", "--output-format"): [(predict_file, "output_format")],
     ("predict", "--on-bad-row"): [(predict_file, "on_bad_row"), (read_texts, "on_bad_row")],
-    ("predict", "--backend"): [(Classifier.load, "backend"), (predict_file, "backend")],
+    ("predict", "--backend"): [(Classifier.load, "backend"), (predict_file, "backend"),
+                               (predict_with_ray, "backend")],
+    ("predict", "--num-workers"): [(predict_with_ray, "num_workers")],
+    ("predict", "--ray-address"): [(predict_with_ray, "address")],
     ("export", "--format"): [(export, "format")],
     ("export", "--quantize"): [(export, "quantize")],
     ("export", "--gate"): [(export, "gate")],
@@ -93,7 +98,7 @@ CLI_ONLY = {
     ("train", "--output"), ("train", "--config"), ("train", "--seeds"), ("train", "--quiet"),
     ("search", "--config"), ("search", "--output"),
     ("evaluate", "--json"),
-    ("predict", "--input"), ("predict", "--output"), ("predict", "--json"),
+    ("predict", "--input"), ("predict", "--output"), ("predict", "--json"), ("predict", "--engine"),
     ("prompt-eval", "--model"), ("prompt-eval", "--data"), ("prompt-eval", "--template"),
     ("prompt-eval", "--run"), ("prompt-eval", "--json"),
     ("compare", "--json"),

@@ -28,6 +28,7 @@ from tunetext.lengths import length_report, what_long_text_does
 from tunetext.models import CATALOGUE, load_tokenizer, resolve
 from tunetext.predict import Classifier
 from tunetext.prompting import format_story, prompt_eval, prompt_story
+from tunetext.ray_predict import predict_with_ray
 from tunetext.report import report
 from tunetext.runs import CONFIG, read_run
 from tunetext.search import search
@@ -151,6 +152,8 @@ def predict_command(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if args.output and args.input and texts:
         raise UsageError("give texts on the command line or --input FILE with --output, not both")
+    if args.engine == "ray":  # Ray Data actors: a file or folder to a folder of Parquet files
+        return _predict_on_ray(args, texts)
     if args.output:  # streamed: a file (or the texts given) to a file, a chunk at a time
         summary = predict_file(args.run_dir, args.input or texts, args.output, **given(
             text_column=args.text_column, batch_size=args.batch_size, chunk_rows=args.chunk_rows,
@@ -176,6 +179,21 @@ def predict_command(args: argparse.Namespace) -> int:
             note = (f"  ({r['chunks']} windows)" if r.get("chunks", 1) > 1 else "") + \
                 ("  (cut: only part of it was read)" if r["truncated"] else "")
             print(f"{_answer(r, clf.task)}  {text}{note}")
+    return 0
+
+
+def _predict_on_ray(args: argparse.Namespace, texts: list[str]) -> int:
+    """`predict --engine ray`: `predict_with_ray` from --input to the --output folder."""
+    if texts or not args.input or not args.output:
+        raise UsageError("--engine ray predicts --input (a file or folder) into --output (a new folder); "
+                         "texts on the command line are for --engine local")
+    if args.on_bad_row == "skip" or args.output_format not in (None, "parquet"):
+        raise UsageError("--engine ray writes Parquet and fails on a bad row; --on-bad-row skip and other "
+                         "--output-format values are for --engine local")
+    summary = predict_with_ray(args.run_dir, args.input, args.output, **given(
+        text_column=args.text_column, num_workers=args.num_workers, batch_size=args.batch_size,
+        address=args.ray_address, backend=args.backend, input_format=args.input_format))
+    print(f"wrote {summary['rows']} predictions to {args.output}", file=sys.stderr)
     return 0
 
 

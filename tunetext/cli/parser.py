@@ -19,6 +19,7 @@ from tunetext.config import DataConfig, ModelConfig, TrainConfig
 from tunetext.export import export
 from tunetext.predict import Classifier
 from tunetext.prompting import Scoring, prompt_eval, prompt_story
+from tunetext.ray_predict import predict_with_ray
 from tunetext.version import __version__
 
 # ---- defaults: declared once, in the API ------------------------------------------------------------------
@@ -237,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
          "fails the run, naming its line, or is skipped and counted")
     _add(p, "--backend", choices=["auto", "torch", "onnx"], shown=_default(Classifier.load, "backend"),
          help="auto: the run's ONNX export when it passed its checks (tunetext export), else torch")
+    p.add_argument("--engine", choices=["local", "ray"], help="local: this process, a chunk at a time; ray: "
+                   "Ray Data actors over a Parquet/CSV/JSONL file or folder (local or a URI such as s3://), "
+                   "--output a new folder of Parquet files, needs tunetext[ray]; see docs/prediction.md "
+                   "(default: local)")
+    _add(p, "--num-workers", type=_at_least(1), shown=_default(predict_with_ray, "num_workers"),
+         help="with --engine ray: Ray actors, each holding the run")
+    _add(p, "--ray-address", shown=_default(predict_with_ray, "address", "{}: a local Ray for this command"),
+         help="with --engine ray: the cluster to join, 'auto' or ray://host:10001")
     p.set_defaults(func=commands.predict_command)
 
     p = sub.add_parser("serve", help="serve a finished run over HTTP", description="Serve a finished run: "
