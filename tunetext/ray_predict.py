@@ -10,6 +10,7 @@ rows, in the input's order, each with the same prediction columns as `predict_fi
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
+
+import torch
 
 from tunetext.batch_predict import STDIO, _flat, _kept, _problem, _Tally, prediction_row
 from tunetext.data.sources import DataError
@@ -32,8 +35,12 @@ class PredictActor:
     """One Ray actor: the run's Classifier, loaded once in `__init__`, applied to each batch (an Arrow
     table) by `__call__`, which returns the batch's columns and the prediction columns."""
 
-    def __init__(self, run_dir: str, backend: str, text_column: str, batch_size: int, input: str):
-        self.clf = Classifier.load(run_dir, backend=backend)  # type: ignore[arg-type]
+    def __init__(self, run_dir: str, backend: str, text_column: str, batch_size: int, input: str,
+                 threads: int):
+        # As many threads as CPUs the actor was given: Ray does not pin actors to cores, and ONNX Runtime
+        # would otherwise start one spinning thread per core of the machine in every actor.
+        torch.set_num_threads(threads)
+        self.clf = Classifier.load(run_dir, backend=backend, threads=threads)  # type: ignore[arg-type]
         self.column, self.batch_size, self.input = text_column, batch_size, input
 
     def __call__(self, batch: Any) -> Any:
@@ -216,7 +223,8 @@ def predict_with_ray(run_dir: str | Path, input: str | Path, output: str | Path,
             PredictActor, batch_format="pyarrow", batch_size=rows_per_batch, num_cpus=cpus,
             compute=ray.data.ActorPoolStrategy(size=num_workers), udf_modifying_row_count=False,
             fn_constructor_kwargs={"run_dir": str(run), "backend": backend, "text_column": column,
-                                   "batch_size": batch_size, "input": input})
+                                   "batch_size": batch_size, "input": input,
+                                   "threads": max(1, math.floor(cpus))})
         try:
             _write_in_order(predicted, str(temp) if temp is not None else output)
         except Exception as exc:
