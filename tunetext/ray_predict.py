@@ -215,6 +215,9 @@ def predict_with_ray(run_dir: str | Path, input: str | Path, output: str | Path,
         if column not in names:
             raise DataError(f"{input}: no column {column!r}; the columns are {', '.join(names)}. Choose the "
                             "text column with --text-column")
+        # One file is one block to Ray's readers, which would feed a single actor: blocks of one call's rows,
+        # in order, give every actor work
+        ds = ds.repartition(target_num_rows_per_block=rows_per_batch)
         if not _is_uri(output):  # written beside the output, renamed into place when all is done
             temp = Path(tempfile.mkdtemp(dir=Path(output).parent, prefix=f".{Path(output).name}.",
                                          suffix=".partial"))
