@@ -71,6 +71,7 @@ class Dataset:
     report: list[str] = field(default_factory=list)
     task: str = "single_label"
     task_reason: str = ""  # why `task`: set in data.task, or what inference saw in the labels
+    flagged: dict[str, Any] | None = None  # data.drop_flagged: the findings file, its sha256, what changed
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -94,6 +95,8 @@ class Dataset:
                 entry["label_counts"] = {n: counts.get(i, 0) for i, n in enumerate(self.label_names)}
             entry["sha256"] = split.fingerprint()
             out[name] = entry
+        if self.flagged is not None:
+            out["drop_flagged"] = self.flagged
         return out
 
     def class_table(self) -> list[str]:
