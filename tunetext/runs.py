@@ -45,7 +45,9 @@ OWN_FILES = frozenset({MARKER, CONFIG, METRICS, LOG, DATA, "README.md", OWNER})
 OWN_FOLDERS = {CHECKPOINT: re.compile(r"state\.pt(\.tmp)?"),
                REPORT: re.compile(r"\.?[\w.-]+\.(html|png)(\.tmp)?"),
                # `tunetext export`'s folder (tunetext.backends.onnx.FOLDER, a layer above)
-               "onnx": re.compile(r"model(\.int8|\.fused)?\.onnx|export\.json(\.tmp)?")}
+               "onnx": re.compile(r"model(\.int8|\.fused)?\.onnx|export\.json(\.tmp)?"),
+               # train.report_to's TensorBoard events (tunetext.tracking.TENSORBOARD, a layer beside)
+               "tensorboard": re.compile(r"events\.out\.tfevents\..+")}
 MODEL_FILES = re.compile(
     r"(config|generation_config|tokenizer|tokenizer_config|special_tokens_map|added_tokens|vocab|"
     r"adapter_config)\.json|model(-\d+-of-\d+)?\.safetensors(\.index\.json)?|adapter_model\.safetensors|"

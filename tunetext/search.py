@@ -222,6 +222,9 @@ def search(config: RunConfig, output_dir: str | Path, trials: int | None = None,
     def objective(trial: optuna.Trial) -> float:
         params = _sample(trial, config)
         trial_config = with_overrides(base, params)
+        tc = trial_config.train
+        if tc.report_to != "none" and tc.experiment_name is None:  # tracked: a study's trials, one experiment
+            trial_config = with_overrides(trial_config, {"train.experiment_name": sc.study_name})
         default = bool(trial.user_attrs.get(_DEFAULT_ATTR))
         run_dir = out / TRIALS / f"trial-{trial.number}"
         described = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"

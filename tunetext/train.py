@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
-from tunetext import adaptive, checkpoints, hub, prefix_cache, runs
+from tunetext import adaptive, checkpoints, hub, prefix_cache, runs, tracking
 from tunetext.batches import (
     LongText,
     collate,
@@ -195,12 +195,15 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     `val_accuracy` and `val_macro_f1`, and `val_<metric>`); an
     exception it raises (such as a hyperparameter search pruning the trial) ends training there.
     """
-    with StopFlag() as flag:  # from the start: a signal while data and model load is answered too
-        return _fine_tune(config, output_dir, resume, overwrite, progress, on_evaluate, flag)
+    tracking.require_packages(config.train.report_to)  # before anything is loaded or written
+    # from the start: a signal while data and model load is answered too; a run that raises ends its tracking
+    with StopFlag() as flag, tracking.Tracking() as tracker:
+        return _fine_tune(config, output_dir, resume, overwrite, progress, on_evaluate, flag, tracker)
 
 
 def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, overwrite: bool,
-               progress: bool, on_evaluate: Callable[[dict[str, Any]], None] | None, flag: StopFlag) -> Run:
+               progress: bool, on_evaluate: Callable[[dict[str, Any]], None] | None, flag: StopFlag,
+               tracker: tracking.Tracking) -> Run:
     """`train`'s story, under its signal handler: set up, then the loop, then the final scores and files."""
     config = with_parent_model(config)  # model.init_from: model.name is the parent run's
     tc = config.train
@@ -232,6 +235,8 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         if not resume:
             runs.write_config(run_dir, config)
     accelerator.wait_for_everyone()
+    tracker.start(config, run_dir, main)  # train.report_to: nothing unless asked, on the main process only
+    on_evaluate = tracker.evaluations(on_evaluate)
     labels, template, pad_id = dataset.label_names, config.data.template, tokenizer.pad_token_id
     train_ids, train_labels, train_docs = _windows_and_labels(tokenizer, dataset.train, config)
     lengths = _log_lengths(lengths, tokenizer, config, len(dataset.train), len(train_ids))
@@ -366,6 +371,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
                          "loss": window_loss / window_samples, "lr": scheduler.get_last_lr()[0],
                          "samples_per_s": window_samples * accelerator.num_processes / elapsed}
                 runs.append_log(run_dir, main, entry)
+                tracker.log(entry)
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", samples_s=f"{entry['samples_per_s']:.0f}")
                 window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
             if tc.eval_every is not None and state["step"] % tc.eval_every == 0:
@@ -437,6 +443,7 @@ def _fine_tune(config: RunConfig, output_dir: str | Path | None, resume: bool, o
         runs.write_run(run_dir, model, tokenizer, config, metrics, data_summary, labels, __version__,
                        parent=None if parent is None else parent.record(),
                        card=lambda folder: hub.front_matter(folder, config, metrics))
+        tracker.finish(metrics, run_dir)
     accelerator.wait_for_everyone()
     return Run(run_dir, config, metrics, labels, model)
 

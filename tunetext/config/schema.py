@@ -266,6 +266,21 @@ class TrainConfig(_Section):
     eval_every: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps; null means "
                                    "once per epoch.")
     log_every: int = Field(10, ge=1, description="Optimizer steps between log lines.")
+    report_to: Literal["none", "tensorboard", "mlflow", "both"] = Field(
+        "none", description="Experiment tracking (`pip install 'tunetext[tracking]'`), from the main process "
+        "only: the resolved config as parameters, each log line's loss, lr and samples/s, each validation, "
+        "the final metrics and (MLflow) the finished run folder as artifacts. TensorBoard writes to "
+        "RUN_DIR/tensorboard (or tracking_dir/RUN_NAME); MLflow to MLFLOW_TRACKING_URI when set, else "
+        "sqlite:///PARENT/mlflow.db with artifacts in PARENT/mlartifacts, PARENT being tracking_dir or the "
+        "run folder's parent. A search's trials follow this setting, one tracked run per trial.")
+    tracking_dir: str | None = Field(
+        None, description="report_to: the folder for TensorBoard events (one subfolder per run, named as the "
+        "run folder) and, without MLFLOW_TRACKING_URI, the MLflow store; null: TensorBoard in "
+        "RUN_DIR/tensorboard, MLflow beside the run folder.")
+    experiment_name: str | None = Field(
+        None, description="report_to=mlflow: the MLflow experiment (MLFLOW_EXPERIMENT_NAME wins when set); "
+        "null: the run folder's parent's name (`runs`, a seeds folder; a search's study name for its "
+        "trials). Each run is named as its run folder.")
     metric: Literal["auto", "macro_f1", "accuracy", "weighted_f1", "micro_f1", "samples_f1",
                     "subset_accuracy", "r2", "pearson", "spearman", "neg_mae", "neg_rmse"] = Field(
         "auto", description="Validation metric for early stopping, picking the best weights and search "
