@@ -266,3 +266,28 @@ def test_regression_data_skips_label_issues_and_says_why(tmp_path, tiny_bert):
     assert result.label_issues == [] and "regression" in result.summary["label_issues"]["skipped"]
     lines = run_module.findings_table(result, 3)
     assert any("none looked for" in line for line in lines)
+
+
+def test_a_near_copy_of_a_test_text_in_train_is_a_leak_and_drop_leaks_marks_the_training_copy(tmp_path,
+                                                                                                tiny_bert):
+    data = synthetic(tmp_path)
+    test_text, label = data["rows"]["test"][0]
+    copy = test_text.upper() + " !!"  # another text to the data cleaning, the same one normalised
+    with open(data["paths"]["train"], "a", newline="") as f:
+        csv.writer(f).writerow([copy, label])
+    # a random tiny model puts every text close to every other: only the normalised copy is wanted here
+    result = run_module.audit(str(data["paths"]["train"]), model=str(tiny_bert), output=tmp_path / "out",
+                              overrides=overrides(data, tiny_bert, **{"audit.near_duplicate_similarity": 1.0}),
+                              drop_leaks=True, progress=False)
+    leaks = [g for g in result.duplicates if g.leaks]
+    assert len(leaks) == 1 and {r.text for r in leaks[0].rows} == {copy, test_text}
+    assert result.summary["counts"]["leaking_groups"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "out" / "findings.jsonl").read_text().splitlines()]
+    marked = [r for r in rows if r["action"]]
+    assert [(r["kind"], r["split"], r["text"], r["action"]) for r in marked] == [
+        ("near_duplicate", "train", copy, "drop")]
+    # the marked file trains without the training copy; the test text stays
+    config = load_config(overrides={"data.source": str(data["paths"]["train"]), **overrides(data, tiny_bert),
+                                    "data.drop_flagged": str(tmp_path / "out" / "findings.csv")})
+    dataset = load_dataset(config.data)
+    assert copy not in dataset.train.texts and test_text in dataset.test.texts

@@ -182,8 +182,6 @@ def _summary(config: RunConfig, inputs: AuditData, embeddings: Embeddings, label
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "cpu": cpu(), "test_labels_read": False, "drop_leaks": drop_leaks, "show": config.audit.show,
         "preparation": report, "tunetext_version": __version__,
-        "config": {"data": config.data.model_dump(mode="json"), "model": config.model.model_dump(mode="json"),
-                   "audit": config.audit.model_dump(mode="json")},
     }
 
 
@@ -213,6 +211,7 @@ def check_output(path: Path) -> Path:
                            "tunetext writes only into a new or empty folder and never deletes files it did "
                            "not write. Choose an empty or new --output")
         foreign = sorted(p.name for p in path.iterdir() if p.name not in OWN_FILES
+                         and not (p.is_file() and p.suffix == ".png")  # the page's figures
                          and not (p.name.startswith(".") and p.name.endswith(".tmp")))
         if foreign:
             raise RunError(f"{path} holds an audit but also files tunetext did not write "
