@@ -276,9 +276,9 @@ def test_a_near_copy_of_a_test_text_in_train_is_a_leak_and_drop_leaks_marks_the_
     with open(data["paths"]["train"], "a", newline="") as f:
         csv.writer(f).writerow([copy, label])
     # a random tiny model puts every text close to every other: only the normalised copy is wanted here
+    settings = overrides(data, tiny_bert, **{"audit.near_duplicate_similarity": 1.0})
     result = run_module.audit(str(data["paths"]["train"]), model=str(tiny_bert), output=tmp_path / "out",
-                              overrides=overrides(data, tiny_bert, **{"audit.near_duplicate_similarity": 1.0}),
-                              drop_leaks=True, progress=False)
+                              overrides=settings, drop_leaks=True, progress=False)
     leaks = [g for g in result.duplicates if g.leaks]
     assert len(leaks) == 1 and {r.text for r in leaks[0].rows} == {copy, test_text}
     assert result.summary["counts"]["leaking_groups"] == 1
