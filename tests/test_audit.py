@@ -291,3 +291,30 @@ def test_a_near_copy_of_a_test_text_in_train_is_a_leak_and_drop_leaks_marks_the_
                                     "data.drop_flagged": str(tmp_path / "out" / "findings.csv")})
     dataset = load_dataset(config.data)
     assert copy not in dataset.train.texts and test_text in dataset.test.texts
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_embeddings_pool_as_the_family_says_whatever_the_padding(family, tiny_family, tmp_path):
+    """Encoders: the mean of the last hidden state over the text's tokens; decoders: the hidden state at its
+    last token. Each text embedded in a padded batch equals it embedded alone, at unit length; a text longer
+    than model.max_length is counted as cut."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from tunetext.audit.embed import embed_splits
+
+    folder = tiny_family(family)
+    texts = {"train": ["win cash now", "coffee at home tonight"],
+             "val": ["ok"], "test": ["urgent prize " * 40]}
+    config = load_config(overrides={"model.name": str(folder), "model.max_length": 16})
+    embedded = embed_splits(texts, config, progress=False)
+    assert embedded.truncated == {"train": 0, "val": 0, "test": 1}
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    for split, items in texts.items():
+        for i, text in enumerate(items):
+            ids = tokenizer(text, truncation=True, max_length=16, return_tensors="pt")
+            with torch.no_grad():
+                hidden = model(**ids).last_hidden_state[0]
+            alone = hidden[-1] if family == "gpt2" else hidden.mean(0)
+            alone = (alone / alone.norm()).numpy()
+            assert np.allclose(embedded.vectors[split][i], alone, atol=1e-4), (split, i)
