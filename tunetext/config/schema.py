@@ -438,7 +438,7 @@ class AuditConfig(_Section):
                              "training folds only, that chooses the head's regularisation from "
                              "audit.inverse_l2.")
     inverse_l2: list[Annotated[float, Field(gt=0)]] = Field(
-        [0.001, 0.01, 0.1, 1.0, 10.0], min_length=1, description="Inverse L2 strengths (scikit-learn's C) of "
+        [0.001, 0.01, 0.1, 1.0], min_length=1, description="Inverse L2 strengths (scikit-learn's C) of "
         "the logistic-regression head on standardised features to choose from by inner cross-validated "
         "log-loss; a single number fixes it.")
     max_iter: int = Field(300, ge=10, description="L-BFGS iterations per fit of the head.")
