@@ -21,10 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
-from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 
 from tunetext.audit.findings import LabelIssue, Row
 from tunetext.config import AuditConfig
@@ -72,6 +68,8 @@ def held_out(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, num_labe
 
 
 def _outer_folds(y: np.ndarray, task: str, folds: int, seed: int) -> tuple[int, list[tuple[Any, Any]]]:
+    from sklearn.model_selection import KFold, StratifiedKFold  # scikit-learn: see _fit_and_score
+
     if task == "multi_label":  # no stratification over label sets here: shuffled folds
         k = max(2, min(folds, len(y)))
         return k, list(KFold(k, shuffle=True, random_state=seed).split(y))
@@ -86,6 +84,10 @@ def _fit_and_score(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, nu
                    config: AuditConfig, seed: int) -> tuple[np.ndarray, list[float]]:
     """Fit the head on (`x_fit`, `y_fit`) and return its probabilities for `x_score` `[n, K]`, with the
     inverse L2 strength chosen for each head fitted."""
+    # scikit-learn takes about two seconds to import, and `import tunetext` (every CLI command) reaches
+    # this module; only an audit needs it
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(x_fit)
     a, b = scaler.transform(x_fit), scaler.transform(x_score)
     if task != "multi_label":
@@ -104,8 +106,10 @@ def _fit_and_score(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, nu
     return out, chosen
 
 
-def _fit(x: np.ndarray, y: np.ndarray, c: float, config: AuditConfig,
-         model: LogisticRegression | None = None) -> LogisticRegression:
+def _fit(x: np.ndarray, y: np.ndarray, c: float, config: AuditConfig, model: Any = None) -> Any:
+    """A logistic regression (`model`, or a new one) fitted on (`x`, `y`) with inverse L2 strength `c`."""
+    from sklearn.linear_model import LogisticRegression  # scikit-learn: see _fit_and_score
+
     model = model or LogisticRegression(max_iter=config.max_iter)
     model.set_params(C=c)
     with warnings.catch_warnings():  # a head that has not fully converged still ranks well
@@ -113,7 +117,7 @@ def _fit(x: np.ndarray, y: np.ndarray, c: float, config: AuditConfig,
         return model.fit(x, y)
 
 
-def _probabilities(model: LogisticRegression, x: np.ndarray, num_labels: int) -> np.ndarray:
+def _probabilities(model: Any, x: np.ndarray, num_labels: int) -> np.ndarray:
     """`model`'s probabilities as `[n, num_labels]` columns: a class its fit lacked gets 0."""
     out = np.zeros((len(x), num_labels))
     if len(model.classes_) == 1:
@@ -127,6 +131,11 @@ def _choose_strength(x: np.ndarray, y: np.ndarray, config: AuditConfig, seed: in
     """The inverse L2 strength of `config.inverse_l2` with the lowest log-loss in an inner stratified
     cross-validation on (`x`, `y`) alone (fewer inner folds when a class has fewer rows). With one value,
     or a class of one row, the middle of the list."""
+    from sklearn.linear_model import LogisticRegression  # scikit-learn: see _fit_and_score
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
     grid = sorted(config.inverse_l2)
     counts = np.bincount(y)
     present = np.flatnonzero(counts)
