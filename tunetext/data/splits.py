@@ -79,7 +79,8 @@ class Dataset:
     def summary(self) -> dict[str, Any]:
         """Sizes, labels and a sha256 fingerprint of each split. Per split, single_label: `label_counts`
         {name: rows}; multi_label: `label_counts` {name: rows having it}, `empty` (rows with no label) and
-        `labels_per_row` (mean); regression: `target` {mean, std, min, max} (None for an empty split)."""
+        `labels_per_row` (mean); regression: `target` {mean, std, min, max} (None for an empty split). With
+        data.drop_flagged, `drop_flagged`: the findings file, its sha256, the rows dropped and relabelled."""
         out: dict[str, Any] = {"label_names": self.label_names}
         for name, split in self.splits().items():
             entry: dict[str, Any] = {"size": len(split)}
