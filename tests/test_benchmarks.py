@@ -355,3 +355,30 @@ def test_predict_memory_measures_each_size_in_its_own_process(tmp_path):
     assert all(s["peak_kib"] >= s["peak_after_load_kib"] > 0 for s in sizes)
     assert report["ratio"] == pytest.approx(sizes[1]["peak_kib"] / sizes[0]["peak_kib"], abs=1e-4)
     assert report["met"] == (report["ratio"] <= report["target_ratio"])
+
+
+def test_audit_benchmark_flips_audits_and_trains_the_three_ways(tmp_path, tiny_bert, tiny_csv):
+    """`benchmarks/audit.py --quick`: labels flipped in train only, the audit's precision and recall
+    against them, and (a) clean, (b) noisy, (c) noisy with the flagged rows dropped through
+    data.drop_flagged, all on one test split."""
+    out = tmp_path / "audit.json"
+    run_script("audit.py", "--quick", "--datasets", tiny_csv, "--model", tiny_bert, "--noise", "0.05", "0.1",
+               "--workdir", tmp_path / "work", "--output", out)
+    report = json.loads(out.read_text())
+    assert_machine_recorded(report)
+    assert report["seeds"]["flips"] == 0 and report["seeds"]["data"] == 42
+    entry = report["datasets"][str(tiny_csv)]
+    for rate in ("0.05", "0.1"):
+        found = entry["noise"][rate]
+        assert found["flipped"] == max(1, round(float(rate) * entry["sizes"]["train"]))
+        assert found["recall"] == found["true_positives"] / found["flipped"]
+        if found["flagged"]:
+            assert found["precision"] == found["true_positives"] / found["flagged"]
+        assert found["audit_seconds"] > 0 and found["stages"]["embed"] > 0
+    training = entry["training"]
+    runs = training["runs"]
+    assert training["same_test_split"] and set(runs) == {"clean", "noisy", "noisy_dropped"}
+    assert runs["noisy_dropped"]["train_size"] == runs["noisy"]["train_size"] - training["marked_drop"]
+    assert runs["noisy_dropped"]["drop_flagged"]["dropped"]["train"] == training["marked_drop"]
+    assert training["marked_drop"] == entry["noise"]["0.05"]["flagged"]
+    assert report["met"][str(tiny_csv)]["recall"] == (entry["noise"]["0.05"]["recall"] >= 0.6)

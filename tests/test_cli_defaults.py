@@ -11,11 +11,12 @@ import shutil
 
 import pytest
 
+from tunetext.audit import audit
 from tunetext.batch_predict import predict_file, read_texts
 from tunetext.cli import build_parser, main
 from tunetext.cli import commands as handlers
 from tunetext.cli.parser import default_of
-from tunetext.config import DataConfig, ModelConfig, TrainConfig
+from tunetext.config import AuditConfig, DataConfig, ModelConfig, TrainConfig
 from tunetext.evaluate import evaluate
 from tunetext.export import export
 from tunetext.hub import push
@@ -91,6 +92,10 @@ FEEDS: dict[tuple[str, str], list[tuple[object, str]]] = {
     ("data show", "--label-columns"): [(DataConfig, "label_columns")],
     ("data show", "--task"): [(DataConfig, "task")],
     ("data show", "--seed"): [(DataConfig, "seed")],
+    ("data audit", "--model"): [(ModelConfig, "name")],
+    ("data audit", "--folds"): [(AuditConfig, "folds")],
+    ("data audit", "--output"): [(audit, "output")],
+    ("data audit", "--drop-leaks"): [(audit, "drop_leaks")],
 }
 
 # Options no API parameter stands behind: what the command prints or reads, or how it runs.
@@ -104,6 +109,7 @@ CLI_ONLY = {
     ("compare", "--json"),
     ("push", "--repo-id"),  # required: the API's repo_id has no default either
     ("data show", "--examples"),
+    ("data audit", "--quiet"),
 }
 
 

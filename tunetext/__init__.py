@@ -5,6 +5,7 @@
     tunetext.Classifier.load(run.run_dir).predict(["WINNER! Claim your prize now"])
 """
 
+from tunetext.audit import audit
 from tunetext.config import ConfigError, RunConfig, load_config
 from tunetext.evaluate import evaluate
 from tunetext.predict import Classifier, Prediction
@@ -12,4 +13,4 @@ from tunetext.train import Run, TrainingInterrupted, train
 from tunetext.version import __version__
 
 __all__ = ["Classifier", "ConfigError", "Prediction", "Run", "RunConfig", "TrainingInterrupted",
-           "__version__", "evaluate", "load_config", "train"]
+           "__version__", "audit", "evaluate", "load_config", "train"]

@@ -4,6 +4,7 @@
     tunetext evaluate runs/spam
     tunetext predict runs/spam "WINNER! claim your prize" "see you at 8?"
     tunetext data show sms_spam
+    tunetext data audit sms_spam
     tunetext prompt-eval --model smollm2-135m --data sms_spam --template "SMS: {text}" --shots 4
     tunetext report runs/spam
     tunetext serve runs/spam --port 8000

@@ -15,6 +15,7 @@ from accelerate import PartialState
 
 from tunetext.adaptive import long_text_mode
 from tunetext.assets import fetched
+from tunetext.audit import audit, findings_table
 from tunetext.batch_predict import predict_file, prediction_row, read_texts
 from tunetext.batches import LongText, text_room, token_lengths
 from tunetext.compare import compare, format_table
@@ -391,6 +392,13 @@ def _print_token_lengths(config: RunConfig, splits: dict[str, Any]) -> None:
         room = text_room(tokenizer, max_length, template)
         print(f"  longer texts: {what_long_text_does(LongText.of(data), room)}"
               + (" (data.long_text=auto)" if config.data.long_text == "auto" else ""))
+
+
+def data_audit_command(args: argparse.Namespace) -> int:
+    result = audit(args.source, **given(model=args.model, folds=args.folds, output=args.output),
+                   overrides=args.overrides, drop_leaks=args.drop_leaks, progress=not args.quiet)
+    print("\n".join(findings_table(result, result.summary["show"])))
+    return 0
 
 
 def data_list_command(args: argparse.Namespace) -> int:

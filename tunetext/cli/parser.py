@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from tunetext.batch_predict import predict_file
 from tunetext.cli import commands
-from tunetext.config import DataConfig, ModelConfig, TrainConfig
+from tunetext.config import AuditConfig, DataConfig, ModelConfig, TrainConfig
 from tunetext.export import export
 from tunetext.predict import Classifier
 from tunetext.prompting import Scoring, prompt_eval, prompt_story
@@ -397,6 +397,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "%(default)s)")
     _add(q, "--seed", type=int, shown=_default(DataConfig, "seed"), help="split seed (data.seed)")
     q.set_defaults(func=commands.data_show_command)
+    q = data_sub.add_parser("audit", help="suspected label errors, near-duplicates, leakage and outliers",
+                            description="Audit a dataset before training: read and split it as training "
+                            "would, embed every text once with the frozen --model, then list suspected "
+                            "label errors (cross-fitted linear head and confident learning, cleanlab), "
+                            "near-duplicates and leakage across splits, and outliers. Writes findings.csv "
+                            "and findings.jsonl (fill in their action column, then train with "
+                            "data.drop_flagged=FILE), audit.json and audit.html into --output. Test labels "
+                            "are never read. See docs/audit.md.")
+    q.add_argument("source")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="settings, as for train: data.* (the data is prepared as training would), "
+                   "model.max_length, audit.* (e.g. audit.near_duplicate_similarity=0.9) (default: the "
+                   "config defaults)")
+    _add(q, "--model", shown=_default(ModelConfig, "name"), help="the frozen model whose embeddings are "
+         "audited: catalogue name, local model folder or hub id (model.name)")
+    _add(q, "--folds", type=_at_least(2), shown=_default(AuditConfig, "folds"), help="cross-fitting folds "
+         "for the out-of-sample probabilities (audit.folds)")
+    _add(q, "--output", shown=Shown(lambda: "audit/<data name>"), help="folder for the findings: new, empty, "
+         "or written by an earlier audit")
+    q.add_argument("--drop-leaks", action="store_true", help="pre-fill action=drop in the findings for the "
+                   "training copy of every near-duplicate that crosses into validation or test")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=commands.data_audit_command)
     q = data_sub.add_parser("list", help="the built-in datasets", description="The built-in datasets, one "
                             "line each: name and what it is.")
     q.set_defaults(func=commands.data_list_command)

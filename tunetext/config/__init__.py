@@ -16,6 +16,7 @@ from tunetext.config.load import (
 )
 from tunetext.config.schema import (
     TEXT_FIELD,
+    AuditConfig,
     CategoricalParam,
     ConfigError,
     DataConfig,
@@ -29,6 +30,7 @@ from tunetext.config.schema import (
 )
 
 __all__ = [
+    "AuditConfig",
     "CategoricalParam",
     "ConfigError",
     "DataConfig",

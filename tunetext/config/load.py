@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from tunetext.config.schema import (
     PARAM_SPEC,
     PARAM_TYPES,
+    AuditConfig,
     CategoricalParam,
     ConfigError,
     FloatParam,
@@ -24,9 +25,9 @@ from tunetext.config.schema import (
     SearchConfig,
 )
 
-SECTIONS = ("data", "model", "train", "search")
+SECTIONS = ("data", "model", "train", "search", "audit")
 # Keys a search may not vary: trials must see the same data and be scored by the same metric.
-_UNSEARCHABLE_SECTIONS = ("data", "search")
+_UNSEARCHABLE_SECTIONS = ("data", "search", "audit")
 _UNSEARCHABLE_KEYS = ("train.metric",)
 
 
@@ -258,7 +259,8 @@ def load_config(
 
 
 def dump_config(config: RunConfig) -> str:
-    """The resolved configuration as YAML, ready to be loaded again with `load_config`. The `search`
-    section is left out while it holds only defaults, as it does in every training run."""
-    exclude = {"search"} if config.search == SearchConfig() else None
-    return yaml.safe_dump(config.model_dump(mode="json", exclude=exclude), sort_keys=False)
+    """The resolved configuration as YAML, ready to be loaded again with `load_config`. The `search` and
+    `audit` sections are left out while they hold only defaults, as they do in every training run."""
+    exclude = ({"search"} if config.search == SearchConfig() else set()) | \
+        ({"audit"} if config.audit == AuditConfig() else set())
+    return yaml.safe_dump(config.model_dump(mode="json", exclude=exclude or None), sort_keys=False)

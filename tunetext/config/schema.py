@@ -1,4 +1,4 @@
-"""The configuration tree: the sections `data`, `model`, `train` and `search` and every default.
+"""The configuration tree: the sections `data`, `model`, `train`, `search` and `audit` and every default.
 
 Defaults live here and nowhere else; each field's description is its documentation. `tunetext.config.load`
 reads a tree from YAML and command-line overrides and reports every problem at once.
@@ -131,6 +131,14 @@ class DataConfig(_Section):
         "of: `swap` two words, `delete` words, `insert` a copy of a word of the text at a random place.")
     augment_prob: float = Field(0.1, gt=0, le=0.5, description="Share of a text's words an augmentation "
                                 "touches (at least one).")
+    drop_flagged: str | None = Field(
+        None, min_length=1, description="A findings file of `tunetext data audit` (findings.csv or "
+        "findings.jsonl) in which rows were marked in the `action` column: training and validation rows "
+        "marked `drop` are left out, rows marked `relabel` take the label in `new_label` (several labels "
+        "of a multi-label row separated by `|`), `keep` and an empty action change nothing. Rows are found "
+        "by split and text (the prepared text, as the file shows it), after splitting, so the test split "
+        "stays the one every run is scored on; a marked test row is an error (fix the source file "
+        "instead), as is a marked row that matches nothing. See docs/audit.md.")
 
     @field_validator("template")
     @classmethod
@@ -415,6 +423,39 @@ class SearchConfig(_Section):
     pruner_warmup_epochs: int = Field(0, ge=0, description="Epochs of each trial that are never pruned.")
 
 
+class AuditConfig(_Section):
+    """The data audit (`tunetext data audit`, docs/audit.md); `tunetext train` ignores this section.
+
+    The audit embeds every text once with the frozen model.name, then: suspected label errors from
+    out-of-sample probabilities of a linear head on those features (cross-fitted) and confident learning
+    (cleanlab); near-duplicates and leakage across splits; outliers. It never reads the test labels.
+    """
+
+    folds: int = Field(5, ge=2, le=50, description="Folds of the cross-fitting: each training text is "
+                       "scored by a linear head fitted on the other folds (stratified by class). Fewer "
+                       "when the rarest class has fewer training texts than this (at least 2).")
+    inner_folds: int = Field(3, ge=2, le=20, description="Folds of the inner cross-validation, on the "
+                             "training folds only, that chooses the head's regularisation from "
+                             "audit.inverse_l2.")
+    inverse_l2: list[Annotated[float, Field(gt=0)]] = Field(
+        [0.001, 0.01, 0.1, 1.0], min_length=1, description="Inverse L2 strengths (scikit-learn's C) of "
+        "the logistic-regression head on standardised features to choose from by inner cross-validated "
+        "log-loss; a single number fixes it.")
+    max_iter: int = Field(300, ge=10, description="L-BFGS iterations per fit of the head.")
+    near_duplicate_similarity: float = Field(
+        0.95, gt=0, le=1, description="Texts whose embeddings have at least this cosine similarity are "
+        "near-duplicates (texts equal after normalisation always are).")
+    outliers: int = Field(50, ge=0, description="Most outliers listed (texts far from every class), "
+                          "strangest first.")
+    show: int = Field(10, ge=0, description="Findings of each kind printed in the terminal (the files "
+                      "hold them all).")
+
+    @field_validator("inverse_l2", mode="before")
+    @classmethod
+    def _one_strength_is_a_list_of_one(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
 class RunConfig(_Section):
     """Everything one training run needs; written to every run directory as `config.yaml`."""
 
@@ -422,6 +463,7 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     search: SearchConfig = SearchConfig()
+    audit: AuditConfig = AuditConfig()
 
     @model_validator(mode="after")
     def _init_from_saves_a_whole_model(self) -> RunConfig:

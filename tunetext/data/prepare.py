@@ -14,6 +14,7 @@ from typing import Any
 
 from tunetext.config import DataConfig
 from tunetext.data.clean import cleaning_steps, label_key, normalize_text, similar_key
+from tunetext.data.flagged import apply_marks
 from tunetext.data.read import read_source
 from tunetext.data.resample import augment, undersample
 from tunetext.data.sources import DataError, RawSplit
@@ -343,6 +344,9 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
                       f"and test {len(test)} are unchanged")
     if config.balance == "undersample":
         train = undersample(train, label_names, seed, report)
+    flagged = None
+    if config.drop_flagged is not None:  # after splitting: the test split stays every run's own
+        train, val, flagged = apply_marks(config.drop_flagged, train, val, label_names, task, report)
     _check_held_out(train, val, test, label_names, task, config, report)
     if not len(val) or not len(test):
         raise DataError(f"too little data: {len(train)} train, {len(val)} val, {len(test)} test examples")
@@ -356,7 +360,7 @@ def prepare(raw: dict[str, RawSplit], config: DataConfig, seed: int,
                           "splits will be optimistic")
     if config.augment:
         train = augment(train, config, seed, report, held_out=set(val.texts) | set(test.texts))
-    return Dataset(train, val, test, label_names, report, task, why)
+    return Dataset(train, val, test, label_names, report, task, why, flagged)
 
 
 def split_indices(labels: list[Any], num_labels: int, fractions: list[float], seed: int,

@@ -71,6 +71,7 @@ class Dataset:
     report: list[str] = field(default_factory=list)
     task: str = "single_label"
     task_reason: str = ""  # why `task`: set in data.task, or what inference saw in the labels
+    flagged: dict[str, Any] | None = None  # data.drop_flagged: the findings file, its sha256, what changed
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -78,7 +79,8 @@ class Dataset:
     def summary(self) -> dict[str, Any]:
         """Sizes, labels and a sha256 fingerprint of each split. Per split, single_label: `label_counts`
         {name: rows}; multi_label: `label_counts` {name: rows having it}, `empty` (rows with no label) and
-        `labels_per_row` (mean); regression: `target` {mean, std, min, max} (None for an empty split)."""
+        `labels_per_row` (mean); regression: `target` {mean, std, min, max} (None for an empty split). With
+        data.drop_flagged, `drop_flagged`: the findings file, its sha256, the rows dropped and relabelled."""
         out: dict[str, Any] = {"label_names": self.label_names}
         for name, split in self.splits().items():
             entry: dict[str, Any] = {"size": len(split)}
@@ -94,6 +96,8 @@ class Dataset:
                 entry["label_counts"] = {n: counts.get(i, 0) for i, n in enumerate(self.label_names)}
             entry["sha256"] = split.fingerprint()
             out[name] = entry
+        if self.flagged is not None:
+            out["drop_flagged"] = self.flagged
         return out
 
     def class_table(self) -> list[str]:
