@@ -54,7 +54,7 @@ FEEDS: dict[tuple[str, str], list[tuple[object, str]]] = {
     ("predict", "--text-column"): [(predict_file, "text_column"), (read_texts, "text_column")],
     ("predict", "--batch-size"): [(Classifier.predict, "batch_size"), (predict_file, "batch_size"),
                                   (predict_with_ray, "batch_size")],
-    ("predict", "--chunk-rows"): [(predict_file, "chunk_rows")],
+    ("predict", "--chunk-rows"): [(predict_file, "chunk_rows"), (predict_with_ray, "chunk_rows")],
     ("predict", "--input-format"): [(predict_file, "input_format"), (read_texts, "input_format")],
     ("predict", "--output-format"): [(predict_file, "output_format")],
     ("predict", "--on-bad-row"): [(predict_file, "on_bad_row"), (read_texts, "on_bad_row")],

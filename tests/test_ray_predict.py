@@ -73,7 +73,7 @@ def assert_same_rows(got: list[dict], want: list[dict]) -> None:
 def test_ray_equals_single_process_row_for_row(local_ray, trained_run, tmp_path):
     want = expected_rows(trained_run, tmp_path)
     folder = parquet_folder(tmp_path / "texts", ROWS)
-    summary = predict_with_ray(trained_run, folder, tmp_path / "out", num_workers=2, rows_per_batch=64,
+    summary = predict_with_ray(trained_run, folder, tmp_path / "out", num_workers=2, chunk_rows=64,
                                progress=False)
     assert summary["rows"] == len(ROWS)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part-000000.parquet"]

@@ -40,6 +40,11 @@ LISTED_BAD_ROWS = 100
 # input_<name>, so neither hides the other.
 PREDICTION_COLUMNS = ("label", "score", "labels", "value", "probabilities", "truncated", "chunks")
 
+# Rows read, predicted and written at a time. Ray's engine cuts its blocks the same way: int8 ONNX models
+# scale each forward pass's activations together, so a text's scores depend a little on its batch's
+# companions, and equal chunks give both engines equal batches and equal answers.
+CHUNK_ROWS = 2048
+
 
 def prediction_row(p: Prediction, task: str) -> dict[str, Any]:
     """One prediction as `tunetext predict` writes it: the label and its score, the labels over their
@@ -318,7 +323,7 @@ class _Tally:
 
 def predict_file(run_dir_or_classifier: str | Path | Classifier, input: str | Path | list[str],
                  output: str | Path,
-                 text_column: str | None = None, batch_size: int = BATCH_SIZE, chunk_rows: int = 2048,
+                 text_column: str | None = None, batch_size: int = BATCH_SIZE, chunk_rows: int = CHUNK_ROWS,
                  on_bad_row: Literal["fail", "skip"] = "fail", progress: bool = True,
                  input_format: str | None = None, output_format: str | None = None,
                  backend: Literal["auto", "torch", "onnx"] = "auto") -> dict[str, Any]:

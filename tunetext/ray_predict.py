@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from tunetext.batch_predict import STDIO, _flat, _kept, _problem, _Tally, prediction_row
+from tunetext.batch_predict import CHUNK_ROWS, STDIO, _flat, _kept, _problem, _Tally, prediction_row
 from tunetext.data.sources import DataError
 from tunetext.errors import TunetextError, UsageError
 from tunetext.predict import BATCH_SIZE, Classifier
@@ -173,22 +173,23 @@ def _cause(exc: BaseException) -> TunetextError | None:
 
 def predict_with_ray(run_dir: str | Path, input: str | Path, output: str | Path,
                      text_column: str | None = None, num_workers: int = 2, batch_size: int = BATCH_SIZE,
-                     rows_per_batch: int = 1024, address: str | None = None,
+                     chunk_rows: int = CHUNK_ROWS, address: str | None = None,
                      backend: Literal["auto", "torch", "onnx"] = "auto", input_format: str | None = None,
                      cpus_per_worker: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Predict every row of `input` (a Parquet, CSV or JSON lines file, or a folder of them; a local path or
     any URI Ray reads, such as s3://...) on Ray Data, and write `output`, a new folder of Parquet files, with
     `num_workers` actors, each holding the run's `Classifier` (loaded once, with `backend`) and scoring
-    `rows_per_batch` rows a call, `batch_size` texts per forward pass. Rows keep the input's columns (one a
-    prediction column would hide renamed input_<name>) and get `predict_file`'s Parquet columns; their order
+    `chunk_rows` rows a call (cut from the input's start as `predict_file` cuts its chunks), `batch_size`
+    texts per forward pass. Rows keep the input's columns (one a prediction column would hide renamed
+    input_<name>) and get `predict_file`'s Parquet columns; their order
     is the input's (Ray's `preserve_order`): read the folder's files sorted by name, as pyarrow and pandas do.
     `address`: None starts a local Ray (all this machine's CPUs) for this call, unless one is running in this
     process; `auto` or `ray://host:10001` joins a cluster, whose workers must all be able to read `run_dir`,
     `input` and `output`. Returns a summary: rows written, seconds. A row that cannot be classified fails
     the run (there is no skipping here). `cpus_per_worker` (default: 1, or less so that one CPU of the
     cluster stays free for reading and writing: with every CPU held by an actor, Ray Data waits forever)."""
-    if num_workers < 1 or batch_size < 1 or rows_per_batch < 1:
-        raise UsageError("num_workers, batch_size and rows_per_batch must be at least 1")
+    if num_workers < 1 or batch_size < 1 or chunk_rows < 1:
+        raise UsageError("num_workers, batch_size and chunk_rows must be at least 1")
     input, output = str(input), str(output)
     kind = _input_format(input, input_format)
     _check_output(output, input)
@@ -217,13 +218,13 @@ def predict_with_ray(run_dir: str | Path, input: str | Path, output: str | Path,
                             "text column with --text-column")
         # One file is one block to Ray's readers, which would feed a single actor: blocks of one call's rows,
         # in order, give every actor work
-        ds = ds.repartition(target_num_rows_per_block=rows_per_batch)
+        ds = ds.repartition(target_num_rows_per_block=chunk_rows)
         if not _is_uri(output):  # written beside the output, renamed into place when all is done
             temp = Path(tempfile.mkdtemp(dir=Path(output).parent, prefix=f".{Path(output).name}.",
                                          suffix=".partial"))
         cpus = cpus_per_worker or _cpus_per_worker(ray, num_workers)
         predicted = ds.map_batches(
-            PredictActor, batch_format="pyarrow", batch_size=rows_per_batch, num_cpus=cpus,
+            PredictActor, batch_format="pyarrow", batch_size=chunk_rows, num_cpus=cpus,
             compute=ray.data.ActorPoolStrategy(size=num_workers), udf_modifying_row_count=False,
             fn_constructor_kwargs={"run_dir": str(run), "backend": backend, "text_column": column,
                                    "batch_size": batch_size, "input": input,

@@ -193,7 +193,8 @@ def _predict_on_ray(args: argparse.Namespace, texts: list[str]) -> int:
                          "--output-format values are for --engine local")
     summary = predict_with_ray(args.run_dir, args.input, args.output, **given(
         text_column=args.text_column, num_workers=args.num_workers, batch_size=args.batch_size,
-        address=args.ray_address, backend=args.backend, input_format=args.input_format))
+        chunk_rows=args.chunk_rows, address=args.ray_address, backend=args.backend,
+        input_format=args.input_format))
     print(f"wrote {summary['rows']} predictions to {args.output}", file=sys.stderr)
     return 0
 

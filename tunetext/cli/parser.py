@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
          shown=_default(predict_file, "output_format", "by the suffix; jsonl for -"),
          help="what to write to --output, whatever its name")
     _add(p, "--chunk-rows", type=_at_least(1), shown=_default(predict_file, "chunk_rows"),
-         help="rows read, predicted and written at a time with --output")
+         help="rows read, predicted and written at a time with --output (with --engine ray: rows an "
+         "actor predicts a call)")
     _add(p, "--on-bad-row", choices=["fail", "skip"], shown=_default(predict_file, "on_bad_row"),
          help="a row of --input that cannot be classified (a blank line, a missing or non-string text) "
          "fails the run, naming its line, or is skipped and counted")
