@@ -219,7 +219,7 @@ def _total_rows(path: str, kind: str) -> int | None:
 
 # ---- writing ----------------------------------------------------------------------------------------------
 
-def _flat(record: dict[str, Any], label_names: list[str], separator: str | None) -> dict[str, Any]:
+def flat_row(record: dict[str, Any], label_names: list[str], separator: str | None) -> dict[str, Any]:
     """A row for a table: each label's probability as p_<label>; with `separator`, labels joined by it."""
     out: dict[str, Any] = {}
     for key, value in record.items():
@@ -248,9 +248,9 @@ class _Writer:
             assert self.text is not None
             self.text.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         elif self.kind in ("csv", "tsv"):
-            self._write_delimited([_flat(r, self.label_names, self.separator) for r in records])
+            self._write_delimited([flat_row(r, self.label_names, self.separator) for r in records])
         else:
-            self._write_parquet([_flat(r, self.label_names, None) for r in records])
+            self._write_parquet([flat_row(r, self.label_names, None) for r in records])
 
     def _write_delimited(self, rows: list[dict[str, Any]]) -> None:
         assert self.text is not None
@@ -312,7 +312,8 @@ def check_output(output: str, input: str | None) -> Path | None:
 # ---- the whole file ---------------------------------------------------------------------------------------
 
 @dataclass
-class _Tally:
+class Tally:
+    """Counts of one prediction pass: rows written, rows read, bad rows skipped (and their first lines)."""
     rows: int = 0
     read: int = 0
     skipped: int = 0
@@ -355,7 +356,7 @@ def predict_file(run_dir_or_classifier: str | Path | Classifier, input: str | Pa
            else Classifier.load(run_dir_or_classifier, backend=backend))
     column = text_column or clf.config.data.text_column
     started = time.perf_counter()
-    tally = _Tally(unit="text" if texts is not None else "row" if in_kind == "parquet" else "line")
+    tally = Tally(unit="text" if texts is not None else "row" if in_kind == "parquet" else "line")
     rows = (_rows(input, in_kind, column, chunk_rows) if texts is None
             else (Row(i, t, {"text": t}) for i, t in enumerate(texts, start=1)))
     total = len(texts) if texts is not None else _total_rows(input, in_kind)
@@ -404,7 +405,7 @@ def predict_file(run_dir_or_classifier: str | Path | Classifier, input: str | Pa
 
 
 def _predict_chunk(clf: Classifier, chunk: list[Row], input: str, batch_size: int, on_bad_row: str,
-                   tally: _Tally) -> list[dict[str, Any]]:
+                   tally: Tally) -> list[dict[str, Any]]:
     """One chunk's output rows: bad rows failed or skipped, the rest predicted."""
     candidates = [r for r in chunk if r.problem is None]
     encoded = clf.encode([r.text for r in candidates])
@@ -427,11 +428,11 @@ def _predict_chunk(clf: Classifier, chunk: list[Row], input: str, batch_size: in
     for (row, e), p in zip(good, probs, strict=True):
         answer = prediction_row(clf.answer(p, e.truncated, None if e.chunks is None else len(e.chunks)),
                                 clf.task)
-        records.append({**_kept(row.columns, clf.label_names, tally), **answer})
+        records.append({**kept_columns(row.columns, clf.label_names, tally), **answer})
     return records
 
 
-def _kept(columns: dict[str, Any], label_names: list[str], tally: _Tally) -> dict[str, Any]:
+def kept_columns(columns: dict[str, Any], label_names: list[str], tally: Tally) -> dict[str, Any]:
     """The input's columns, one that a prediction column would hide renamed input_<name>."""
     taken = set(PREDICTION_COLUMNS) | {f"p_{n}" for n in label_names}
     out = {}
@@ -456,7 +457,7 @@ def read_texts(clf: Classifier, input: str | Path, text_column: str | None = Non
     bad: list[tuple[int, str]] = []
     try:
         for row in _rows(input, kind, text_column or clf.config.data.text_column, 4096):
-            why = row.problem or _problem(clf, row.text)
+            why = row.problem or text_problem(clf, row.text)
             if why is None:
                 texts.append(row.text)
             else:
@@ -473,7 +474,7 @@ def read_texts(clf: Classifier, input: str | Path, text_column: str | None = Non
     return texts
 
 
-def _problem(clf: Classifier, text: Any) -> str | None:
+def text_problem(clf: Classifier, text: Any) -> str | None:
     """Why `text` cannot be classified by `clf` (as `Classifier.encode` judges it, without tokenising)."""
     if not isinstance(text, str):
         return f"must be a string, not {type(text).__name__}"

@@ -21,7 +21,15 @@ from typing import Any, Literal
 
 import torch
 
-from tunetext.batch_predict import CHUNK_ROWS, STDIO, _flat, _kept, _problem, _Tally, prediction_row
+from tunetext.batch_predict import (
+    CHUNK_ROWS,
+    STDIO,
+    Tally,
+    flat_row,
+    kept_columns,
+    prediction_row,
+    text_problem,
+)
 from tunetext.data.sources import DataError
 from tunetext.errors import TunetextError, UsageError
 from tunetext.predict import BATCH_SIZE, Classifier
@@ -48,7 +56,7 @@ class PredictActor:
 
         rows = batch.to_pylist()
         texts = [row[self.column] for row in rows]
-        bad = [(text, why) for text in texts if (why := _problem(self.clf, text)) is not None]
+        bad = [(text, why) for text in texts if (why := text_problem(self.clf, text)) is not None]
         if bad:  # no line numbers here: Ray's blocks do not know them, so the text itself says which
             shown = "; ".join(f"{str(text)[:40]!r}: {why}" for text, why in bad[:5])
             raise DataError(f"{self.input}: {len(bad)} row(s) of a batch cannot be classified ({shown}). "
@@ -56,12 +64,13 @@ class PredictActor:
                             "--on-bad-row skip")
         encoded = self.clf.encode(texts)
         probs = self.clf.encoded_probabilities(encoded, self.batch_size)
-        tally = _Tally()
+        tally = Tally()
         records = []
         for row, e, p in zip(rows, encoded, probs, strict=True):
             answer = self.clf.answer(p, e.truncated, None if e.chunks is None else len(e.chunks))
-            record = {**_kept(row, self.clf.label_names, tally), **prediction_row(answer, self.clf.task)}
-            records.append(_flat(record, self.clf.label_names, None))
+            columns = kept_columns(row, self.clf.label_names, tally)
+            record = {**columns, **prediction_row(answer, self.clf.task)}
+            records.append(flat_row(record, self.clf.label_names, None))
         table = pa.Table.from_pylist(records)
         # a column null in every row of this batch (e.g. no label over its threshold) must not be typed
         # null here and string in another block: Parquet files of one folder share one schema
