@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cap the training split (data.max_train_samples)")
     p.add_argument("--quick", action="store_true", help="a smoke test: one epoch of training, one audit fold "
                    "fewer; numbers meaningless")
+    p.add_argument("--audit-only", action="store_true",
+                   help="measure the audit only, without the three trainings (e.g. another --model)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/tunetext-bench-audit"))
     p.add_argument("--output", type=Path, default=RESULTS / "audit.json")
     return p.parse_args(argv)
@@ -186,7 +188,7 @@ def one_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         found = entry["noise"][str(rate)] = run_audit(folder, noisy_files[rate], flipped, args)
         print(f"{name} noise {rate:.0%}: precision {found['precision']}, recall {found['recall']:.3f}, "
               f"audit {found['audit_seconds']} s", flush=True)
-    if TRAIN_AT in args.noise:
+    if TRAIN_AT in args.noise and not args.audit_only:
         audited = entry["noise"][str(TRAIN_AT)]
         marked = folder / "findings_marked.csv"
         dropped = mark_flagged(Path(audited["findings"]), marked)
