@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,17 +127,13 @@ def read_output(path: Path) -> Any:
 def compare(local: Path, ray: Path, rows: int) -> dict[str, Any]:
     a, b = read_output(local), read_output(ray)
     probabilities = [c for c in a.columns if c.startswith("p_")]
+    if len(a) != len(b):  # nothing to compare row by row
+        return {"rows": [len(a), len(b)], "expected_rows": rows, "equal": False}
     diff = max(float((a[c] - b[c]).abs().max()) for c in probabilities)
-    return {"rows": [len(a), len(b)], "expected_rows": rows, "ids_equal": bool((a["id"] == b["id"]).all()),
-            "labels_equal": bool((a["label"] == b["label"]).all()), "max_probability_difference": diff,
-            "equal": bool(len(a) == len(b) == rows and (a["id"] == b["id"]).all()
-                          and (a["label"] == b["label"]).all() and diff <= TOLERANCE)}
-
-
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    ids, labels = bool((a["id"] == b["id"]).all()), bool((a["label"] == b["label"]).all())
+    return {"rows": [len(a), len(b)], "expected_rows": rows, "ids_equal": ids, "labels_equal": labels,
+            "max_probability_difference": diff,
+            "equal": len(a) == rows and ids and labels and diff <= TOLERANCE}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         equal = compare(outputs["local"], outputs["ray"], args.rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    speed = {w: _median([r[w]["texts_per_second"] for r in rounds]) for w in WAYS}
+    speed = {w: statistics.median([r[w]["texts_per_second"] for r in rounds]) for w in WAYS}
     memory = {w: max(r[w]["peak_pss_mib"] for r in rounds) for w in WAYS}
     indicative, warnings = verdict([r[w]["watch"] for r in rounds for w in WAYS])
     result = {
